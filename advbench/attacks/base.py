@@ -1,0 +1,94 @@
+"""The Attack interface: fixed-epsilon and minimum-norm attacks.
+
+Like foolbox, `Attack.__call__` is final and does the shared work (timing, shape
+checks, one run per epsilon for fixed-epsilon attacks); a new attack implements
+`run`. Attacks never trust themselves: the runner re-predicts every adversarial
+example with the defense and verifies it lies in its epsilon ball and the data bounds.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..norms import Norm
+
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class AttackKind(str, Enum):
+    FIXED_EPSILON = "fixed-epsilon"
+    MINIMUM_NORM = "minimum-norm"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class AttackTarget:
+    """What an attack may use of a defense.
+
+    `gradient_model` is the differentiable x -> logits function to take gradients of
+    (the defense's surrogate, averaged over EOT samples when stochastic);
+    `decision_model` is the defense's real inference, for gradient-free attacks;
+    `loss` is the defense's own per-sample attack loss, if it has one.
+    """
+
+    gradient_model: nn.Module
+    decision_model: nn.Module
+    bounds: tuple[float, float]
+    num_classes: int
+    loss: Loss | None = None
+
+
+@dataclass
+class AttackOutput:
+    """Fixed-epsilon: one adversarial batch per epsilon. Minimum-norm: a single batch."""
+
+    adversarials: list[torch.Tensor]
+    seconds: float
+
+
+class Attack(ABC):
+    """Base class. Hyperparameters are keyword-only `__init__` arguments with defaults."""
+
+    description: ClassVar[str] = ""
+    kind: ClassVar[AttackKind] = AttackKind.FIXED_EPSILON
+    norm: Norm = Norm.LINF
+    gradient_based: ClassVar[bool] = True
+
+    def hyperparameters(self) -> dict[str, Any]:
+        params = inspect.signature(type(self).__init__).parameters.values()
+        return {p.name: getattr(self, p.name) for p in params if p.kind is p.KEYWORD_ONLY}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+    def __call__(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilons: list[float]) -> AttackOutput:
+        start = time.perf_counter()
+        if self.kind is AttackKind.MINIMUM_NORM:
+            adversarials = [self.run(target, x, y, None)]
+        else:
+            adversarials = [x.clone() if eps == 0 else self.run(target, x, y, eps) for eps in epsilons]
+        for adv in adversarials:
+            if adv.shape != x.shape:
+                raise RuntimeError(f"{self!r} returned shape {tuple(adv.shape)} for inputs {tuple(x.shape)}")
+        return AttackOutput([adv.detach() for adv in adversarials], time.perf_counter() - start)
+
+    @abstractmethod
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+        """Adversarial inputs for one epsilon (None for minimum-norm attacks)."""
+
+
+class MinimumNormAttack(Attack):
+    """Runs once, unbounded; accuracy at every epsilon is read off the found norms."""
+
+    kind = AttackKind.MINIMUM_NORM

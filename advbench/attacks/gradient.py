@@ -1,0 +1,99 @@
+"""Gradient attacks on our PGD engine: fgsm, fgm, pgd-linf, pgd-l2, mim.
+
+These run on our own engine rather than foolbox's so that every one of them picks
+up a defense's adaptive loss (`loss="auto"`), Adam steps and random restarts.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import AdvbenchError
+from ..norms import Norm
+from ..registry import register_attack
+from .base import Attack, AttackTarget
+from .losses import pick_loss
+from .pgd import STEP_RULES, pgd
+
+
+class _GradientAttack(Attack):
+    def _check(self) -> None:
+        if getattr(self, "steps", 1) < 1:
+            raise AdvbenchError(f"{type(self).__name__}: steps must be at least 1")
+        if getattr(self, "restarts", 1) < 1:
+            raise AdvbenchError(f"{type(self).__name__}: restarts must be at least 1")
+        if getattr(self, "step_rule", "sign") not in STEP_RULES:
+            raise AdvbenchError(f"{type(self).__name__}: step-rule must be one of {', '.join(STEP_RULES)}")
+        pick_loss(self.loss, None)
+
+
+class _PGD(_GradientAttack):
+    """Projected gradient descent with random start and restarts (Madry et al. 2018)."""
+
+    def __init__(self, *, steps: int = 40, step_size: float = 0.0, rel_step_size: float = 2.5, random_start: bool = True,
+                 restarts: int = 1, loss: str = "auto", step_rule: str = "sign") -> None:
+        self.steps, self.step_size, self.rel_step_size = steps, step_size, rel_step_size
+        self.random_start, self.restarts, self.loss, self.step_rule = random_start, restarts, loss, step_rule
+        self._check()
+
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+        assert epsilon is not None
+        step = self.step_size or self.rel_step_size * epsilon / self.steps
+        return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step,
+                   loss_fn=pick_loss(self.loss, target.loss), bounds=target.bounds, random_init=self.random_start,
+                   restarts=self.restarts, step_rule=self.step_rule)
+
+
+@register_attack("pgd-linf", description="PGD in the Linf ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
+class LinfPGD(_PGD):
+    norm = Norm.LINF
+
+
+@register_attack("pgd-l2", description="PGD in the L2 ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
+class L2PGD(_PGD):
+    norm = Norm.L2
+
+
+class _SingleStep(_GradientAttack):
+    def __init__(self, *, loss: str = "auto") -> None:
+        self.loss = loss
+        self._check()
+
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+        assert epsilon is not None
+        return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=1, step_size=epsilon,
+                   loss_fn=pick_loss(self.loss, target.loss), bounds=target.bounds, random_init=False)
+
+
+@register_attack("fgsm", description="fast gradient sign method (Goodfellow et al. 2015), one Linf step of size eps")
+class FGSM(_SingleStep):
+    norm = Norm.LINF
+
+
+@register_attack("fgm", description="fast gradient method, one L2 step of size eps along the normalised gradient")
+class FGM(_SingleStep):
+    norm = Norm.L2
+
+
+class _MIM(_GradientAttack):
+    """Momentum iterative method (Dong et al. 2018): L1-normalised gradients accumulated with decay."""
+
+    def __init__(self, *, steps: int = 10, step_size: float = 0.0, decay: float = 1.0, loss: str = "auto") -> None:
+        self.steps, self.step_size, self.decay, self.loss = steps, step_size, decay, loss
+        self._check()
+
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+        assert epsilon is not None
+        return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps,
+                   step_size=self.step_size or epsilon / self.steps, loss_fn=pick_loss(self.loss, target.loss),
+                   bounds=target.bounds, random_init=False, momentum=self.decay)
+
+
+@register_attack("mim", description="momentum iterative method (Dong et al. 2018) in the Linf ball")
+class LinfMIM(_MIM):
+    norm = Norm.LINF
+
+
+@register_attack("mim-l2", description="momentum iterative method (Dong et al. 2018) in the L2 ball")
+class L2MIM(_MIM):
+    norm = Norm.L2

@@ -1,0 +1,33 @@
+"""Per-sample losses that gradient attacks maximise."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AdvbenchError
+from .base import Loss
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")
+
+
+def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin: best wrong logit minus the true logit (positive = misclassified)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf"))
+    return others.amax(dim=1) - true
+
+
+LOSSES: dict[str, Loss] = {"ce": cross_entropy, "margin": margin}
+
+
+def pick_loss(name: str, defense_loss: Loss | None) -> Loss:
+    """`auto` uses the defense's own attack loss when it provides one, else cross-entropy."""
+    if name == "auto":
+        return defense_loss or cross_entropy
+    try:
+        return LOSSES[name]
+    except KeyError:
+        raise AdvbenchError(f"unknown attack loss {name!r}: use auto, {', '.join(LOSSES)}") from None

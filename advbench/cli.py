@@ -1,0 +1,273 @@
+"""The `advbench` command line: thin commands that parse, call the library and print."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import AdvbenchError
+
+DEBUG_ENV = "ADVBENCH_DEBUG"
+
+
+class AdvbenchGroup(click.Group):
+    """Turns errors into one line and a non-zero exit; `--debug` shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = ctx.params.get("debug") or os.environ.get(DEBUG_ENV) == "1"
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except AdvbenchError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished cells are kept; rerun the same command with --resume", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=AdvbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="advbench")
+def main(debug: bool) -> None:
+    """advbench: train defenses, attack them, and report results a reviewer can trust."""
+
+
+# ----------------------------------------------------------------------------- shared options
+
+def _dirs(func):
+    func = click.option("--zoo-dir", type=click.Path(path_type=Path), default=None, envvar="ADVBENCH_ZOO",
+                        help="Checkpoint directory [default: ./zoo, or $ADVBENCH_ZOO].")(func)
+    func = click.option("--data-dir", type=click.Path(path_type=Path), default=None, envvar="ADVBENCH_DATA",
+                        help="Dataset directory [default: ~/.cache/advbench/data, or $ADVBENCH_DATA].")(func)
+    func = click.option("--download", is_flag=True, help="Download torchvision datasets that are missing.")(func)
+    return func
+
+
+def _results_dir(func):
+    return click.option("--results-dir", type=click.Path(path_type=Path), default=None, envvar="ADVBENCH_RESULTS",
+                        help="Run output directory [default: ./results, or $ADVBENCH_RESULTS].")(func)
+
+
+def _format(func):
+    return click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+                        show_default=True, help="Output format.")(func)
+
+
+def _grid_overrides(func):
+    for option in reversed([
+        click.option("--dataset", default=None, help="Dataset name [default: digits]."),
+        click.option("--samples", type=int, default=None, help="Number of test samples (seeded subset)."),
+        click.option("--batch-size", type=int, default=None, help="Attack batch size."),
+        click.option("--seed", type=int, default=None, help="Seed for the sample subset and attacks."),
+        click.option("--device", default=None, help="auto, cpu or cuda[:N] [default: auto]."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _observer():
+    from .progress import observer_for_terminal
+
+    return observer_for_terminal()
+
+
+def _print_summary(store, fmt: str) -> None:
+    from .metrics import summarize
+    from .report import render
+
+    manifest = store.manifest()
+    summary = summarize(store.records(), {c["id"]: c["epsilons"] for c in manifest.get("cells", [])})
+    render(summary, fmt, sys.stdout)
+
+
+# ----------------------------------------------------------------------------- list / zoo
+
+@main.command("list")
+@click.argument("kind", required=False, type=click.Choice(["defenses", "attacks", "datasets"]))
+def list_command(kind: str | None) -> None:
+    """List defenses, attacks and datasets: built-in and from plugin packages."""
+    from . import registry
+
+    tables = {"defenses": registry.defenses, "attacks": registry.attacks, "datasets": registry.datasets}
+    for name, reg in tables.items():
+        if kind and kind != name:
+            continue
+        click.echo(f"{name}:")
+        for entry in reg.entries():
+            status = f"BROKEN ({entry.error})" if entry.broken else entry.description
+            click.echo(f"  {entry.name:<16} {status}  [{entry.origin}]")
+
+
+@main.group("zoo")
+def zoo_group() -> None:
+    """Inspect trained checkpoints."""
+
+
+@zoo_group.command("list")
+@click.option("--zoo-dir", type=click.Path(path_type=Path), default=None, envvar="ADVBENCH_ZOO")
+def zoo_list(zoo_dir: Path | None) -> None:
+    """List checkpoints in the zoo with their cards."""
+    from .zoo import default_zoo_dir, list_cards
+
+    cards = list_cards(zoo_dir)
+    if not cards:
+        click.echo(f"no checkpoints in {zoo_dir or default_zoo_dir()}; train one with: advbench train cnn")
+        return
+    click.echo(f"{'name':<24} {'defense':<10} {'dataset':<14} {'clean acc':>9} {'s/epoch':>8}  created")
+    for c in cards:
+        click.echo(f"{c.name:<24} {c.defense:<10} {c.dataset:<14} {100 * c.clean_accuracy:>8.1f}% "
+                   f"{c.seconds_per_epoch:>8.3f}  {c.created}")
+
+
+# ----------------------------------------------------------------------------- train
+
+@main.command()
+@click.argument("defense")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Training epochs [default: the defense's].")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: the defense's].")
+@click.option("--batch-size", type=int, default=None, help="Training batch size [default: the defense's].")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Any other hyperparameter (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default=None, help="Zoo entry name [default: DEFENSE-DATASET].")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing zoo entry.")
+@_dirs
+def train(defense: str, dataset: str, epochs: int | None, lr: float | None, batch_size: int | None,
+          opts: tuple[str, ...], seed: int, name: str | None, device: str, force: bool, zoo_dir: Path | None,
+          data_dir: Path | None, download: bool) -> None:
+    """Train DEFENSE and store it in the zoo (checkpoint + JSON card)."""
+    from . import zoo
+    from .data import load_dataset
+    from .options import parse_assignments
+    from .registry import defenses
+    from .runner import pick_device
+
+    defenses.get(defense)
+    options: dict[str, Any] = parse_assignments(opts)
+    options.update({k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None})
+    for key in ("epochs", "batch_size"):
+        if key in options and isinstance(options[key], int) and options[key] < 1:
+            raise AdvbenchError(f"{key.replace('_', '-')} must be at least 1")
+    target = Path(zoo_dir or zoo.default_zoo_dir()) / f"{name or zoo.default_name(defense, dataset)}.pt"
+    if target.exists() and not force:
+        raise AdvbenchError(f"{target} exists; pass --force to overwrite it or --name to keep both")
+    data = load_dataset(dataset, data_dir, download)
+    card = zoo.train(defense, data, options=options, seed=seed, name=name, zoo_dir=zoo_dir,
+                     device=pick_device(device), observer=_observer())
+    click.echo(f"trained {card.name}: clean accuracy {100 * card.clean_accuracy:.2f}% "
+               f"({card.train_seconds:.1f}s) -> {target}")
+
+
+# ----------------------------------------------------------------------------- attack / run
+
+def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
+             resume: bool, fmt: str) -> None:
+    from .data import load_dataset
+    from .runner import run_grid
+    from .store import RunStore, default_results_dir
+
+    results_dir = Path(results_dir or default_results_dir())
+    observer = _observer()
+    data = load_dataset(grid.dataset, data_dir, download)
+    store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
+    if resume and store is None:
+        observer.message("no earlier run of this grid to resume: starting a new one")
+    store = store or RunStore.create(results_dir, grid.fingerprint())
+    observer.message(f"run {store.run_id} -> {store.path}")
+    run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer)
+    from .metrics import summarize
+
+    manifest = store.manifest()
+    summary = summarize(store.records(), {c["id"]: c["epsilons"] for c in manifest["cells"]})
+    store.write_summary(summary)
+    from .report import render
+
+    render(summary, fmt, sys.stdout)
+    observer.message(f"records and summary.csv in {store.path}")
+
+
+@main.command()
+@click.argument("defense")
+@click.option("--attack", "attack_names", multiple=True, required=True, help="Attack name (repeatable).")
+@click.option("--eps", "epsilons", multiple=True, help="Epsilon on the 0-1 scale, e.g. 0.1 or 8/255 (repeatable).")
+@click.option("--steps", type=int, default=None, help="Attack iterations.")
+@click.option("--step-size", default=None, help="Attack step size (absolute).")
+@click.option("--restarts", type=int, default=None, help="Random restarts.")
+@click.option("--eot", type=int, default=None, help="EOT samples for stochastic defenses.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Any other attack option (repeatable).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file for the defense.")
+@click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same settings.")
+@_grid_overrides
+@_format
+@_results_dir
+@_dirs
+def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
+           step_size: str | None, restarts: int | None, eot: int | None, opts: tuple[str, ...],
+           weights: Path | None, resume: bool, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
+           data_dir: Path | None, download: bool, **overrides: Any) -> None:
+    """Attack one DEFENSE (a zoo/registry name, NAME:MODE, or python:module:factory)."""
+    from .config import AttackSpec, DefenseSpec, Grid, validate
+    from .norms import parse_epsilon
+    from .options import parse_assignments
+
+    options: dict[str, Any] = parse_assignments(opts)
+    options.update({k: v for k, v in {"steps": steps, "step_size": step_size, "restarts": restarts}.items()
+                    if v is not None})
+    eps = tuple(parse_epsilon(e) for e in epsilons)
+    if eot is not None and eot < 1:
+        raise AdvbenchError("--eot must be at least 1")
+    specs = tuple(AttackSpec(name, eps, tuple(sorted(options.items())), eot) for name in attack_names)
+    grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
+    grid = validate(grid.with_overrides(**overrides))
+    _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
+             fmt=fmt)
+
+
+@main.command()
+@click.argument("grid_file", required=False, type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same grid.")
+@_grid_overrides
+@_format
+@_results_dir
+@_dirs
+def run(grid_file: Path | None, resume: bool, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
+        data_dir: Path | None, download: bool, **overrides: Any) -> None:
+    """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
+    from .config import demo_grid, load_grid, validate
+
+    grid = load_grid(grid_file) if grid_file else demo_grid()
+    grid = validate(grid.with_overrides(**overrides))
+    _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
+             fmt=fmt)
+
+
+# ----------------------------------------------------------------------------- report
+
+@main.command()
+@click.argument("run_id", required=False)
+@_format
+@_results_dir
+def report(run_id: str | None, fmt: str, results_dir: Path | None) -> None:
+    """Report a run (default: the latest) from its per-sample records."""
+    from .store import RunStore, default_results_dir
+
+    _print_summary(RunStore.open(Path(results_dir or default_results_dir()), run_id), fmt)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,168 @@
+"""Grids: which defenses, attacks and epsilons a run evaluates, from TOML or CLI flags.
+
+A grid is frozen once built; its fingerprint (a hash of everything that changes the
+numbers) names the run and lets `--resume` find an interrupted run of the same grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import AdvbenchError
+from .norms import Norm, check_epsilon_range, parse_epsilon
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_EPSILONS: dict[Norm, tuple[float, ...]] = {
+    Norm.LINF: (0.05, 0.1, 0.2, 0.3),
+    Norm.L2: (0.5, 1.0, 2.0),
+}
+GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device"}
+
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    spec: str
+    weights: str | None = None
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or self.spec
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    epsilons: tuple[float, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    eot: int | None = None
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class Grid:
+    defenses: tuple[DefenseSpec, ...]
+    attacks: tuple[AttackSpec, ...]
+    dataset: str = "digits"
+    samples: int | None = 200
+    batch_size: int = 100
+    seed: int = 0
+    device: str = "auto"
+
+    def fingerprint(self) -> str:
+        numbers = {k: v for k, v in asdict(self).items() if k != "device"}
+        return hashlib.sha256(json.dumps(numbers, sort_keys=True, default=str).encode()).hexdigest()
+
+    def with_overrides(self, **overrides: Any) -> "Grid":
+        """CLI flags win over the file; flags the user did not set (None) are dropped."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _attack_spec(raw: Any, where: str) -> AttackSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise AdvbenchError(f"{where}: each attack needs a name (e.g. {{name = \"pgd-linf\", epsilons = [0.1]}})")
+    raw = dict(raw)
+    name = str(raw.pop("name"))
+    epsilons = tuple(parse_epsilon(e) for e in raw.pop("epsilons", ()))
+    eot = raw.pop("eot", None)
+    if eot is not None and (not isinstance(eot, int) or eot < 1):
+        raise AdvbenchError(f"{where}: attack {name}: eot must be a positive integer")
+    label = str(raw.pop("label", ""))
+    return AttackSpec(name, epsilons, tuple(sorted(raw.items())), eot, label)
+
+
+def _defense_spec(raw: Any, where: str) -> DefenseSpec:
+    if isinstance(raw, str):
+        return DefenseSpec(raw)
+    if isinstance(raw, dict) and "name" in raw:
+        unknown = set(raw) - {"name", "weights", "label"}
+        if unknown:
+            raise AdvbenchError(f"{where}: unknown defense keys {', '.join(sorted(unknown))}")
+        return DefenseSpec(str(raw["name"]), raw.get("weights"), str(raw.get("label", "")))
+    raise AdvbenchError(f"{where}: each defense is a name or {{name = ..., weights = ...}}")
+
+
+def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
+    unknown = set(data) - GRID_KEYS
+    if unknown:
+        raise AdvbenchError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(GRID_KEYS))})")
+    defenses = tuple(_defense_spec(d, where) for d in data.get("defenses", ["cnn"]))
+    attacks = tuple(_attack_spec(a, where) for a in data.get("attacks", []))
+    if not defenses or not attacks:
+        raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
+    kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device") if k in data}
+    return validate(Grid(defenses, attacks, **kwargs))
+
+
+def load_grid(path: Path) -> Grid:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdvbenchError(f"grid file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdvbenchError(f"grid file {path} is unreadable: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AdvbenchError(f"grid file {path} is not valid TOML: {exc}") from None
+    return grid_from_dict(data, where=str(path))
+
+
+def preset_path(name: str) -> Path:
+    return Path(str(resources.files("advbench") / "presets" / name))
+
+
+def demo_grid() -> Grid:
+    return load_grid(preset_path("demo.toml"))
+
+
+def validate(grid: Grid) -> Grid:
+    """Reject bad numbers before any work starts."""
+    if not isinstance(grid.batch_size, int) or grid.batch_size < 1:
+        raise AdvbenchError(f"batch size must be a positive integer, got {grid.batch_size!r}")
+    if grid.samples is not None and (not isinstance(grid.samples, int) or grid.samples < 1):
+        raise AdvbenchError(f"samples must be a positive integer, got {grid.samples!r}")
+    if not isinstance(grid.seed, int):
+        raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
+    ids = [a.id for a in grid.attacks]
+    if len(set(ids)) != len(ids):
+        raise AdvbenchError("two attacks share a name; give one a distinct label = \"...\"")
+    ids = [d.id for d in grid.defenses]
+    if len(set(ids)) != len(ids):
+        raise AdvbenchError("two defenses share a name; give one a distinct label = \"...\"")
+    return grid
+
+
+def resolve_epsilons(spec: AttackSpec, norm: Norm, bounds: tuple[float, float]) -> tuple[float, ...]:
+    epsilons = spec.epsilons or DEFAULT_EPSILONS[norm]
+    for eps in epsilons:
+        check_epsilon_range(eps, norm, bounds, spec.id)
+    return tuple(sorted(set(epsilons)))
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One defense x attack pair of a grid."""
+
+    defense: DefenseSpec
+    attack: AttackSpec
+    epsilons: tuple[float, ...] = field(default=())
+
+    @property
+    def id(self) -> str:
+        return f"{self.defense.id}__{self.attack.id}"

@@ -1,0 +1,121 @@
+"""The Defense interface every evaluated model implements.
+
+One interface covers plain classifiers, classifiers with a reject option (detectors,
+generative classifiers), stochastic inference (attacked with EOT), and defenses whose
+honest attack needs its own differentiable surrogate or loss. Attacks and the runner
+only ever talk to this interface; they never ask which defense they hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import AdvbenchError
+
+
+@dataclass
+class Prediction:
+    """What a defense says about a batch: logits, labels and (optionally) a reject score."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    reject_score: torch.Tensor | None = None
+
+
+class Defense(nn.Module):
+    """Base class: subclasses implement `forward(x) -> logits`.
+
+    Optional capabilities, each with a safe default:
+    - `reject_score(x, logits)`: higher means "more likely adversarial"; metrics need a
+      continuous score (ROC/AUC), with `reject_threshold` as the operating point.
+    - `stochastic = True` with `eot_samples`: predictions and gradients are averaged over
+      that many forward passes (expectation over transformation).
+    - `gradient_model()`: the differentiable x -> logits function gradient attacks use,
+      e.g. an adaptive gradient that skips an inner optimisation.
+    - `attack_loss()`: a per-sample loss `(logits, labels) -> loss` that gradient attacks
+      maximise instead of cross-entropy, for defenses whose honest attack needs one.
+    - `modes`: named variants of one checkpoint, selected as `name:mode`.
+    """
+
+    description: ClassVar[str] = ""
+    stochastic: ClassVar[bool] = False
+    modes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eot_samples: int = 1
+        self.reject_threshold: float | None = None
+        self.mode: str | None = None
+
+    def reject_score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def gradient_model(self) -> nn.Module:
+        return self
+
+    def attack_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        return None
+
+    def select_mode(self, mode: str | None) -> None:
+        if mode is None:
+            return
+        if mode not in self.modes:
+            offered = ", ".join(self.modes) if self.modes else "none"
+            raise AdvbenchError(f"defense {type(self).__name__} has no mode {mode!r} (modes: {offered})")
+        self.mode = mode
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, samples: int | None = None) -> Prediction:
+        """Labels from logits averaged over EOT samples when the defense is stochastic."""
+        n = (samples or self.eot_samples) if self.stochastic else 1
+        logits = torch.stack([self(x) for _ in range(n)]).mean(0)
+        return Prediction(logits, logits.argmax(dim=1), self.reject_score(x, logits))
+
+
+class ModelDefense(Defense):
+    """A plain classifier: any nn.Module that maps inputs to logits."""
+
+    description = "a plain classifier (user model)"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class ExpectationOverTransformation(nn.Module):
+    """Averages a stochastic model's logits over `samples` passes, so gradients are averaged too."""
+
+    def __init__(self, model: nn.Module, samples: int) -> None:
+        super().__init__()
+        self.model = model
+        self.samples = samples
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+
+
+class TrainableDefense(Defense):
+    """A defense advbench can train and store in the zoo.
+
+    Subclasses declare a `Config` dataclass of hyperparameters (stored in the zoo
+    card), `build(info, config)` for an untrained model, and `fit(...)`.
+    """
+
+    Config: ClassVar[type]
+    norm: ClassVar[str | None] = None
+
+    @classmethod
+    def build(cls, info: Any, config: Any) -> "TrainableDefense":
+        raise NotImplementedError
+
+    def fit(self, data: Any, config: Any, *, seed: int, device: torch.device, observer: Any) -> list[float]:
+        """Train in place; returns seconds per epoch for the zoo card."""
+        raise NotImplementedError

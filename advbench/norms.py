@@ -1,0 +1,65 @@
+"""Perturbation norms and epsilon parsing, shared by attacks, verification and metrics."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from fractions import Fraction
+
+import torch
+
+from .errors import AdvbenchError
+
+
+class Norm(str, Enum):
+    LINF = "linf"
+    L2 = "l2"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def of(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-sample norm of a batch of perturbations."""
+        flat = delta.flatten(1)
+        if self is Norm.LINF:
+            return flat.abs().amax(dim=1)
+        return flat.norm(p=2, dim=1)
+
+
+def parse_norm(value: str | Norm) -> Norm:
+    aliases = {"linf": Norm.LINF, "inf": Norm.LINF, "l_inf": Norm.LINF, "l2": Norm.L2, "2": Norm.L2}
+    try:
+        return aliases[str(value).strip().lower()]
+    except KeyError:
+        raise AdvbenchError(f"unknown norm {value!r}: use one of {', '.join(n.value for n in Norm)}") from None
+
+
+def parse_epsilon(value: str | float | int) -> float:
+    """Read an epsilon on the data's [0,1] scale: `0.1`, `8/255` or a number from TOML."""
+    if isinstance(value, bool):
+        raise AdvbenchError(f"epsilon {value!r} is not a number")
+    if isinstance(value, (int, float)):
+        eps = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            eps = float(Fraction(text)) if "/" in text else float(text)
+        except (ValueError, ZeroDivisionError):
+            raise AdvbenchError(f"epsilon {value!r} is not a number (write e.g. 0.1 or 8/255)") from None
+    if math.isnan(eps):
+        raise AdvbenchError(f"epsilon {value!r} is NaN")
+    if math.isinf(eps):
+        raise AdvbenchError(f"epsilon {value!r} is infinite")
+    if eps < 0:
+        raise AdvbenchError(f"epsilon {value!r} is negative")
+    return eps
+
+
+def check_epsilon_range(eps: float, norm: Norm, bounds: tuple[float, float], attack: str) -> None:
+    """An Linf epsilon larger than the data range is almost surely a scale mistake (255 vs 1)."""
+    low, high = bounds
+    if norm is Norm.LINF and eps > high - low:
+        raise AdvbenchError(
+            f"Linf epsilon {eps:g} for {attack} exceeds the data range [{low:g}, {high:g}]; "
+            "epsilons are on the 0-1 scale (write 8/255, not 8)"
+        )

@@ -1,0 +1,81 @@
+"""Typed hyperparameters from strings (CLI) or TOML values.
+
+Defenses and attacks declare their hyperparameters once (a dataclass or keyword-only
+arguments with defaults); this module coerces user values to those types, rejects
+unknown names, and keeps only what the user set so defaults live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from typing import Any, Mapping
+
+from .errors import AdvbenchError
+
+
+def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`key=value` strings (from repeated --opt) into a dict; dashes in keys become underscores."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise AdvbenchError(f"option {item!r} is not of the form key=value")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def _from_text(name: str, text: str, default: Any, owner: str) -> Any:
+    text = text.strip()
+    try:
+        if isinstance(default, bool):
+            truth = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+            return truth[text.lower()]
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            from .norms import parse_epsilon
+
+            return parse_epsilon(text) if "/" in text else float(text)
+    except (KeyError, ValueError):
+        raise AdvbenchError(f"{owner} option {name}={text!r} is not a valid {type(default).__name__}") from None
+    return text
+
+
+def _coerce(name: str, value: Any, default: Any, owner: str) -> Any:
+    if isinstance(value, str) and default is not None and not isinstance(default, str):
+        value = _from_text(name, value, default, owner)
+    if isinstance(default, bool) != isinstance(value, bool) and default is not None:
+        raise AdvbenchError(f"{owner} option {name} expects {type(default).__name__}, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        raise AdvbenchError(f"{owner} option {name} expects a number, got {value!r}")
+    if isinstance(value, float) and math.isnan(value):
+        raise AdvbenchError(f"{owner} option {name} is NaN")
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value
+
+
+def declared_defaults(target: Any) -> dict[str, Any]:
+    """Hyperparameter names and defaults of a dataclass type or a callable's keyword-only arguments."""
+    if dataclasses.is_dataclass(target):
+        return {
+            f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+            for f in dataclasses.fields(target)
+        }
+    params = inspect.signature(target).parameters.values()
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+
+def coerce_options(target: Any, values: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Validate user-set options against `target`'s declared hyperparameters."""
+    defaults = declared_defaults(target)
+    out: dict[str, Any] = {}
+    for raw_name, value in values.items():
+        name = raw_name.replace("-", "_")
+        if name not in defaults:
+            known = ", ".join(n.replace("_", "-") for n in defaults) or "none"
+            raise AdvbenchError(f"{owner} has no option {raw_name!r} (options: {known})")
+        out[name] = _coerce(name, value, defaults[name], owner)
+    return out

@@ -1,0 +1,212 @@
+"""Run a grid cell by cell and store per-sample records; no printing, no metrics.
+
+For each defense the clean predictions are computed once and shared by its cells.
+Each cell's attack runs batch by batch; every adversarial example is verified and
+re-predicted by the defense itself (never trusting the attack's own success flag),
+then written as one record per sample (per epsilon for fixed-epsilon attacks).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import platform
+import subprocess
+import zlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import __version__
+from .attacks import Attack, AttackKind, AttackTarget, make_attack
+from .attacks.verify import verify_adversarials
+from .config import CellPlan, Grid, resolve_epsilons
+from .data import Dataset
+from .defenses.base import Defense, ExpectationOverTransformation, Prediction
+from .errors import AdvbenchError
+from .progress import Observer
+from .store import RunStore
+from .zoo import resolve_defense
+
+RECORD_COLUMNS = [
+    "cell", "defense", "attack", "norm", "kind", "epsilon", "sample", "label", "clean_pred", "clean_score",
+    "adv_pred", "adv_score", "l2", "linf", "x_l2", "seconds", "queries",
+]
+
+
+class QueryCounter(nn.Module):
+    """Counts the inputs a model is evaluated on, so records can report queries per sample."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.count = 0
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.count += len(x)
+        return self.model(x)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AdvbenchError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AdvbenchError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def cell_seed(seed: int, cell_id: str) -> int:
+    """A seed per cell that does not depend on which other cells ran before (resume-safe)."""
+    return zlib.crc32(f"{seed}:{cell_id}".encode())
+
+
+def plan_cells(grid: Grid, data: Dataset) -> list[tuple[CellPlan, Attack]]:
+    """Expand the grid and build every attack up front, so bad options fail before any work."""
+    plans = []
+    attacks = [(spec, make_attack(spec.name, dict(spec.options))) for spec in grid.attacks]
+    for defense in grid.defenses:
+        for spec, attack in attacks:
+            epsilons = resolve_epsilons(spec, attack.norm, data.info.bounds)
+            plans.append((CellPlan(defense, spec, epsilons), attack))
+    return plans
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: torch.device) -> dict[str, Any]:
+    return {
+        "fingerprint": grid.fingerprint(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "grid": asdict(grid),
+        "device": str(device),
+        "versions": {"advbench": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
+        "git_commit": _git_commit(),
+        "cells": [
+            {"id": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "attack_name": plan.attack.name,
+             "norm": str(attack.norm), "kind": str(attack.kind), "epsilons": list(plan.epsilons),
+             "hyperparameters": attack.hyperparameters(), "eot": plan.attack.eot}
+            for plan, attack in plans
+        ],
+        "defenses": {},
+    }
+
+
+def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None = None,
+             observer: Observer | None = None) -> None:
+    """Run every unfinished cell of `grid` into `store` (finished cells are skipped)."""
+    observer = observer or Observer()
+    device = pick_device(grid.device)
+    plans = plan_cells(grid, data)
+    manifest = store.manifest() if (store.path / "manifest.json").exists() else build_manifest(grid, plans, device)
+    store.write_manifest(manifest)
+    indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
+    todo = [(plan, attack) for plan, attack in plans if not store.has_cell(plan.id)]
+    if len(todo) < len(plans):
+        observer.message(f"resuming: {len(plans) - len(todo)} of {len(plans)} cells already finished")
+    with observer.task("grid cells", len(todo)) as advance_cells:
+        for defense_spec in grid.defenses:
+            cells = [(p, a) for p, a in todo if p.defense == defense_spec]
+            if not cells:
+                continue
+            defense = resolve_defense(defense_spec.spec, data, zoo_dir=zoo_dir, device=device, observer=observer,
+                                      weights=Path(defense_spec.weights) if defense_spec.weights else None)
+            manifest["defenses"][defense_spec.id] = {
+                "spec": defense_spec.spec, "stochastic": defense.stochastic, "eot_samples": defense.eot_samples,
+                "reject_threshold": defense.reject_threshold,
+            }
+            store.write_manifest(manifest)
+            clean = predict_batches(defense, inputs, grid.batch_size, device)
+            for plan, attack in cells:
+                observer.message(f"cell {plan.id}: {attack!r}")
+                torch.manual_seed(cell_seed(grid.seed, plan.id))
+                records = run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
+                                   bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
+                                   observer=observer)
+                store.write_cell(plan.id, records)
+                advance_cells(1)
+
+
+def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, device: torch.device,
+                    samples: int | None = None) -> Prediction:
+    parts = [defense.predict(inputs[i:i + batch_size].to(device), samples=samples)
+             for i in range(0, len(inputs), batch_size)]
+    scores = [p.reject_score for p in parts]
+    return Prediction(
+        torch.cat([p.logits for p in parts]).cpu(), torch.cat([p.labels for p in parts]).cpu(),
+        None if any(s is None for s in scores) else torch.cat(scores).cpu(),  # type: ignore[arg-type]
+    )
+
+
+def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int) -> AttackTarget:
+    gradient_model, decision_model = defense.gradient_model(), defense
+    if defense.stochastic and eot > 1:
+        gradient_model = ExpectationOverTransformation(gradient_model, eot)
+        decision_model = ExpectationOverTransformation(decision_model, eot)
+    return AttackTarget(QueryCounter(gradient_model), QueryCounter(decision_model), bounds, num_classes,
+                        loss=defense.attack_loss())
+
+
+def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Tensor, inputs: torch.Tensor,
+             labels: torch.Tensor, clean: Prediction, *, batch_size: int, bounds: tuple[float, float],
+             num_classes: int, device: torch.device, observer: Observer | None = None) -> pd.DataFrame:
+    """Attack one defense with one attack over all samples; one record per sample and epsilon."""
+    observer = observer or Observer()
+    eot = plan.attack.eot or defense.eot_samples
+    target = attack_target(defense, eot, bounds, num_classes)
+    minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
+    epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
+    rows: list[dict[str, Any]] = []
+    with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
+        for start in range(0, len(inputs), batch_size):
+            stop = start + batch_size
+            x, y = inputs[start:stop].to(device), labels[start:stop].to(device)
+            target.gradient_model.count = target.decision_model.count = 0  # type: ignore[union-attr]
+            output = attack(target, x, y, [e for e in epsilons if e is not None])
+            queries = (target.gradient_model.count + target.decision_model.count) / len(x)  # type: ignore[union-attr]
+            seconds = output.seconds / len(x)
+            for eps, adv in zip(epsilons, output.adversarials):
+                verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
+                rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
+                                     eot, seconds, queries))
+            advance(len(x))
+    return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Tensor, y: torch.Tensor,
+             x: torch.Tensor, adv: torch.Tensor, clean: Prediction, offset: int, defense: Defense, eot: int,
+             seconds: float, queries: float) -> list[dict[str, Any]]:
+    pred = defense.predict(adv, samples=eot)
+    delta = (adv - x).flatten(1)
+    l2, linf, x_l2 = delta.norm(dim=1).cpu(), delta.abs().amax(dim=1).cpu(), x.flatten(1).norm(dim=1).cpu()
+    adv_pred = pred.labels.cpu()
+    adv_score = pred.reject_score.cpu() if pred.reject_score is not None else None
+    out = []
+    for i in range(len(x)):
+        j = offset + i
+        out.append({
+            "cell": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "norm": str(attack.norm),
+            "kind": str(attack.kind), "epsilon": math.nan if eps is None else eps, "sample": int(index[i]),
+            "label": int(y[i]), "clean_pred": int(clean.labels[j]),
+            "clean_score": float(clean.reject_score[j]) if clean.reject_score is not None else math.nan,
+            "adv_pred": int(adv_pred[i]),
+            "adv_score": float(adv_score[i]) if adv_score is not None else math.nan,
+            "l2": float(l2[i]), "linf": float(linf[i]), "x_l2": float(x_l2[i]),
+            "seconds": seconds, "queries": queries,
+        })
+    return out

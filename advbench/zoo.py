@@ -1,0 +1,235 @@
+"""The model zoo: trained checkpoints with JSON cards, and how defenses are found.
+
+`zoo/<name>.pt` holds the weights and the card; `zoo/<name>.json` is the same card
+for people and tools. Loading checks the card against the dataset so a checkpoint
+for other inputs fails with a clear message instead of a shape error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib
+import inspect
+import io
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .data import DEFAULT_DATASET, DataInfo, Dataset
+from .defenses.base import Defense, ModelDefense, TrainableDefense
+from .defenses.training import accuracy
+from .errors import AdvbenchError
+from .options import coerce_options
+from .progress import Observer
+from .registry import defenses
+from .store import atomic_write_bytes, atomic_write_text
+
+
+@dataclass
+class Card:
+    """Everything needed to rebuild, trust and cite a checkpoint."""
+
+    name: str
+    defense: str
+    dataset: str
+    input_shape: list[int]
+    num_classes: int
+    hyperparameters: dict[str, Any]
+    seed: int
+    clean_accuracy: float
+    train_seconds: float
+    seconds_per_epoch: float
+    norm: str | None = None
+    eps: float | None = None
+    advbench_version: str = __version__
+    torch_version: str = str(torch.__version__)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def default_zoo_dir() -> Path:
+    return Path(os.environ.get("ADVBENCH_ZOO", "zoo"))
+
+
+def default_name(defense: str, dataset: str) -> str:
+    return f"{defense}-{dataset}"
+
+
+def train(
+    defense_name: str, data: Dataset, *, options: dict[str, Any] | None = None, seed: int = 0,
+    name: str | None = None, zoo_dir: Path | None = None, device: torch.device = torch.device("cpu"),
+    observer: Observer | None = None,
+) -> Card:
+    """Train a registered defense and write `<zoo>/<name>.pt` and `.json` atomically."""
+    observer = observer or Observer()
+    cls = defenses.get(defense_name)
+    if not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
+        raise AdvbenchError(f"defense {defense_name!r} cannot be trained by advbench")
+    config = cls.Config(**coerce_options(cls.Config, options or {}, f"defense {defense_name}"))
+    zoo_dir = Path(zoo_dir or default_zoo_dir())
+    _ensure_writable(zoo_dir)
+    torch.manual_seed(seed)
+    model = cls.build(data.info, config).to(device)
+    start = time.perf_counter()
+    epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer)
+    seconds = time.perf_counter() - start
+    model.eval()
+    hyper = dataclasses.asdict(config)
+    card = Card(
+        name=name or default_name(defense_name, data.info.name), defense=defense_name, dataset=data.info.name,
+        input_shape=list(data.info.input_shape), num_classes=data.info.num_classes, hyperparameters=hyper,
+        seed=seed, clean_accuracy=accuracy(model, data.test_x, data.test_y, device=device),
+        train_seconds=round(seconds, 3),
+        seconds_per_epoch=round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 4),
+        norm=hyper.get("norm", cls.norm), eps=hyper.get("eps"),
+    )
+    save(model, card, zoo_dir)
+    return card
+
+
+def save(model: Defense, card: Card, zoo_dir: Path) -> Path:
+    path = Path(zoo_dir) / f"{card.name}.pt"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    extra = {"reject_threshold": model.reject_threshold}
+    buffer = io.BytesIO()
+    torch.save({"card": dataclasses.asdict(card), "state_dict": state, "extra": extra}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_text(path.with_suffix(".json"), json.dumps(dataclasses.asdict(card), indent=2) + "\n")
+    return path
+
+
+def _ensure_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdvbenchError(f"cannot create directory {directory}: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise AdvbenchError(f"directory {directory} is not writable")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise AdvbenchError(f"checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise AdvbenchError(f"checkpoint {path} is corrupt or not an advbench checkpoint ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or "card" not in blob or "state_dict" not in blob:
+        raise AdvbenchError(f"checkpoint {path} is not an advbench checkpoint (no card)")
+    return blob
+
+
+def load(name: str, zoo_dir: Path | None = None, *, info: DataInfo | None = None) -> tuple[Defense, Card]:
+    """Rebuild a zoo checkpoint on CPU, checking it fits the dataset in `info`."""
+    path = Path(zoo_dir or default_zoo_dir()) / f"{name}.pt"
+    blob = read_checkpoint(path)
+    try:
+        card = Card(**blob["card"])
+    except TypeError as exc:
+        raise AdvbenchError(f"checkpoint {path} has an unreadable card: {exc}") from None
+    if info is not None and (card.dataset != info.name or tuple(card.input_shape) != tuple(info.input_shape)):
+        raise AdvbenchError(
+            f"checkpoint {name} was trained on {card.dataset} {tuple(card.input_shape)}, "
+            f"not {info.name} {tuple(info.input_shape)}"
+        )
+    cls = defenses.get(card.defense)
+    config = cls.Config(**coerce_options(cls.Config, card.hyperparameters, f"checkpoint {name}"))
+    model_info = DataInfo(card.dataset, tuple(card.input_shape), card.num_classes)
+    model = cls.build(model_info, config)
+    _load_state(model, blob["state_dict"], path)
+    model.reject_threshold = blob.get("extra", {}).get("reject_threshold")
+    return model.eval(), card
+
+
+def _load_state(model: torch.nn.Module, state: dict[str, Any], path: Path | str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise AdvbenchError(f"weights in {path} do not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
+
+
+def list_cards(zoo_dir: Path | None = None) -> list[Card]:
+    directory = Path(zoo_dir or default_zoo_dir())
+    cards = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            cards.append(Card(**json.loads(path.read_text())))
+        except (json.JSONDecodeError, TypeError):
+            continue
+    return cards
+
+
+def resolve_defense(
+    spec: str, data: Dataset, *, zoo_dir: Path | None = None, weights: Path | None = None,
+    device: torch.device = torch.device("cpu"), observer: Observer | None = None,
+) -> Defense:
+    """Turn a defense spec from the CLI or a grid into a ready model.
+
+    `name` or `name:mode` (a registered defense, looked up as `<name>-<dataset>` in the
+    zoo, or a zoo entry name), or `python:pkg.module:factory` with optional weights.
+    A missing digits checkpoint is trained with defaults; others stop with the command.
+    """
+    observer = observer or Observer()
+    zoo_dir = Path(zoo_dir or default_zoo_dir())
+    if spec.startswith("python:"):
+        return _from_python_factory(spec[len("python:"):], data.info, weights).to(device).eval()
+    base, _, mode = spec.partition(":")
+    if weights is not None:
+        cls = defenses.get(base)
+        model = cls.build(data.info, cls.Config())
+        _load_state(model, _read_weights(Path(weights)), weights)
+    elif (zoo_dir / f"{base}.pt").exists() and base not in defenses:
+        model, _ = load(base, zoo_dir, info=data.info)
+    else:
+        defenses.get(base)  # unknown names fail here, with suggestions
+        name = default_name(base, data.info.name)
+        if not (zoo_dir / f"{name}.pt").exists():
+            if data.info.name != DEFAULT_DATASET:
+                raise AdvbenchError(
+                    f"no checkpoint {zoo_dir / name}.pt; train it first: "
+                    f"advbench train {base} --dataset {data.info.name} --zoo-dir {zoo_dir}"
+                )
+            observer.message(f"no checkpoint {name} in {zoo_dir}: training {base} on {data.info.name} with defaults")
+            train(base, data, zoo_dir=zoo_dir, device=device, observer=observer)
+        model, _ = load(name, zoo_dir, info=data.info)
+    model.select_mode(mode or None)
+    return model.to(device).eval()
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise AdvbenchError(f"weights file {path} does not exist") from None
+    except Exception as exc:
+        raise AdvbenchError(f"weights file {path} is corrupt or not a torch state dict ({type(exc).__name__})") from None
+    if isinstance(blob, dict) and "state_dict" in blob:
+        blob = blob["state_dict"]
+    if not isinstance(blob, dict):
+        raise AdvbenchError(f"weights file {path} does not hold a state dict")
+    return blob
+
+
+def _from_python_factory(target: str, info: DataInfo, weights: Path | None) -> Defense:
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise AdvbenchError(f"python defense {target!r} must look like python:package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise AdvbenchError(f"cannot load python defense {target!r}: {exc}") from None
+    accepted = inspect.signature(factory).parameters
+    kwargs = {k: v for k, v in {"input_shape": info.input_shape, "num_classes": info.num_classes}.items() if k in accepted}
+    model = factory(**kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise AdvbenchError(f"python defense {target!r} returned {type(model).__name__}, not a torch module")
+    if weights is not None:
+        _load_state(model, _read_weights(Path(weights)), weights)
+    return model if isinstance(model, Defense) else ModelDefense(model)
