@@ -39,9 +39,10 @@ class _PGD(_GradientAttack):
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
         assert epsilon is not None
         step = self.step_size or self.rel_step_size * epsilon / self.steps
+        loss_fn, untargeted = pick_loss(self.loss, target.loss)
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step,
-                   loss_fn=pick_loss(self.loss, target.loss), bounds=target.bounds, random_init=self.random_start,
-                   restarts=self.restarts, step_rule=self.step_rule)
+                   loss_fn=loss_fn, bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
+                   step_rule=self.step_rule, prefer_misclassified=untargeted)
 
 
 @register_attack("pgd-linf", description="PGD in the Linf ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
@@ -61,8 +62,9 @@ class _SingleStep(_GradientAttack):
 
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
         assert epsilon is not None
+        loss_fn, untargeted = pick_loss(self.loss, target.loss)
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=1, step_size=epsilon,
-                   loss_fn=pick_loss(self.loss, target.loss), bounds=target.bounds, random_init=False)
+                   loss_fn=loss_fn, bounds=target.bounds, random_init=False, prefer_misclassified=untargeted)
 
 
 @register_attack("fgsm", description="fast gradient sign method (Goodfellow et al. 2015), one Linf step of size eps")
@@ -84,9 +86,10 @@ class _MIM(_GradientAttack):
 
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
         assert epsilon is not None
+        loss_fn, untargeted = pick_loss(self.loss, target.loss)
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps,
-                   step_size=self.step_size or epsilon / self.steps, loss_fn=pick_loss(self.loss, target.loss),
-                   bounds=target.bounds, random_init=False, momentum=self.decay)
+                   step_size=self.step_size or epsilon / self.steps, loss_fn=loss_fn, bounds=target.bounds,
+                   random_init=False, momentum=self.decay, prefer_misclassified=untargeted)
 
 
 @register_attack("mim", description="momentum iterative method (Dong et al. 2018) in the Linf ball")

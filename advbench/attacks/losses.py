@@ -23,11 +23,15 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 LOSSES: dict[str, Loss] = {"ce": cross_entropy, "margin": margin}
 
 
-def pick_loss(name: str, defense_loss: Loss | None) -> Loss:
-    """`auto` uses the defense's own attack loss when it provides one, else cross-entropy."""
-    if name == "auto":
-        return defense_loss or cross_entropy
+def pick_loss(name: str, defense_loss: Loss | None) -> tuple[Loss, bool]:
+    """The loss to maximise and whether misclassification is the goal.
+
+    `auto` uses the defense's own attack loss when it provides one (its success is then
+    judged by the loss alone), else cross-entropy.
+    """
+    if name == "auto" and defense_loss is not None:
+        return defense_loss, False
     try:
-        return LOSSES[name]
+        return LOSSES["ce" if name == "auto" else name], True
     except KeyError:
         raise AdvbenchError(f"unknown attack loss {name!r}: use auto, {', '.join(LOSSES)}") from None

@@ -46,58 +46,77 @@ def steepest_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     return grad / _per_sample_norm(grad, Norm.L2)
 
 
+class _Best:
+    """Per-sample best point so far, ranked by (misclassified, loss) or by loss alone."""
+
+    def __init__(self, x: torch.Tensor, prefer_misclassified: bool) -> None:
+        self.point = x.clone()
+        self.fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        self.loss = torch.full((len(x),), float("-inf"), device=x.device)
+        self.prefer_misclassified = prefer_misclassified
+
+    def offer(self, point: torch.Tensor, fooled: torch.Tensor, loss: torch.Tensor, idx: torch.Tensor | None = None) -> None:
+        rows = slice(None) if idx is None else idx
+        old_fooled, old_loss = self.fooled[rows], self.loss[rows]
+        better = loss > old_loss
+        if self.prefer_misclassified:
+            better = (fooled & ~old_fooled) | ((fooled == old_fooled) & better)
+        target = better.nonzero().squeeze(1) if idx is None else idx[better]
+        self.point[target] = point[better]
+        self.fooled[target] = fooled[better]
+        self.loss[target] = loss[better]
+
+
 def pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int, step_size: float,
     loss_fn: Loss, bounds: tuple[float, float], random_init: bool = True, restarts: int = 1,
-    momentum: float = 0.0, step_rule: str = "sign",
+    momentum: float = 0.0, step_rule: str = "sign", prefer_misclassified: bool = True,
 ) -> torch.Tensor:
-    """Maximise `loss_fn` within the eps-ball and bounds; per sample, return the first
-    restart that misclassifies (or the last restart's final point)."""
-    best = x.clone()
-    pending = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    """Maximise `loss_fn` within the eps-ball and the bounds.
+
+    Per sample, returns the best point seen over all steps and restarts: any
+    misclassified point beats any correctly classified one when `prefer_misclassified`
+    (untargeted attacks), then the higher loss wins (the only criterion for a
+    defense's own objective, whose success need not mean misclassification).
+    """
+    best = _Best(x, prefer_misclassified)
     for _ in range(max(restarts, 1)):
-        idx = pending.nonzero().squeeze(1)
+        idx = (~best.fooled).nonzero().squeeze(1) if prefer_misclassified else torch.arange(len(x), device=x.device)
         if len(idx) == 0:
             break
-        adv, fooled = _single_run(model, x[idx], y[idx], eps=eps, norm=norm, steps=steps, step_size=step_size,
-                                  loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum,
-                                  step_rule=step_rule)
-        best[idx] = adv
-        pending[idx[fooled]] = False
-    return best
+        run = _Best(x[idx], prefer_misclassified)
+        _single_run(model, x[idx], y[idx], run, eps=eps, norm=norm, steps=steps, step_size=step_size,
+                    loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum, step_rule=step_rule)
+        best.offer(run.point, run.fooled, run.loss, idx)
+    return best.point
 
 
-def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
-                step_size: float, loss_fn: Loss, bounds: tuple[float, float], random_init: bool, momentum: float,
-                step_rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best, *, eps: float, norm: Norm,
+                steps: int, step_size: float, loss_fn: Loss, bounds: tuple[float, float], random_init: bool,
+                momentum: float, step_rule: str) -> None:
     low, high = bounds
     start = random_start(x, eps, norm) if random_init else torch.zeros_like(x)
     delta = ((x + start).clamp(low, high) - x).requires_grad_(True)
-    found = x.clone()
-    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     velocity = torch.zeros_like(x)
     optimizer = torch.optim.Adam([delta], lr=step_size, maximize=True) if step_rule == "adam" else None
     for _ in range(steps):
         logits = model(x + delta)
-        (grad,) = torch.autograd.grad(loss_fn(logits, y).sum(), delta)
+        loss = loss_fn(logits, y)
+        (grad,) = torch.autograd.grad(loss.sum(), delta)
         with torch.no_grad():
-            newly = (logits.argmax(1) != y) & ~fooled
-            found[newly] = (x + delta)[newly]
-            fooled |= newly
+            best.offer(x + delta, logits.argmax(1) != y, loss.detach())
             if optimizer is not None:
                 delta.grad = grad
                 optimizer.step()
             else:
                 if momentum:
-                    velocity = momentum * velocity + grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(
-                        (-1,) + (1,) * (grad.dim() - 1))
+                    l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view((-1,) + (1,) * (grad.dim() - 1))
+                    velocity = momentum * velocity + grad / l1
                     grad = velocity
                 delta += step_size * steepest_direction(grad, norm)
             delta.copy_(project(delta, eps, norm))
             delta.copy_((x + delta).clamp(low, high) - x)
     with torch.no_grad():
         final = x + delta
-        fooled_at_end = model(final).argmax(1) != y
-        found[~fooled] = final[~fooled]
-        fooled |= fooled_at_end
-    return found, fooled
+        logits = model(final)
+        best.offer(final, logits.argmax(1) != y, loss_fn(logits, y))

@@ -1,0 +1,108 @@
+"""Every registered attack stays in its ball and the box; minimum-norm attacks match closed forms."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advbench.attacks import AttackKind, AttackTarget, make_attack
+from advbench.attacks.verify import verify_adversarials
+from advbench.errors import AdvbenchError, AttackVerificationError
+from advbench.norms import Norm
+from advbench.registry import attacks
+
+FAST_OPTIONS = {"cw-l2": {"steps": 30, "binary_search_steps": 4}, "ddn": {"steps": 30}, "noise": {"levels": 5, "repeats": 2}}
+
+
+def target_for(model, num_classes=10):
+    return AttackTarget(model, model, (0.0, 1.0), num_classes)
+
+
+@pytest.mark.parametrize("name", attacks.names())
+def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, digits):
+    torch.manual_seed(0)
+    attack = make_attack(name, FAST_OPTIONS.get(name))
+    x, y = digits.test_x[:32], digits.test_y[:32]
+    epsilons = [0.1, 0.3] if attack.norm is Norm.LINF else [0.5, 1.5]
+    out = attack(target_for(tiny_cnn), x, y, epsilons)
+    if attack.kind is AttackKind.FIXED_EPSILON:
+        assert len(out.adversarials) == len(epsilons)
+        for eps, adv in zip(epsilons, out.adversarials):
+            verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=(0, 1), attack=name)
+            assert attack.norm.of(adv - x).max() <= eps + 1e-5
+    else:
+        (adv,) = out.adversarials
+        verify_adversarials(x, adv, epsilon=None, norm=attack.norm, bounds=(0, 1), attack=name)
+    assert all(a.min() >= 0 and a.max() <= 1 for a in out.adversarials)
+    fooled = tiny_cnn(out.adversarials[-1]).argmax(1) != y
+    assert fooled.float().mean() > 0.5, f"{name} fooled only {fooled.float().mean():.0%} of a weak digits model"
+
+
+@pytest.mark.parametrize("name,options", [
+    ("deepfool-l2", {}),
+    ("cw-l2", {"steps": 300, "binary_search_steps": 10, "step_size": 0.01, "abort_early": False}),
+    ("ddn", {"steps": 300, "gamma": 0.02}),
+])
+def test_minimum_l2_matches_linear_closed_form(name, options, linear_setup):
+    model, x, y = linear_setup
+    adv = make_attack(name, options)(target_for(model), x, y, []).adversarials[0]
+    assert (model(adv).argmax(1) != y).all(), f"{name} failed on a linear model"
+    found = (adv - x).flatten(1).norm(dim=1)
+    optimal = model.minimal_l2(x)
+    assert torch.allclose(found, optimal, rtol=0.05), f"{name}: found {found} vs optimal {optimal}"
+
+
+def test_deepfool_linf_matches_linear_closed_form(linear_setup):
+    model, x, y = linear_setup
+    adv = make_attack("deepfool-linf")(target_for(model), x, y, []).adversarials[0]
+    found = (adv - x).flatten(1).abs().amax(dim=1)
+    assert (model(adv).argmax(1) != y).all()
+    assert torch.allclose(found, model.minimal_linf(x), rtol=0.05)
+
+
+@pytest.mark.parametrize("name,norm", [("pgd-linf", "linf"), ("pgd-l2", "l2")])
+def test_pgd_fools_linear_model_exactly_above_the_minimal_norm(name, norm, linear_setup):
+    """Just above the closed-form minimal norm PGD must succeed; just below it cannot."""
+    model, x, y = linear_setup
+    minimal = model.minimal_linf(x) if norm == "linf" else model.minimal_l2(x)
+    attack = make_attack(name, {"steps": 100, "restarts": 2})
+    for i in range(4):
+        xi, yi, m = x[i:i + 1], y[i:i + 1], minimal[i].item()
+        above, below = attack(target_for(model), xi, yi, [1.05 * m, 0.95 * m]).adversarials
+        assert model(above).argmax(1).item() != yi.item()
+        assert model(below).argmax(1).item() == yi.item()
+
+
+def test_fgsm_is_one_signed_step(linear_setup):
+    model, x, y = linear_setup
+    adv = make_attack("fgsm")(target_for(model), x, y, [0.01]).adversarials[0]
+    assert torch.allclose((adv - x).abs(), torch.full_like(x, 0.01), atol=1e-6)
+
+
+def test_defense_loss_is_used_when_loss_is_auto(linear_setup):
+    """A defense-provided loss replaces cross-entropy: here one that pushes towards class 0."""
+    model, x, y = linear_setup
+    towards_zero = lambda logits, labels: logits[:, 0] - logits.amax(dim=1)  # noqa: E731
+    target = AttackTarget(model, model, (0.0, 1.0), 10, loss=towards_zero)
+    adv = make_attack("pgd-linf", {"steps": 50})(target, x, y, [0.3]).adversarials[0]
+    assert (model(adv).argmax(1) == 0).float().mean() > 0.9
+
+
+def test_verification_rejects_out_of_ball_and_out_of_bounds():
+    x = torch.full((2, 1, 8, 8), 0.5)
+    with pytest.raises(AttackVerificationError, match="left its linf ball"):
+        verify_adversarials(x, x + 0.2, epsilon=0.1, norm=Norm.LINF, bounds=(0, 1), attack="cheat")
+    with pytest.raises(AttackVerificationError, match="left its l2 ball"):
+        verify_adversarials(x, x + 0.2, epsilon=1.0, norm=Norm.L2, bounds=(0, 1), attack="cheat")
+    with pytest.raises(AttackVerificationError, match="data bounds"):
+        verify_adversarials(x, x + 0.6, epsilon=None, norm=Norm.L2, bounds=(0, 1), attack="cheat")
+    with pytest.raises(AttackVerificationError, match="non-finite"):
+        verify_adversarials(x, x * float("nan"), epsilon=None, norm=Norm.L2, bounds=(0, 1), attack="cheat")
+    verify_adversarials(x, x + 0.1 + 5e-6, epsilon=0.1, norm=Norm.LINF, bounds=(0, 1), attack="tolerance")
+
+
+def test_unknown_attack_option_is_named():
+    with pytest.raises(AdvbenchError, match="no option 'stpes'"):
+        make_attack("pgd-linf", {"stpes": 3})
+    with pytest.raises(AdvbenchError, match="not a valid int"):
+        make_attack("pgd-linf", {"steps": "many"})
