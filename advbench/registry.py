@@ -83,6 +83,11 @@ class Registry(Generic[T]):
             else:
                 self.add(ep.name, obj, origin=origin)
 
+    def refresh(self) -> None:
+        """Forget plugin entries and look for entry points again (after installing a package)."""
+        self._entries = {k: e for k, e in self._entries.items() if e.origin == BUILTIN}
+        self._loaded = False
+
     def entries(self) -> list[Entry]:
         self._load()
         return sorted(self._entries.values(), key=lambda e: (e.origin != BUILTIN, e.name))

@@ -153,13 +153,15 @@ def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, dev
     )
 
 
-def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int) -> AttackTarget:
-    gradient_model, decision_model = defense.gradient_model(), defense
+def attack_target(defense: Defense, eot: int, bounds: tuple[float, float],
+                  num_classes: int) -> tuple[AttackTarget, list[QueryCounter]]:
+    """The attack's view of a defense, with counters inside any EOT averaging so that
+    queries count every model evaluation."""
+    counters = [QueryCounter(defense.gradient_model()), QueryCounter(defense)]
+    models: list[nn.Module] = list(counters)
     if defense.stochastic and eot > 1:
-        gradient_model = ExpectationOverTransformation(gradient_model, eot)
-        decision_model = ExpectationOverTransformation(decision_model, eot)
-    return AttackTarget(QueryCounter(gradient_model), QueryCounter(decision_model), bounds, num_classes,
-                        loss=defense.attack_loss())
+        models = [ExpectationOverTransformation(m, eot) for m in models]
+    return AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss()), counters
 
 
 def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Tensor, inputs: torch.Tensor,
@@ -168,7 +170,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     """Attack one defense with one attack over all samples; one record per sample and epsilon."""
     observer = observer or Observer()
     eot = plan.attack.eot or defense.eot_samples
-    target = attack_target(defense, eot, bounds, num_classes)
+    target, counters = attack_target(defense, eot, bounds, num_classes)
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
     rows: list[dict[str, Any]] = []
@@ -176,9 +178,10 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
             x, y = inputs[start:stop].to(device), labels[start:stop].to(device)
-            target.gradient_model.count = target.decision_model.count = 0  # type: ignore[union-attr]
+            for counter in counters:
+                counter.count = 0
             output = attack(target, x, y, [e for e in epsilons if e is not None])
-            queries = (target.gradient_model.count + target.decision_model.count) / len(x)  # type: ignore[union-attr]
+            queries = sum(counter.count for counter in counters) / len(x)
             seconds = output.seconds / len(x)
             for eps, adv in zip(epsilons, output.adversarials):
                 verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)

@@ -27,7 +27,11 @@ class _FoolboxAttack(MinimumNormAttack):
             warnings.simplefilter("ignore")  # foolbox's deprecation noise from eagerpy
             model = fb.PyTorchModel(target.gradient_model, bounds=target.bounds, device=x.device)
             _, clipped, _ = self._foolbox_attack(target)(model, x, y, epsilons=None)
-        return clipped.detach()
+        clipped = clipped.detach()
+        # foolbox divides by gradient norms: zero gradients give NaN, which means "failed here"
+        broken = ~torch.isfinite(clipped.flatten(1)).all(dim=1)
+        clipped[broken] = x[broken]
+        return clipped
 
 
 @register_attack("deepfool-l2", description="DeepFool (Moosavi-Dezfooli et al. 2016), minimum L2 norm, via foolbox")

@@ -1,0 +1,100 @@
+"""Runner: per-sample records, determinism, resume, verification failing a cell."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from advbench.attacks.base import Attack
+from advbench.config import grid_from_dict
+from advbench.errors import AttackVerificationError
+from advbench.metrics import summarize
+from advbench.norms import Norm
+from advbench.registry import Entry, attacks
+from advbench.runner import RECORD_COLUMNS, run_grid
+from advbench.store import RunStore
+
+GRID = {
+    "samples": 40, "batch_size": 16, "seed": 3, "defenses": ["cnn"],
+    "attacks": [
+        {"name": "fgsm", "epsilons": [0.1, 0.2]},
+        {"name": "pgd-l2", "epsilons": [1.0], "steps": 5},
+        {"name": "deepfool-l2", "epsilons": [0.5, 1.0]},
+    ],
+}
+
+
+def run(tmp_path, trained_zoo, digits, grid=GRID, store=None):
+    grid = grid_from_dict(grid)
+    store = store or RunStore.create(tmp_path, grid.fingerprint())
+    run_grid(grid, digits, store, zoo_dir=trained_zoo)
+    return store
+
+
+def numbers(records: pd.DataFrame) -> pd.DataFrame:
+    return records.drop(columns=["seconds"])
+
+
+def test_records_hold_every_sample_and_epsilon(tmp_path, trained_zoo, digits):
+    store = run(tmp_path, trained_zoo, digits)
+    records = store.records()
+    assert list(records.columns) == RECORD_COLUMNS
+    counts = records.groupby("attack").size()
+    assert counts["fgsm"] == 80 and counts["pgd-l2"] == 40 and counts["deepfool-l2"] == 40
+    fgsm = records[records.attack == "fgsm"]
+    assert (fgsm["linf"] <= fgsm["epsilon"] + 1e-5).all()
+    assert records["sample"].nunique() == 40
+    manifest = store.manifest()
+    assert manifest["grid"]["seed"] == 3 and manifest["versions"]["torch"] == torch.__version__
+    assert [c["id"] for c in manifest["cells"]] == ["cnn__fgsm", "cnn__pgd-l2", "cnn__deepfool-l2"]
+
+
+def test_same_grid_and_seed_give_same_numbers(tmp_path, trained_zoo, digits):
+    first = run(tmp_path / "a", trained_zoo, digits).records()
+    second = run(tmp_path / "b", trained_zoo, digits).records()
+    pd.testing.assert_frame_equal(numbers(first), numbers(second))
+
+
+def test_resume_reruns_only_missing_cells_with_identical_numbers(tmp_path, trained_zoo, digits):
+    store = run(tmp_path, trained_zoo, digits)
+    before = store.records()
+    kept = store.record_path("cnn__fgsm")
+    kept_mtime = kept.stat().st_mtime_ns
+    store.record_path("cnn__pgd-l2").unlink()  # as if interrupted during this cell
+    run(tmp_path, trained_zoo, digits, store=store)
+    assert kept.stat().st_mtime_ns == kept_mtime
+    pd.testing.assert_frame_equal(numbers(before), numbers(store.records()))
+
+
+class CheatingAttack(Attack):
+    """Returns examples twice as far as allowed: the runner must refuse them."""
+
+    norm = Norm.LINF
+
+    def run(self, target, x, y, epsilon):
+        return (x + 2 * epsilon).clamp(0, 1)
+
+
+def test_out_of_ball_attack_fails_its_cell_and_keeps_earlier_cells(tmp_path, trained_zoo, digits, monkeypatch):
+    attacks.entries()
+    monkeypatch.setitem(attacks._entries, "cheat", Entry("cheat", "test attack", "test", CheatingAttack))
+    grid = {**GRID, "attacks": [{"name": "fgsm", "epsilons": [0.1]}, {"name": "cheat", "epsilons": [0.1]}]}
+    store = None
+    with pytest.raises(AttackVerificationError, match="left its linf ball"):
+        parsed = grid_from_dict(grid)
+        store = RunStore.create(tmp_path, parsed.fingerprint())
+        run_grid(parsed, digits, store, zoo_dir=trained_zoo)
+    assert store.has_cell("cnn__fgsm") and not store.has_cell("cnn__cheat")
+
+
+def test_minimum_norm_summary_reads_accuracy_off_norms(tmp_path, trained_zoo, digits):
+    store = run(tmp_path, trained_zoo, digits)
+    records = store.records()
+    summary = summarize(records, {c["id"]: c["epsilons"] for c in store.manifest()["cells"]})
+    deepfool = summary[summary.attack == "deepfool-l2"].set_index("epsilon")
+    assert list(deepfool.index) == [0.5, 1.0, float("inf")]
+    assert deepfool["robust_accuracy"].is_monotonic_decreasing
+    rows = records[records.attack == "deepfool-l2"]
+    expected = ((rows.clean_pred == rows.label) & ~((rows.adv_pred != rows.label) & (rows.l2 <= 1.0 + 1e-5))).mean()
+    assert deepfool.loc[1.0, "robust_accuracy"] == pytest.approx(expected)

@@ -1,0 +1,95 @@
+"""Training and the zoo round trip, card contents, and clear errors for bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from advbench import zoo
+from advbench.data import DataInfo, Dataset
+from advbench.defenses.training import accuracy
+from advbench.errors import AdvbenchError
+
+
+def test_train_writes_checkpoint_and_card(trained_zoo, digits):
+    card = json.loads((trained_zoo / "cnn-digits.json").read_text())
+    for key in ("defense", "dataset", "norm", "eps", "hyperparameters", "seed", "clean_accuracy", "train_seconds",
+                "seconds_per_epoch", "advbench_version", "torch_version"):
+        assert key in card
+    assert card["hyperparameters"]["epochs"] == 4 and card["defense"] == "cnn"
+    model, loaded = zoo.load("cnn-digits", trained_zoo, info=digits.info)
+    assert loaded.clean_accuracy == card["clean_accuracy"]
+    assert accuracy(model, digits.test_x, digits.test_y) == pytest.approx(card["clean_accuracy"])
+    assert card["clean_accuracy"] > 0.8
+
+
+def test_training_is_seeded(tmp_path, digits):
+    a = zoo.train("cnn", digits, options={"epochs": 1}, zoo_dir=tmp_path, name="a")
+    b = zoo.train("cnn", digits, options={"epochs": 1}, zoo_dir=tmp_path, name="b")
+    assert a.clean_accuracy == b.clean_accuracy
+    sa = torch.load(tmp_path / "a.pt", weights_only=True)["state_dict"]
+    sb = torch.load(tmp_path / "b.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_for_other_inputs_is_refused(trained_zoo):
+    other = DataInfo("mnist", (1, 28, 28), 10)
+    with pytest.raises(AdvbenchError, match="trained on digits"):
+        zoo.load("cnn-digits", trained_zoo, info=other)
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(AdvbenchError, match="corrupt"):
+        zoo.load("broken", tmp_path)
+    with pytest.raises(AdvbenchError, match="does not exist"):
+        zoo.load("absent", tmp_path)
+
+
+def test_missing_checkpoint_off_digits_names_the_train_command(tmp_path):
+    fake = Dataset(DataInfo("mnist", (1, 28, 28), 10), *(torch.zeros(1),) * 4)
+    with pytest.raises(AdvbenchError, match="advbench train cnn --dataset mnist"):
+        zoo.resolve_defense("cnn", fake, zoo_dir=tmp_path)
+
+
+def test_missing_digits_checkpoint_is_trained_on_demand(tmp_path, digits):
+    messages = []
+
+    class Recorder(zoo.Observer):
+        def message(self, text):
+            messages.append(text)
+
+    model = zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path, observer=Recorder())
+    assert (tmp_path / "cnn-digits.pt").exists() and (tmp_path / "cnn-digits.json").exists()
+    assert any("training cnn" in m for m in messages)
+    assert model(digits.test_x[:2]).shape == (2, 10)
+
+
+def test_python_factory_defense_with_weights(tmp_path, digits, monkeypatch):
+    (tmp_path / "my_models.py").write_text(
+        "import torch\n"
+        "def make(num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reference = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    torch.save(reference.state_dict(), tmp_path / "w.pt")
+    model = zoo.resolve_defense("python:my_models:make", digits, weights=tmp_path / "w.pt")
+    x = digits.test_x[:4]
+    assert torch.allclose(model(x), reference(x))
+    with pytest.raises(AdvbenchError, match="must look like"):
+        zoo.resolve_defense("python:my_models", digits)
+    torch.save({"other": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(AdvbenchError, match="do not fit"):
+        zoo.resolve_defense("python:my_models:make", digits, weights=tmp_path / "bad.pt")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to save a CUDA checkpoint")
+def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path, digits):
+    zoo.train("cnn", digits, options={"epochs": 1}, zoo_dir=tmp_path, device=torch.device("cuda"))
+    blob = torch.load(tmp_path / "cnn-digits.pt", weights_only=True, map_location="cpu")
+    model, _ = zoo.load("cnn-digits", tmp_path, info=digits.info)
+    assert next(model.parameters()).device.type == "cpu"
+    assert blob["card"]["dataset"] == "digits"
