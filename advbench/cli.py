@@ -181,9 +181,13 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
     from .runner import run_grid
     from .store import RunStore, default_results_dir
 
+    from .runner import pick_device, plan_cells
+
     results_dir = Path(results_dir or default_results_dir())
     observer = _observer()
     data = load_dataset(grid.dataset, data_dir, download)
+    plan_cells(grid, data)  # bad attacks, options or epsilons fail here, before a run directory exists
+    pick_device(grid.device)
     store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
     if resume and store is None:
         observer.message("no earlier run of this grid to resume: starting a new one")

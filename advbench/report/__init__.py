@@ -48,12 +48,20 @@ def render_csv(summary: pd.DataFrame, out: TextIO) -> None:
     summary.to_csv(out, index=False)
 
 
+def _json_value(value: object) -> object:
+    """Strict JSON: NaN (no value) becomes null and infinity the string "inf"."""
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalar
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
 def render_json(summary: pd.DataFrame, out: TextIO) -> None:
-    records = json.loads(summary.to_json(orient="records"))
-    for record, (_, row) in zip(records, summary.iterrows()):
-        if isinstance(row.get("epsilon"), float) and math.isinf(row["epsilon"]):
-            record["epsilon"] = "inf"
-    json.dump(records, out, indent=2)
+    rows = [{k: _json_value(v) for k, v in row.items()} for row in summary.to_dict(orient="records")]
+    json.dump(rows, out, indent=2)
     out.write("\n")
 
 

@@ -1,0 +1,163 @@
+"""The command line: help for every command, the main flows, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+
+import pandas as pd
+
+import pytest
+from click.testing import CliRunner
+
+from advbench.cli import main
+
+COMMANDS = [[], ["list"], ["train"], ["attack"], ["run"], ["report"], ["zoo"], ["zoo", "list"]]
+
+
+def invoke(*args, **kwargs):
+    return CliRunner().invoke(main, list(args), **kwargs)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "main")
+def test_help(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_python_dash_m_works():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "advbench", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "advbench" in out.stdout
+
+
+def test_attack_then_report_in_every_format(isolated):
+    result = invoke("attack", "cnn", "--attack", "pgd-linf", "--eps", "0.05", "--eps", "0.1", "--eps", "8/255",
+                    "--steps", "5", "--samples", "30", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert "0.03137" in result.output  # 8/255 parsed on the 0-1 scale
+    runs = list((isolated / "results").iterdir())
+    assert len(runs) == 1
+    assert {"manifest.json", "summary.csv", "records"} <= set(os.listdir(runs[0]))
+    for fmt, check in [("csv", "robust_accuracy"), ("markdown", "| defense |"), ("table", "robust acc")]:
+        result = invoke("report", "--format", fmt)
+        assert result.exit_code == 0 and check in result.output, result.output
+    data = json.loads(invoke("report", runs[0].name, "--format", "json").output)
+    assert {row["epsilon"] for row in data} == {0.03137254901960784, 0.05, 0.1}
+
+
+def test_run_grid_file_and_resume(isolated):
+    grid = isolated / "grid.toml"
+    grid.write_text('samples = 20\nbatch_size = 10\ndefenses = ["cnn"]\n'
+                    '[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
+                    '[[attacks]]\nname = "deepfool-l2"\nepsilons = [1.0]\n')
+    first = invoke("run", str(grid), "--format", "csv")
+    assert first.exit_code == 0, first.output
+    (run_dir,) = (isolated / "results").iterdir()
+    (run_dir / "records" / "cnn__deepfool-l2.csv").unlink()
+    again = invoke("run", str(grid), "--format", "csv", "--resume")
+    assert again.exit_code == 0
+    assert "resuming: 1 of 2 cells already finished" in again.stderr
+    assert len(list((isolated / "results").iterdir())) == 1
+    timing = ["seconds_per_sample", "samples_per_second"]
+    read = lambda text: pd.read_csv(io.StringIO(text)).drop(columns=timing)  # noqa: E731
+    pd.testing.assert_frame_equal(read(first.stdout), read(again.stdout))
+
+
+def test_train_writes_zoo_entry_and_refuses_to_overwrite(isolated):
+    zoo_dir = isolated / "myzoo"
+    result = invoke("train", "cnn", "--epochs", "1", "--zoo-dir", str(zoo_dir))
+    assert result.exit_code == 0, result.output
+    assert (zoo_dir / "cnn-digits.pt").exists() and (zoo_dir / "cnn-digits.json").exists()
+    before = (zoo_dir / "cnn-digits.pt").read_bytes()
+    again = invoke("train", "cnn", "--epochs", "1", "--zoo-dir", str(zoo_dir))
+    assert again.exit_code != 0 and "--force" in again.output
+    assert (zoo_dir / "cnn-digits.pt").read_bytes() == before
+    listing = invoke("zoo", "list", "--zoo-dir", str(zoo_dir))
+    assert "cnn-digits" in listing.output
+
+
+BAD_INPUTS = [
+    (["attack", "cnnn", "--attack", "fgsm"], "unknown defense 'cnnn'; did you mean cnn"),
+    (["attack", "cnn", "--attack", "pgd-lnf"], "unknown attack 'pgd-lnf'; did you mean pgd-linf"),
+    (["attack", "cnn", "--attack", "fgsm", "--dataset", "digit"], "unknown dataset 'digit'; did you mean digits"),
+    (["attack", "cnn", "--attack", "fgsm", "--eps", "-0.1"], "negative"),
+    (["attack", "cnn", "--attack", "fgsm", "--eps", "nan"], "NaN"),
+    (["attack", "cnn", "--attack", "fgsm", "--eps", "8"], "exceeds the data range"),
+    (["attack", "cnn", "--attack", "fgsm", "--eps", "abc"], "not a number"),
+    (["attack", "cnn", "--attack", "fgsm", "--batch-size", "0"], "batch size must be a positive integer"),
+    (["attack", "cnn", "--attack", "fgsm", "--samples", "0"], "samples must be a positive integer"),
+    (["attack", "cnn", "--attack", "fgsm", "--opt", "stpes=3"], "no option 'stpes'"),
+    (["attack", "cnn", "--attack", "fgsm", "--dataset", "mnist", "--data-dir", "nowhere"], "pass --download"),
+    (["run", "missing.toml"], "does not exist"),
+    (["report", "no-such-run"], "no run 'no-such-run'"),
+    (["train", "cnn", "--epochs", "0"], "epochs must be at least 1"),
+    (["attack", "cnn", "--attack", "fgsm", "--device", "tpu"], "unknown device"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=lambda v: v if isinstance(v, str) else " ".join(v))
+def test_bad_input_gives_one_line_error(isolated, args, message):
+    result = invoke(*args)
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and result.output.strip().splitlines()[-1].startswith("error: "), result.output
+
+
+def test_unreadable_and_invalid_grid_files(isolated):
+    bad = isolated / "bad.toml"
+    bad.write_text("defenses = [\n")
+    result = invoke("run", str(bad))
+    assert result.exit_code != 0 and "not valid TOML" in result.output
+    bad.write_text('defenses = ["cnn"]\nattack = []\n')
+    result = invoke("run", str(bad))
+    assert result.exit_code != 0 and "unknown keys attack" in result.output
+
+
+def test_missing_and_corrupt_checkpoints(isolated):
+    (isolated / "zoo2").mkdir()
+    (isolated / "zoo2" / "cnn-digits.pt").write_bytes(b"garbage")
+    result = invoke("attack", "cnn", "--attack", "fgsm", "--zoo-dir", str(isolated / "zoo2"))
+    assert result.exit_code != 0 and "corrupt" in result.output and "Traceback" not in result.output
+    result = invoke("attack", "cnn", "--attack", "fgsm", "--dataset", "mnist", "--zoo-dir", str(isolated / "zoo2"),
+                    "--data-dir", str(isolated))
+    assert result.exit_code != 0
+    result = invoke("attack", "cnn", "--attack", "fgsm", "--weights", str(isolated / "absent.pt"))
+    assert result.exit_code != 0 and "does not exist" in result.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_results_dir_keeps_earlier_results(isolated):
+    _unwritable_check(isolated)
+
+
+def test_unwritable_results_dir_is_refused(isolated):
+    target = isolated / "file-not-dir"
+    target.write_text("earlier content")
+    result = invoke("attack", "cnn", "--attack", "fgsm", "--results-dir", str(target / "sub"))
+    assert result.exit_code != 0 and "not writable" in result.output
+    assert target.read_text() == "earlier content"
+
+
+def _unwritable_check(isolated):
+    results = isolated / "locked"
+    results.mkdir()
+    (results / "keep.txt").write_text("earlier")
+    results.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        result = invoke("attack", "cnn", "--attack", "fgsm", "--results-dir", str(results))
+        assert result.exit_code != 0 and "not writable" in result.output
+        assert (results / "keep.txt").read_text() == "earlier"
+    finally:
+        results.chmod(stat.S_IRWXU)
+
+
+def test_debug_shows_traceback(isolated):
+    result = invoke("--debug", "attack", "cnnn", "--attack", "fgsm")
+    assert result.exit_code != 0 and result.exception is not None
