@@ -244,17 +244,26 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 
 @main.command()
 @click.argument("grid_file", required=False, type=click.Path(path_type=Path))
+@click.option("--defense", "defense_specs", multiple=True,
+              help="Replace the grid's defenses (repeatable): a name, NAME:MODE or python:module:factory.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Weights file for a single --defense (e.g. a python: model).")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same grid.")
 @_grid_overrides
 @_format
 @_results_dir
 @_dirs
-def run(grid_file: Path | None, resume: bool, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
-        data_dir: Path | None, download: bool, **overrides: Any) -> None:
+def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, fmt: str,
+        results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
+        **overrides: Any) -> None:
     """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
-    from .config import demo_grid, load_grid, validate
+    from .config import DefenseSpec, demo_grid, load_grid, validate
 
     grid = load_grid(grid_file) if grid_file else demo_grid()
+    if weights is not None and len(defense_specs) != 1:
+        raise AdvbenchError("--weights needs exactly one --defense")
+    if defense_specs:
+        overrides["defenses"] = tuple(DefenseSpec(d, str(weights) if weights else None) for d in defense_specs)
     grid = validate(grid.with_overrides(**overrides))
     _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
              fmt=fmt)

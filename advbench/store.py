@@ -24,11 +24,19 @@ SUMMARY = "summary.csv"
 RECORDS_DIR = "records"
 
 
+def _file_mode() -> int:
+    """Permissions a plain open() would give (mkstemp's 0600 would hide results from co-workers)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

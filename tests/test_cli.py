@@ -161,3 +161,23 @@ def _unwritable_check(isolated):
 def test_debug_shows_traceback(isolated):
     result = invoke("--debug", "attack", "cnnn", "--attack", "fgsm")
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_run_with_own_python_model(isolated, monkeypatch):
+    import torch
+
+    (isolated / "usermodels.py").write_text(
+        "import torch\n"
+        "def linear(input_shape, num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, num_classes))\n"
+    )
+    monkeypatch.syspath_prepend(str(isolated))
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).state_dict(), isolated / "w.pt")
+    grid = isolated / "g.toml"
+    grid.write_text('samples = 10\n[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n')
+    result = invoke("run", str(grid), "--defense", "python:usermodels:linear", "--weights", str(isolated / "w.pt"),
+                    "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert "python:usermodels:linear,fgsm" in result.stdout
+    result = invoke("run", str(grid), "--weights", str(isolated / "w.pt"))
+    assert result.exit_code != 0 and "exactly one --defense" in result.output
