@@ -85,13 +85,12 @@ def _observer():
     return observer_for_terminal()
 
 
-def _print_summary(store, fmt: str) -> None:
-    from .metrics import summarize
-    from .report import render
-
-    manifest = store.manifest()
-    summary = summarize(store.records(), {c["id"]: c["epsilons"] for c in manifest.get("cells", [])})
-    render(summary, fmt, sys.stdout)
+def _report_options(func):
+    func = click.option("--alpha", type=float, default=0.01, show_default=True,
+                        help="Significance level of the McNemar tests.")(func)
+    func = click.option("--false-alarm", type=float, default=0.05, show_default=True,
+                        help="Clean-input false-alarm rate for the detection rate of reject-option defenses.")(func)
+    return func
 
 
 # ----------------------------------------------------------------------------- list / zoo
@@ -176,7 +175,7 @@ def train(defense: str, dataset: str, epochs: int | None, lr: float | None, batc
 # ----------------------------------------------------------------------------- attack / run
 
 def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
-             resume: bool, fmt: str) -> None:
+             resume: bool, fmt: str, alpha: float = 0.01, false_alarm: float = 0.05) -> None:
     from .data import load_dataset
     from .runner import run_grid
     from .store import RunStore, default_results_dir
@@ -194,15 +193,12 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
     store = store or RunStore.create(results_dir, grid.fingerprint())
     observer.message(f"run {store.run_id} -> {store.path}")
     run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer)
-    from .metrics import summarize
+    from .report import build_report, render, write_artifacts
 
-    manifest = store.manifest()
-    summary = summarize(store.records(), {c["id"]: c["epsilons"] for c in manifest["cells"]})
-    store.write_summary(summary)
-    from .report import render
-
-    render(summary, fmt, sys.stdout)
-    observer.message(f"records and summary.csv in {store.path}")
+    report = build_report([store], alpha=alpha, false_alarm=false_alarm)
+    written = write_artifacts(report, store.path)
+    render(report, fmt, sys.stdout)
+    observer.message(f"records, {', '.join(p.name for p in written)} in {store.path}")
 
 
 @main.command()
@@ -218,12 +214,14 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same settings.")
 @_grid_overrides
 @_format
+@_report_options
 @_results_dir
 @_dirs
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
            step_size: str | None, restarts: int | None, eot: int | None, opts: tuple[str, ...],
-           weights: Path | None, resume: bool, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
-           data_dir: Path | None, download: bool, **overrides: Any) -> None:
+           weights: Path | None, resume: bool, fmt: str, alpha: float, false_alarm: float,
+           results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
+           **overrides: Any) -> None:
     """Attack one DEFENSE (a zoo/registry name, NAME:MODE, or python:module:factory)."""
     from .config import AttackSpec, DefenseSpec, Grid, validate
     from .norms import parse_epsilon
@@ -239,7 +237,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
     grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
     grid = validate(grid.with_overrides(**overrides))
     _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
-             fmt=fmt)
+             fmt=fmt, alpha=alpha, false_alarm=false_alarm)
 
 
 @main.command()
@@ -251,11 +249,12 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same grid.")
 @_grid_overrides
 @_format
+@_report_options
 @_results_dir
 @_dirs
 def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, fmt: str,
-        results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
-        **overrides: Any) -> None:
+        alpha: float, false_alarm: float, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None,
+        download: bool, **overrides: Any) -> None:
     """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
     from .config import DefenseSpec, demo_grid, load_grid, validate
 
@@ -266,20 +265,57 @@ def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | 
         overrides["defenses"] = tuple(DefenseSpec(d, str(weights) if weights else None) for d in defense_specs)
     grid = validate(grid.with_overrides(**overrides))
     _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
-             fmt=fmt)
+             fmt=fmt, alpha=alpha, false_alarm=false_alarm)
 
 
 # ----------------------------------------------------------------------------- report
 
 @main.command()
-@click.argument("run_id", required=False)
+@click.argument("run_ids", nargs=-1)
 @_format
+@click.option("--view", type=click.Choice(["paper", "summary"]), default="paper", show_default=True,
+              help="paper: rows attacks, columns defenses, with comparisons; summary: every metric per row.")
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
+              help="Write the CSV tables and PNG plots to this directory.")
+@_report_options
 @_results_dir
-def report(run_id: str | None, fmt: str, results_dir: Path | None) -> None:
-    """Report a run (default: the latest) from its per-sample records."""
+def report(run_ids: tuple[str, ...], fmt: str, view: str, plots_dir: Path | None, alpha: float, false_alarm: float,
+           results_dir: Path | None) -> None:
+    """Report runs (default: the latest) from their per-sample records; several runs on the
+    same samples are combined into one table."""
+    from .report import build_report, render, write_artifacts
     from .store import RunStore, default_results_dir
 
-    _print_summary(RunStore.open(Path(results_dir or default_results_dir()), run_id), fmt)
+    directory = Path(results_dir or default_results_dir())
+    stores = [RunStore.open(directory, r) for r in run_ids] or [RunStore.open(directory)]
+    built = build_report(stores, alpha=alpha, false_alarm=false_alarm)
+    render(built, fmt, sys.stdout, view)
+    if plots_dir is not None:
+        written = write_artifacts(built, plots_dir)
+        click.echo(f"wrote {', '.join(p.name for p in written)} to {plots_dir}", err=True)
+
+
+@main.command()
+@click.argument("run_id", required=False)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write curves.csv and curves.png [default: the run directory].")
+@_results_dir
+def curve(run_id: str | None, out_dir: Path | None, results_dir: Path | None) -> None:
+    """Robustness curves (accuracy vs epsilon) of a run: CSV, PNG and the 50%-accuracy epsilons."""
+    from .report import build_report
+    from .report.plots import plot_curves
+    from .report.tables import curve_table
+    from .report.terminal import write_tables
+    from .store import RunStore, atomic_write_text, default_results_dir
+
+    store = RunStore.open(Path(results_dir or default_results_dir()), run_id)
+    built = build_report([store])
+    out_dir = Path(out_dir or store.path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "curves.csv", built.curves.to_csv(index=False))
+    plot_curves(built, out_dir / "curves.png")
+    write_tables([curve_table(built)], sys.stdout)
+    click.echo(f"wrote curves.csv and curves.png to {out_dir}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,9 +1,10 @@
 """Metrics as pure functions of per-sample records; nothing here runs a model.
 
-A sample is robust at epsilon when its clean prediction is right and the attack's
-example at that epsilon is still classified right. For a minimum-norm attack the
-example counts at epsilon only if its norm (in the attack's norm) is within epsilon,
-so one run gives the accuracy at every epsilon.
+The core is `outcomes_at(cell, eps)`: what each sample of one cell looks like to the
+defense at one epsilon. For a fixed-epsilon attack that is the record at that
+epsilon; for a minimum-norm attack it is the attack's example when its norm is
+within eps, and the clean input otherwise (the attacker had nothing better). Every
+accuracy, success rate, worst case, curve and reject metric is computed from it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ import numpy as np
 import pandas as pd
 
 from .attacks.verify import BALL_TOLERANCE
+from .stats import wilson_interval
 
+MINIMUM_NORM = "minimum-norm"
+WORST_CASE = "worst-case"
 SUMMARY_COLUMNS = [
-    "defense", "attack", "norm", "kind", "epsilon", "samples", "clean_accuracy", "robust_accuracy", "success_rate",
+    "defense", "attack", "norm", "kind", "epsilon", "samples", "clean_accuracy", "clean_accuracy_low",
+    "clean_accuracy_high", "robust_accuracy", "robust_accuracy_low", "robust_accuracy_high", "success_rate",
     "mean_l2", "median_l2", "mean_linf", "median_linf", "rho", "seconds_per_sample", "samples_per_second",
     "queries_per_sample",
 ]
-MINIMUM_NORM = "minimum-norm"
+
+
+def all_label(norm: str) -> str:
+    return f"ALL {norm}"
+
+
+def is_minimum_norm(cell: pd.DataFrame) -> bool:
+    return bool((cell["kind"] == MINIMUM_NORM).all())
 
 
 def attack_norms(records: pd.DataFrame) -> pd.Series:
@@ -29,54 +41,281 @@ def attack_norms(records: pd.DataFrame) -> pd.Series:
     return records["l2"].where(records["norm"] == "l2", records["linf"])
 
 
-def fooled_at(records: pd.DataFrame, epsilon: float) -> pd.Series:
-    """Clean-correct samples that the attack's example misclassifies within `epsilon`."""
-    clean_ok = records["clean_pred"] == records["label"]
-    wrong = records["adv_pred"] != records["label"]
-    if (records["kind"] == MINIMUM_NORM).all():
-        wrong &= attack_norms(records) <= epsilon + BALL_TOLERANCE
-    return clean_ok & wrong
+def clean_correct(cell: pd.DataFrame) -> pd.Series:
+    """Per-sample clean correctness of a cell (the same in every row of a sample)."""
+    rows = cell.drop_duplicates("sample").set_index("sample")
+    return rows["clean_pred"] == rows["label"]
 
 
-def _rows_at(records: pd.DataFrame, epsilon: float) -> pd.DataFrame:
-    if (records["kind"] == MINIMUM_NORM).all():
-        return records
-    return records[np.isclose(records["epsilon"], epsilon)]
+def clean_accuracy(cell: pd.DataFrame) -> float:
+    return float(clean_correct(cell).mean())
 
 
-def summarize_cell(records: pd.DataFrame, epsilons: Iterable[float]) -> pd.DataFrame:
-    """One summary row per epsilon for one cell; minimum-norm cells also get an `inf` row."""
-    first = records.iloc[0]
-    minimum_norm = first["kind"] == MINIMUM_NORM
-    grid = sorted(set(epsilons) | ({math.inf} if minimum_norm else set()))
-    if not minimum_norm:
-        grid = sorted(set(records["epsilon"].dropna()))
-    rows = []
-    for eps in grid:
-        at = _rows_at(records, eps)
-        n = len(at)
-        clean_ok = at["clean_pred"] == at["label"]
-        fooled = fooled_at(at, eps)
-        successful = at[fooled]
-        seconds = at["seconds"].mean()
-        rows.append({
-            "defense": first["defense"], "attack": first["attack"], "norm": first["norm"], "kind": first["kind"],
-            "epsilon": eps, "samples": n,
-            "clean_accuracy": clean_ok.mean(),
-            "robust_accuracy": (clean_ok & ~fooled).mean(),
-            "success_rate": fooled.sum() / clean_ok.sum() if clean_ok.any() else math.nan,
+def cell_epsilons(cell: pd.DataFrame, requested: Iterable[float] = ()) -> list[float]:
+    """Epsilons a cell can be read at: its own for fixed-epsilon attacks; the requested
+    ones plus `inf` (unbounded) for minimum-norm attacks."""
+    if is_minimum_norm(cell):
+        return sorted(set(requested) | {math.inf})
+    return sorted(set(cell["epsilon"].dropna()))
+
+
+def evaluable_at(cell: pd.DataFrame, eps: float) -> bool:
+    return is_minimum_norm(cell) or bool(np.isclose(cell["epsilon"], eps).any())
+
+
+def outcomes_at(cell: pd.DataFrame, eps: float) -> pd.DataFrame:
+    """Per-sample outcome of one cell at `eps`, indexed by sample.
+
+    Columns: label, clean_pred, clean_score, pred, score, l2, linf, x_l2, seconds,
+    queries, clean_ok, fooled (clean-correct and now wrong), robust.
+    """
+    if is_minimum_norm(cell):
+        rows = cell.copy()
+        beyond = ~(attack_norms(rows) <= eps + BALL_TOLERANCE)
+        rows.loc[beyond, "adv_pred"] = rows.loc[beyond, "clean_pred"]
+        rows.loc[beyond, "adv_score"] = rows.loc[beyond, "clean_score"]
+        rows.loc[beyond, ["l2", "linf"]] = 0.0
+    else:
+        rows = cell[np.isclose(cell["epsilon"], eps)]
+        if rows.empty:
+            raise KeyError(f"cell {cell['cell'].iloc[0]} was not run at epsilon {eps:g}")
+    out = rows.set_index("sample")[["label", "clean_pred", "clean_score", "adv_pred", "adv_score", "l2", "linf",
+                                    "x_l2", "seconds", "queries"]].rename(columns={"adv_pred": "pred",
+                                                                                   "adv_score": "score"})
+    out["clean_ok"] = out["clean_pred"] == out["label"]
+    out["fooled"] = out["clean_ok"] & (out["pred"] != out["label"])
+    out["robust"] = out["clean_ok"] & ~out["fooled"]
+    return out
+
+
+def _accuracy_columns(prefix: str, correct: pd.Series) -> dict[str, float]:
+    n, k = len(correct), int(correct.sum())
+    low, high = wilson_interval(k, n)
+    return {prefix: k / n if n else math.nan, f"{prefix}_low": low, f"{prefix}_high": high}
+
+
+def _summary_row(first: pd.Series, attack: str, kind: str, eps: float, out: pd.DataFrame,
+                 distortion: bool = True) -> dict[str, object]:
+    successful = out[out["fooled"]]
+    seconds = out["seconds"].mean()
+    clean_ok = out["clean_ok"]
+    row: dict[str, object] = {
+        "defense": first["defense"], "attack": attack, "norm": first["norm"], "kind": kind, "epsilon": eps,
+        "samples": len(out),
+        **_accuracy_columns("clean_accuracy", clean_ok),
+        **_accuracy_columns("robust_accuracy", out["robust"]),
+        "success_rate": successful.shape[0] / clean_ok.sum() if clean_ok.any() else math.nan,
+    }
+    if distortion:
+        row.update({
             "mean_l2": successful["l2"].mean(), "median_l2": successful["l2"].median(),
             "mean_linf": successful["linf"].mean(), "median_linf": successful["linf"].median(),
             "rho": (successful["l2"] / successful["x_l2"]).mean(),
             "seconds_per_sample": seconds,
             "samples_per_second": 1.0 / seconds if seconds > 0 else math.nan,
-            "queries_per_sample": at["queries"].mean(),
+            "queries_per_sample": out["queries"].mean(),
         })
+    return row
+
+
+def summarize_cell(cell: pd.DataFrame, epsilons: Iterable[float] = ()) -> pd.DataFrame:
+    """One summary row per epsilon for one cell; minimum-norm cells also get an `inf` row."""
+    first = cell.iloc[0]
+    rows = [_summary_row(first, first["attack"], first["kind"], eps, outcomes_at(cell, eps))
+            for eps in cell_epsilons(cell, epsilons)]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def worst_case_outcomes(cells: list[pd.DataFrame], eps: float) -> pd.DataFrame:
+    """A sample is robust only if it survives every attack (paper 004's "ALL" rows)."""
+    outcomes = [outcomes_at(cell, eps) for cell in cells]
+    combined = outcomes[0][["label", "clean_pred", "clean_score", "x_l2", "seconds", "queries"]].copy()
+    combined["clean_ok"] = outcomes[0]["clean_ok"]
+    combined["robust"] = np.logical_and.reduce([o["robust"].reindex(combined.index, fill_value=False) for o in outcomes])
+    combined["fooled"] = combined["clean_ok"] & ~combined["robust"]
+    combined["seconds"] = sum(o["seconds"] for o in outcomes)
+    combined["queries"] = sum(o["queries"] for o in outcomes)
+    return combined
+
+
+def worst_case_epsilons(cells: list[pd.DataFrame], requested: dict[str, list[float]]) -> list[float]:
+    """Epsilons at which every attack of a norm can be read (finite ones only)."""
+    candidates = sorted({e for c in cells for e in cell_epsilons(c, requested.get(c["cell"].iloc[0], []))
+                         if math.isfinite(e)})
+    return [e for e in candidates if all(evaluable_at(c, e) for c in cells)]
+
+
+def group_cells(records: pd.DataFrame) -> dict[tuple[str, str], list[pd.DataFrame]]:
+    """Cells of each (defense, norm), in record order."""
+    groups: dict[tuple[str, str], list[pd.DataFrame]] = {}
+    for _, cell in records.groupby("cell", sort=False):
+        first = cell.iloc[0]
+        groups.setdefault((first["defense"], first["norm"]), []).append(cell)
+    return groups
+
+
 def summarize(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]]) -> pd.DataFrame:
-    """Summary rows for every cell in `records`, in record order."""
-    frames = [summarize_cell(group, epsilons_by_cell.get(cell, []))
-              for cell, group in records.groupby("cell", sort=False)]
+    """Summary rows for every cell, and an "ALL <norm>" worst-case row set per defense and
+    norm when a defense faced two or more attacks of that norm."""
+    frames = []
+    for (_, norm), cells in group_cells(records).items():
+        for cell in cells:
+            frames.append(summarize_cell(cell, epsilons_by_cell.get(cell["cell"].iloc[0], [])))
+        if len(cells) >= 2:
+            first = cells[0].iloc[0]
+            rows = [_summary_row(first, all_label(norm), WORST_CASE, eps, worst_case_outcomes(cells, eps),
+                                 distortion=False)
+                    for eps in worst_case_epsilons(cells, epsilons_by_cell)]
+            frames.append(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- robustness curves
+
+CURVE_COLUMNS = ["defense", "attack", "norm", "kind", "epsilon", "accuracy"]
+
+
+def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
+                      points: int = 101) -> pd.DataFrame:
+    """Accuracy against epsilon: a dense step curve from each minimum-norm attack's norms,
+    one point per epsilon for fixed-epsilon attacks (with the clean accuracy at 0), and the
+    worst case over a norm's attacks where all of them can be read."""
+    rows: list[dict[str, object]] = []
+    for (defense, norm), cells in group_cells(records).items():
+        for cell in cells:
+            first = cell.iloc[0]
+            if is_minimum_norm(cell):
+                requested = epsilons_by_cell.get(first["cell"], [])
+                norms = attack_norms(cell)
+                finite = norms[np.isfinite(norms) & (cell["adv_pred"] != cell["label"])]
+                top = max([*requested, float(finite.max()) if len(finite) else 0.0]) * 1.05 or 1.0
+                grid = sorted(set(np.linspace(0.0, top, points)) | set(requested))
+            else:
+                grid = [0.0, *cell_epsilons(cell)]
+            for eps in grid:
+                accuracy = outcomes_at(cell, eps)["robust"].mean() if eps > 0 else clean_accuracy(cell)
+                rows.append({"defense": defense, "attack": first["attack"], "norm": norm, "kind": first["kind"],
+                             "epsilon": float(eps), "accuracy": float(accuracy)})
+        if len(cells) >= 2:
+            for eps in [0.0, *worst_case_epsilons(cells, epsilons_by_cell)]:
+                accuracy = worst_case_outcomes(cells, eps)["robust"].mean() if eps > 0 else clean_accuracy(cells[0])
+                rows.append({"defense": defense, "attack": all_label(norm), "norm": norm, "kind": WORST_CASE,
+                             "epsilon": float(eps), "accuracy": float(accuracy)})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def epsilon_at_accuracy(curves: pd.DataFrame, level: float = 0.5) -> pd.DataFrame:
+    """The smallest epsilon on each curve where accuracy falls below `level` (inf if never)."""
+    rows = []
+    for (defense, attack, norm), curve in curves.groupby(["defense", "attack", "norm"], sort=False):
+        below = curve[curve["accuracy"] < level]
+        rows.append({"defense": defense, "attack": attack, "norm": norm,
+                     "epsilon": float(below["epsilon"].min()) if len(below) else math.inf})
+    return pd.DataFrame(rows, columns=["defense", "attack", "norm", "epsilon"])
+
+
+# ----------------------------------------------------------------------------- reject option
+
+REJECT_COLUMNS = [
+    "defense", "attack", "norm", "epsilon", "threshold", "auc", "detection_rate", "false_alarm_rate",
+    "clean_accept_rate", "adversarial_accept_error", "accuracy_with_reject", "error_with_reject",
+]
+
+
+def has_reject_scores(cell: pd.DataFrame) -> bool:
+    return bool(cell["clean_score"].notna().all() and cell["adv_score"].notna().any())
+
+
+def roc(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
+    """ROC of the reject score separating clean inputs (negatives) from successful
+    adversarial examples (positives); returns (fpr, tpr, auc), auc NaN without positives."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    positives = out.loc[out["fooled"], "score"].to_numpy()
+    negatives = out["clean_score"].to_numpy()
+    if len(positives) == 0 or len(negatives) == 0:
+        return np.array([]), np.array([]), math.nan
+    truth = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
+    scores = np.r_[negatives, positives]
+    fpr, tpr, _ = roc_curve(truth, scores)
+    return fpr, tpr, float(roc_auc_score(truth, scores))
+
+
+def detection_at_false_alarm(out: pd.DataFrame, false_alarm: float = 0.05) -> tuple[float, float, float]:
+    """Detection rate of successful adversarial examples with the threshold that flags at
+    most `false_alarm` of clean inputs (paper 002); returns (rate, threshold, achieved false alarms)."""
+    clean = np.sort(out["clean_score"].to_numpy())
+    positives = out.loc[out["fooled"], "score"].to_numpy()
+    if len(clean) == 0 or len(positives) == 0:
+        return math.nan, math.nan, math.nan
+    index = min(max(math.ceil((1 - false_alarm) * len(clean)) - 1, 0), len(clean) - 1)
+    threshold = float(clean[index])
+    return float((positives > threshold).mean()), threshold, float((clean > threshold).mean())
+
+
+def reject_rates(out: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
+    """Paper 001 Eq. 7-8 and 14-15 at each threshold T (accept when score <= T):
+    clean_accept_rate (TPR), adversarial_accept_error (FPR: accepted and misclassified
+    perturbed inputs), accuracy_with_reject (accepted and correct clean inputs) and
+    error_with_reject (equal to the FPR: accepted, misclassified perturbed inputs)."""
+    n = len(out)
+    clean, score = out["clean_score"].to_numpy(), out["score"].to_numpy()
+    clean_correct = (out["clean_pred"] == out["label"]).to_numpy()
+    adv_wrong = (out["pred"] != out["label"]).to_numpy()
+    accepted_clean = clean[None, :] <= thresholds[:, None]
+    accepted_adv = score[None, :] <= thresholds[:, None]
+    frame = pd.DataFrame({
+        "threshold": thresholds,
+        "clean_accept_rate": accepted_clean.sum(1) / n,
+        "adversarial_accept_error": (accepted_adv & adv_wrong).sum(1) / n,
+        "accuracy_with_reject": (accepted_clean & clean_correct).sum(1) / n,
+    })
+    frame["error_with_reject"] = frame["adversarial_accept_error"]
+    return frame
+
+
+def reject_summary(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
+                   thresholds: dict[str, float | None], false_alarm: float = 0.05) -> pd.DataFrame:
+    """AUC, detection rate at a fixed false-alarm rate and the Eq. 7-8/14-15 rates at each
+    defense's own threshold, for every cell and epsilon of a defense with a reject score."""
+    rows = []
+    for cell_id, cell in records.groupby("cell", sort=False):
+        if not has_reject_scores(cell):
+            continue
+        first = cell.iloc[0]
+        threshold = thresholds.get(first["defense"])
+        for eps in cell_epsilons(cell, epsilons_by_cell.get(cell_id, [])):
+            out = outcomes_at(cell, eps)
+            _, _, auc = roc(out)
+            detected, _, alarms = detection_at_false_alarm(out, false_alarm)
+            row = {"defense": first["defense"], "attack": first["attack"], "norm": first["norm"], "epsilon": eps,
+                   "threshold": threshold, "auc": auc, "detection_rate": detected, "false_alarm_rate": alarms}
+            if threshold is not None:
+                row.update(reject_rates(out, np.array([threshold])).iloc[0].drop("threshold").to_dict())
+            rows.append(row)
+    return pd.DataFrame(rows, columns=REJECT_COLUMNS)
+
+
+def reject_tradeoff(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]]) -> pd.DataFrame:
+    """Rates over all thresholds for each reject-option cell and epsilon (for curves), and one
+    point per plain classifier (accuracy = clean accuracy, error = 1 - robust accuracy)."""
+    frames = []
+    for cell_id, cell in records.groupby("cell", sort=False):
+        first = cell.iloc[0]
+        for eps in cell_epsilons(cell, epsilons_by_cell.get(cell_id, [])):
+            out = outcomes_at(cell, eps)
+            if has_reject_scores(cell):
+                thresholds = np.unique(np.r_[out["clean_score"].to_numpy(), out["score"].to_numpy(), -np.inf, np.inf])
+                frame = reject_rates(out, thresholds)
+            else:
+                frame = pd.DataFrame([{"threshold": math.nan, "clean_accept_rate": 1.0,
+                                       "adversarial_accept_error": 1 - out["robust"].mean(),
+                                       "accuracy_with_reject": out["clean_ok"].mean(),
+                                       "error_with_reject": 1 - out["robust"].mean()}])
+            frame.insert(0, "epsilon", eps)
+            frame.insert(0, "reject_option", has_reject_scores(cell))
+            frame.insert(0, "norm", first["norm"])
+            frame.insert(0, "attack", first["attack"])
+            frame.insert(0, "defense", first["defense"])
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

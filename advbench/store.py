@@ -20,7 +20,6 @@ import pandas as pd
 from .errors import AdvbenchError
 
 MANIFEST = "manifest.json"
-SUMMARY = "summary.csv"
 RECORDS_DIR = "records"
 
 
@@ -137,9 +136,6 @@ class RunStore:
         if not frames:
             raise AdvbenchError(f"run {self.run_id} has no finished cells yet")
         return pd.concat(frames, ignore_index=True)
-
-    def write_summary(self, summary: pd.DataFrame) -> None:
-        atomic_write_text(self.path / SUMMARY, summary.to_csv(index=False))
 
 
 def list_runs(results_dir: Path) -> list[RunStore]:

@@ -43,11 +43,12 @@ def test_attack_then_report_in_every_format(isolated):
     runs = list((isolated / "results").iterdir())
     assert len(runs) == 1
     assert {"manifest.json", "summary.csv", "records"} <= set(os.listdir(runs[0]))
-    for fmt, check in [("csv", "robust_accuracy"), ("markdown", "| defense |"), ("table", "robust acc")]:
+    for fmt, check in [("csv", "robust_accuracy"), ("markdown", "| defense |"), ("table", "pgd-linf (linf)")]:
         result = invoke("report", "--format", fmt)
         assert result.exit_code == 0 and check in result.output, result.output
-    data = json.loads(invoke("report", runs[0].name, "--format", "json").output)
-    assert {row["epsilon"] for row in data} == {0.03137254901960784, 0.05, 0.1}
+    data = json.loads(invoke("report", runs[0].name, "--format", "json").stdout)
+    assert {row["epsilon"] for row in data["summary"]} == {0.03137254901960784, 0.05, 0.1}
+    assert {"summary", "curves"} <= set(data)
 
 
 def test_run_grid_file_and_resume(isolated):

@@ -1,13 +1,25 @@
-"""Output formats for summaries: one renderer per format, picked from an enum."""
+"""Reports: everything a run's records support, in the shape of the papers' tables.
+
+`build_report` computes all views from per-sample records (via metrics, comparisons
+and stats); renderers only format them. Output formats are picked from an enum.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, TextIO
+from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
+
+from ..comparisons import mcnemar_table
+from ..errors import AdvbenchError
+from ..metrics import epsilon_at_accuracy, reject_summary, reject_tradeoff, robustness_curves, summarize
+from ..stats import DEFAULT_ALPHA
+from ..store import RunStore, atomic_write_text
 
 
 class Format(str, Enum):
@@ -17,35 +29,70 @@ class Format(str, Enum):
     MARKDOWN = "markdown"
 
 
-DISPLAY_COLUMNS = {
-    "defense": "defense", "attack": "attack", "norm": "norm", "epsilon": "eps", "samples": "n",
-    "clean_accuracy": "clean acc", "robust_accuracy": "robust acc", "success_rate": "success",
-    "mean_l2": "mean L2", "median_l2": "median L2", "rho": "rho", "seconds_per_sample": "s/sample",
-}
-PERCENT = {"clean_accuracy", "robust_accuracy", "success_rate"}
+class View(str, Enum):
+    PAPER = "paper"      # rows clean / attacks / ALL, columns defenses, plus comparisons
+    SUMMARY = "summary"  # one row per defense x attack x epsilon with every metric
 
 
-def _cell(column: str, value: object) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        if math.isinf(value):
-            return "unbounded" if column == "epsilon" else "inf"
-        if column in PERCENT:
-            return f"{100 * value:.1f}%"
-        return f"{value:.4g}"
-    return str(value)
+@dataclass
+class Report:
+    summary: pd.DataFrame
+    curves: pd.DataFrame
+    mcnemar: pd.DataFrame
+    reject: pd.DataFrame
+    tradeoff: pd.DataFrame
+    records: pd.DataFrame = field(repr=False)
+    alpha: float = DEFAULT_ALPHA
+    false_alarm: float = 0.05
+    runs: list[str] = field(default_factory=list)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Machine-readable tables by file stem (CSV files, JSON keys)."""
+        tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
+                  "reject_tradeoff": self.tradeoff}
+        return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
-def display_rows(summary: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Human-facing subset of the summary with formatted numbers (shared by table and markdown)."""
-    columns = [c for c in DISPLAY_COLUMNS if c in summary.columns]
-    rows = [[_cell(c, row[c]) for c in columns] for _, row in summary.iterrows()]
-    return [DISPLAY_COLUMNS[c] for c in columns], rows
+def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, float | None]]:
+    """Records of one or more runs; runs are combined only when they evaluated the same samples."""
+    frames, epsilons, thresholds, samples = [], {}, {}, None
+    for store in stores:
+        manifest = store.manifest()
+        records = store.records()
+        run_samples = (manifest["grid"]["dataset"], frozenset(records["sample"]))
+        if samples is not None and run_samples != samples:
+            raise AdvbenchError(f"run {store.run_id} evaluated other samples than {stores[0].run_id}; "
+                                "combine only runs with the same dataset, samples and seed")
+        samples = run_samples
+        if len(stores) > 1:
+            records = records.assign(cell=store.run_id + "/" + records["cell"])
+        frames.append(records)
+        for cell in manifest.get("cells", []):
+            epsilons[(store.run_id + "/" if len(stores) > 1 else "") + cell["id"]] = cell["epsilons"]
+        for name, info in manifest.get("defenses", {}).items():
+            thresholds[name] = info.get("reject_threshold")
+    records = pd.concat(frames, ignore_index=True)
+    duplicated = records.drop_duplicates("cell").duplicated(["defense", "attack"])
+    if duplicated.any():
+        pair = records.drop_duplicates("cell")[duplicated].iloc[0]
+        raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
+                            "label one of them differently to combine the runs")
+    return records, epsilons, thresholds
 
 
-def render_csv(summary: pd.DataFrame, out: TextIO) -> None:
-    summary.to_csv(out, index=False)
+def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05) -> Report:
+    if not 0 < alpha < 1:
+        raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")
+    if not 0 < false_alarm < 1:
+        raise AdvbenchError(f"false-alarm rate must be between 0 and 1, got {false_alarm}")
+    records, epsilons, thresholds = _combined_records(stores)
+    summary = summarize(records, epsilons)
+    return Report(
+        summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary, alpha),
+        reject=reject_summary(records, epsilons, thresholds, false_alarm),
+        tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
+        records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
+    )
 
 
 def _json_value(value: object) -> object:
@@ -59,30 +106,43 @@ def _json_value(value: object) -> object:
     return value
 
 
-def render_json(summary: pd.DataFrame, out: TextIO) -> None:
-    rows = [{k: _json_value(v) for k, v in row.items()} for row in summary.to_dict(orient="records")]
-    json.dump(rows, out, indent=2)
-    out.write("\n")
+def _json_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
+    return [{k: _json_value(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
-def render_markdown(summary: pd.DataFrame, out: TextIO) -> None:
-    header, rows = display_rows(summary)
-    out.write("| " + " | ".join(header) + " |\n")
-    out.write("|" + "|".join("---" for _ in header) + "|\n")
-    for row in rows:
-        out.write("| " + " | ".join(row) + " |\n")
+def render(report: Report, fmt: Format | str, out: TextIO, view: View | str = View.PAPER) -> None:
+    fmt = Format(fmt)
+    if fmt is Format.CSV:
+        report.summary.to_csv(out, index=False)
+    elif fmt is Format.JSON:
+        json.dump({name: _json_rows(frame) for name, frame in report.tables().items()}, out, indent=2)
+        out.write("\n")
+    else:
+        from .tables import paper_tables, summary_tables
+        from .terminal import write_tables
+
+        tables = paper_tables(report) if View(view) is View.PAPER else summary_tables(report)
+        write_tables(tables, out, markdown=fmt is Format.MARKDOWN)
 
 
-def render_table(summary: pd.DataFrame, out: TextIO) -> None:
-    from .table import render_table as rich_table
+def write_artifacts(report: Report, directory: Path, *, plots: bool = True) -> list[Path]:
+    """CSV files of every table and, with `plots`, the PNG figures; returns the paths written."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AdvbenchError(f"cannot create {directory}: {exc.strerror}") from None
+    written = []
+    for name, frame in report.tables().items():
+        path = directory / f"{name}.csv"
+        atomic_write_text(path, frame.to_csv(index=False))
+        written.append(path)
+    if plots:
+        from .plots import write_plots
 
-    rich_table(summary, out)
+        written += write_plots(report, directory)
+    return written
 
 
-RENDERERS: dict[Format, Callable[[pd.DataFrame, TextIO], None]] = {
-    Format.TABLE: render_table, Format.CSV: render_csv, Format.JSON: render_json, Format.MARKDOWN: render_markdown,
-}
-
-
-def render(summary: pd.DataFrame, fmt: Format | str, out: TextIO) -> None:
-    RENDERERS[Format(fmt)](summary, out)
+def curve_summary(report: Report, level: float = 0.5) -> pd.DataFrame:
+    return epsilon_at_accuracy(report.curves, level)

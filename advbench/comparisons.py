@@ -1,0 +1,62 @@
+"""Pairwise McNemar tests between defenses, built from per-sample records.
+
+For each table row of a run (clean, each attack at each epsilon, and the worst case
+over a norm's attacks) every pair of defenses with that row is tested on the samples
+both were evaluated on; pairs on different samples are refused, not tested.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pandas as pd
+
+from .errors import AdvbenchError
+from .metrics import clean_correct, group_cells, outcomes_at, worst_case_outcomes, all_label
+from .stats import DEFAULT_ALPHA, mcnemar_test
+
+CLEAN = "clean"
+MCNEMAR_COLUMNS = [
+    "attack", "norm", "epsilon", "defense_a", "defense_b", "samples", "only_a_correct", "only_b_correct",
+    "statistic", "pvalue", "exact", "significant", "note",
+]
+
+
+def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame) -> dict[tuple[str, str, float], dict[str, pd.Series]]:
+    """(attack, norm, epsilon) -> defense -> per-sample correctness, for every summary row
+    plus the clean row."""
+    groups = group_cells(records)
+    rows: dict[tuple[str, str, float], dict[str, pd.Series]] = {}
+    for (defense, norm), cells in groups.items():
+        rows.setdefault((CLEAN, "", 0.0), {}).setdefault(defense, clean_correct(cells[0]))
+    for _, row in summary.iterrows():
+        defense, attack, norm, eps = row["defense"], row["attack"], row["norm"], float(row["epsilon"])
+        cells = groups[(defense, norm)]
+        if attack == all_label(norm):
+            correct = worst_case_outcomes(cells, eps)["robust"]
+        else:
+            (cell,) = [c for c in cells if c["attack"].iloc[0] == attack]
+            correct = outcomes_at(cell, eps)["robust"]
+        rows.setdefault((attack, norm, eps), {})[defense] = correct
+    return rows
+
+
+def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
+    """One row per defense pair per table row; empty when fewer than two defenses ran."""
+    out = []
+    for (attack, norm, eps), by_defense in correctness_by_row(records, summary).items():
+        for a, b in itertools.combinations(by_defense, 2):
+            base = {"attack": attack, "norm": norm, "epsilon": eps, "defense_a": a, "defense_b": b}
+            try:
+                result = mcnemar_test(by_defense[a], by_defense[b])
+            except AdvbenchError as exc:
+                out.append({**base, "samples": math.nan, "only_a_correct": math.nan, "only_b_correct": math.nan,
+                            "statistic": math.nan, "pvalue": math.nan, "exact": None, "significant": None,
+                            "note": f"refused: {exc}"})
+                continue
+            out.append({**base, "samples": result.samples, "only_a_correct": result.only_a_correct,
+                        "only_b_correct": result.only_b_correct, "statistic": result.statistic,
+                        "pvalue": result.pvalue, "exact": result.exact, "significant": result.pvalue < alpha,
+                        "note": ""})
+    return pd.DataFrame(out, columns=MCNEMAR_COLUMNS)

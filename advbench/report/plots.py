@@ -1,0 +1,115 @@
+"""PNG figures with matplotlib (headless): robustness curves, ROC curves, accuracy vs error with reject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import WORST_CASE, has_reject_scores, outcomes_at, roc, cell_epsilons
+from ..store import atomic_write_bytes
+from . import Report
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def plot_curves(report: Report, path: Path) -> Path:
+    """Accuracy vs epsilon, one panel per norm, one colour per defense: the worst case over
+    attacks as a thick line where available, each attack as a thin line."""
+    plt = _pyplot()
+    curves = report.curves
+    norms = list(dict.fromkeys(curves["norm"]))
+    defenses = list(dict.fromkeys(curves["defense"]))
+    colours = {d: f"C{i % 10}" for i, d in enumerate(defenses)}
+    fig, axes = plt.subplots(1, len(norms), figsize=(5.5 * len(norms), 4), squeeze=False)
+    for ax, norm in zip(axes[0], norms):
+        panel = curves[curves["norm"] == norm]
+        styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
+        for (defense, attack), curve in panel.groupby(["defense", "attack"], sort=False):
+            worst = curve["kind"].iloc[0] == WORST_CASE
+            attacks = list(dict.fromkeys(panel.loc[panel["kind"] != WORST_CASE, "attack"]))
+            style = "-" if worst else styles[attacks.index(attack) % len(styles)]
+            fixed = curve["kind"].iloc[0] == "fixed-epsilon"
+            ax.plot(curve["epsilon"], 100 * curve["accuracy"], linestyle=style, color=colours[defense],
+                    linewidth=2.5 if worst else 1.2, marker="o" if fixed or worst else None, markersize=3,
+                    label=f"{defense}: {attack}")
+        ax.set_title(f"{norm} attacks")
+        ax.set_xlabel(f"epsilon ({norm})")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Robustness curves")
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_roc(report: Report, path: Path) -> Path | None:
+    """ROC of each reject-option defense: clean inputs vs successful adversarial examples."""
+    cells = [c for _, c in report.records.groupby("cell", sort=False) if has_reject_scores(c)]
+    if not cells:
+        return None
+    plt = _pyplot()
+    defenses = list(dict.fromkeys(c["defense"].iloc[0] for c in cells))
+    fig, axes = plt.subplots(1, len(defenses), figsize=(5 * len(defenses), 4.5), squeeze=False)
+    for ax, defense in zip(axes[0], defenses):
+        for cell in (c for c in cells if c["defense"].iloc[0] == defense):
+            for eps in cell_epsilons(cell):
+                fpr, tpr, auc = roc(outcomes_at(cell, eps))
+                if len(fpr):
+                    ax.plot(fpr, tpr, label=f"{cell['attack'].iloc[0]} eps {eps:g} (AUC {auc:.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(defense)
+        ax.set_xlabel("clean inputs flagged")
+        ax.set_ylabel("adversarial examples detected")
+        ax.legend(fontsize=7)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def plot_reject_tradeoff(report: Report, path: Path) -> Path | None:
+    """Standard accuracy vs robust error over thresholds (paper 001 Eq. 14-15); plain classifiers as points."""
+    table = report.tradeoff
+    if table.empty or not table["reject_option"].any():
+        return None
+    plt = _pyplot()
+    keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
+    for ax, (attack, eps) in zip(axes[0], keys):
+        panel = table[(table["attack"] == attack) & np.isclose(table["epsilon"], eps)]
+        for (defense, reject), rows in panel.groupby(["defense", "reject_option"], sort=False):
+            if reject:
+                ax.plot(rows["error_with_reject"], rows["accuracy_with_reject"], label=defense)
+            else:
+                ax.scatter(rows["error_with_reject"], rows["accuracy_with_reject"], marker="x", s=60, label=defense)
+        ax.set_title(f"{attack}, eps {eps:g}")
+        ax.set_xlabel("error on perturbed inputs")
+        ax.set_ylabel("accuracy on clean inputs")
+        ax.legend(fontsize=7)
+    path = _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(report: Report, directory: Path) -> list[Path]:
+    made = [plot_curves(report, directory / "curves.png"), plot_roc(report, directory / "roc.png"),
+            plot_reject_tradeoff(report, directory / "reject_tradeoff.png")]
+    return [p for p in made if p is not None]

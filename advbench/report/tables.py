@@ -1,0 +1,144 @@
+"""Human-facing tables laid out like the papers: rows clean / attacks / ALL per norm, columns defenses."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from ..metrics import WORST_CASE
+from . import Report, curve_summary
+from .terminal import TextTable
+
+
+def number(value: object, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def percent(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def epsilon(value: float) -> str:
+    return "unbounded" if math.isinf(value) else number(float(value))
+
+
+def with_interval(value: float, low: float, high: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{100 * value:.1f} ±{100 * (high - low) / 2:.1f}"
+
+
+def accuracy_table(report: Report) -> TextTable:
+    summary = report.summary
+    defenses = list(dict.fromkeys(summary["defense"]))
+    rows: list[list[str]] = []
+    sections: list[int] = []
+    clean = summary.drop_duplicates("defense").set_index("defense")
+    rows.append(["clean", "", *[with_interval(clean.loc[d, "clean_accuracy"], clean.loc[d, "clean_accuracy_low"],
+                                              clean.loc[d, "clean_accuracy_high"]) for d in defenses]])
+    finite = summary[~summary["epsilon"].apply(lambda e: math.isinf(float(e)))]
+    for norm in dict.fromkeys(finite["norm"]):
+        sections.append(len(rows))
+        block = finite[finite["norm"] == norm]
+        ordered = pd.concat([block[block["kind"] != WORST_CASE], block[block["kind"] == WORST_CASE]])
+        for (attack, eps), group in ordered.groupby(["attack", "epsilon"], sort=False):
+            by_defense = group.set_index("defense")
+            cells = [with_interval(by_defense.loc[d, "robust_accuracy"], by_defense.loc[d, "robust_accuracy_low"],
+                                   by_defense.loc[d, "robust_accuracy_high"]) if d in by_defense.index else "-"
+                     for d in defenses]
+            rows.append([f"{attack} ({norm})" if not attack.startswith("ALL") else attack, epsilon(eps), *cells])
+    return TextTable("Accuracy in % (95% Wilson interval), rows by attack and epsilon", ["", "eps", *defenses], rows,
+                     note="minimum-norm attacks are read off their per-sample norms; ALL = robust to every attack "
+                          "of that norm", left_columns=2, sections=sections)
+
+
+def attack_table(report: Report) -> TextTable:
+    rows = []
+    summary = report.summary[report.summary["kind"] != WORST_CASE]
+    for (defense, attack), group in summary.groupby(["defense", "attack"], sort=False):
+        row = group.iloc[-1]  # unbounded for minimum-norm attacks, the largest epsilon otherwise
+        rows.append([defense, attack, row["kind"], epsilon(row["epsilon"]), percent(row["success_rate"]),
+                     number(row["mean_l2"]), number(row["median_l2"]), number(row["rho"]),
+                     number(row["seconds_per_sample"], 3), number(row["queries_per_sample"], 4)])
+    return TextTable("Attacks: success and distortion of successful examples",
+                     ["defense", "attack", "kind", "eps", "success", "mean L2", "median L2", "rho", "s/sample",
+                      "queries/sample"], rows, note="rho = mean ||eta||2 / ||x||2", left_columns=3)
+
+
+def curve_table(report: Report) -> TextTable:
+    rows = [[r.defense, r.attack, r.norm, epsilon(r.epsilon)] for r in curve_summary(report).itertuples()]
+    return TextTable("Robustness curves: smallest epsilon where accuracy falls below 50%",
+                     ["defense", "attack", "norm", "eps at 50%"], rows,
+                     note="fixed-epsilon attacks are only measured at their epsilons", left_columns=3)
+
+
+def mcnemar_matrix(report: Report) -> TextTable | None:
+    table = report.mcnemar
+    if table.empty:
+        return None
+    pairs = list(dict.fromkeys(zip(table["defense_a"], table["defense_b"])))
+    rows = []
+    for (attack, eps), group in table.groupby(["attack", "epsilon"], sort=False):
+        by_pair = {(r.defense_a, r.defense_b): r for r in group.itertuples()}
+        cells = []
+        for pair in pairs:
+            r = by_pair.get(pair)
+            if r is None:
+                cells.append("-")
+            elif r.note:
+                cells.append("refused")
+            else:
+                cells.append(f"{r.pvalue:.2g}{' *' if r.significant else ''}")
+        rows.append([attack, "" if attack == "clean" else epsilon(eps), *cells])
+    refused = table[table["note"] != ""]
+    note = f"McNemar p-values; * = significant at alpha {report.alpha:g} (exact binomial below 25 discordant pairs)"
+    if not refused.empty:
+        note += f"; refused: {refused['note'].iloc[0].removeprefix('refused: ')}"
+    return TextTable("Paired comparison of defenses", ["", "eps", *[f"{a} vs {b}" for a, b in pairs]], rows,
+                     note=note, left_columns=2)
+
+
+def reject_table(report: Report) -> TextTable | None:
+    if report.reject.empty:
+        return None
+    rows = [[r.defense, r.attack, epsilon(r.epsilon), number(r.auc), percent(r.detection_rate),
+             number(r.threshold), percent(r.clean_accept_rate), percent(r.adversarial_accept_error),
+             percent(r.accuracy_with_reject)] for r in report.reject.itertuples()]
+    return TextTable(
+        "Reject option", ["defense", "attack", "eps", "AUC", f"detected @{100 * report.false_alarm:g}% FPR", "T",
+                          "TPR clean", "FPR adv", "acc w/ reject"], rows,
+        note="AUC and detection: clean vs successful adversarial inputs; at the defense's threshold T: TPR = clean "
+             "inputs accepted, FPR = perturbed inputs accepted and misclassified (paper 001 Eq. 7-8, 14-15)",
+        left_columns=3)
+
+
+def paper_tables(report: Report) -> list[TextTable]:
+    tables = [accuracy_table(report), attack_table(report), curve_table(report), mcnemar_matrix(report),
+              reject_table(report)]
+    return [t for t in tables if t is not None]
+
+
+SUMMARY_DISPLAY = {
+    "defense": "defense", "attack": "attack", "norm": "norm", "epsilon": "eps", "samples": "n",
+    "clean_accuracy": "clean acc", "robust_accuracy": "robust acc", "success_rate": "success",
+    "mean_l2": "mean L2", "median_l2": "median L2", "rho": "rho", "seconds_per_sample": "s/sample",
+}
+
+
+def summary_tables(report: Report) -> list[TextTable]:
+    rows = []
+    for _, r in report.summary.iterrows():
+        rows.append([r["defense"], r["attack"], r["norm"], epsilon(float(r["epsilon"])), str(r["samples"]),
+                     with_interval(r["clean_accuracy"], r["clean_accuracy_low"], r["clean_accuracy_high"]),
+                     with_interval(r["robust_accuracy"], r["robust_accuracy_low"], r["robust_accuracy_high"]),
+                     percent(r["success_rate"]), number(r["mean_l2"]), number(r["median_l2"]), number(r["rho"]),
+                     number(r["seconds_per_sample"], 3)])
+    return [TextTable("Summary (accuracies in % with 95% Wilson interval)", list(SUMMARY_DISPLAY.values()), rows,
+                      left_columns=3)]
