@@ -92,7 +92,7 @@ def _git_commit() -> str | None:
 def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: torch.device) -> dict[str, Any]:
     return {
         "fingerprint": grid.fingerprint(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
         "grid": asdict(grid),
         "device": str(device),
         "versions": {"advbench": __version__, "torch": str(torch.__version__), "python": platform.python_version()},

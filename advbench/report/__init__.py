@@ -56,6 +56,9 @@ class Report:
 def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, float | None]]:
     """Records of one or more runs; runs are combined only when they evaluated the same samples."""
     frames, epsilons, thresholds, samples = [], {}, {}, None
+    ids = [s.run_id for s in stores]
+    if len(set(ids)) != len(ids):
+        raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
     for store in stores:
         manifest = store.manifest()
         records = store.records()

@@ -1,0 +1,115 @@
+"""Report views end to end: two defenses (McNemar), a reject-option defense, plots, curve command, combining runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from advbench import zoo
+from advbench.cli import main
+from advbench.store import list_runs
+
+DETECTOR_MODULE = '''
+import torch
+from advbench import Defense
+
+class ConfidenceDetector(Defense):
+    """the zoo's cnn with a reject score: low top-logit confidence is suspicious"""
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.reject_threshold = -4.0
+    def forward(self, x):
+        return self.inner(x)
+    def reject_score(self, x, logits):
+        return -logits.max(dim=1).values
+
+def make(zoo_dir):
+    from advbench import zoo
+    from advbench.data import load_dataset
+    model, _ = zoo.load("cnn-digits", zoo_dir, info=load_dataset("digits").info)
+    return ConfidenceDetector(model)
+'''
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def two_defense_grid(isolated, trained_zoo, digits):
+    if not (trained_zoo / "cnn-seed1.pt").exists():
+        zoo.train("cnn", digits, options={"epochs": 2}, seed=1, name="cnn-seed1", zoo_dir=trained_zoo)
+    (isolated / "detmod.py").write_text(DETECTOR_MODULE.replace("make(zoo_dir)", "make()").replace(
+        'zoo.load("cnn-digits", zoo_dir', f'zoo.load("cnn-digits", r"{trained_zoo}"'))
+    grid = isolated / "grid.toml"
+    grid.write_text(
+        'samples = 60\nbatch_size = 30\n'
+        'defenses = ["cnn", "cnn-seed1", { name = "python:detmod:make", label = "detector" }]\n'
+        '[[attacks]]\nname = "fgsm"\nepsilons = [0.1, 0.2]\n'
+        '[[attacks]]\nname = "pgd-linf"\nepsilons = [0.1, 0.2]\nsteps = 5\n'
+        '[[attacks]]\nname = "deepfool-l2"\nepsilons = [0.5, 1.0]\n'
+    )
+    return grid
+
+
+def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defense_grid, isolated, monkeypatch):
+    monkeypatch.syspath_prepend(str(isolated))
+    result = invoke("run", str(two_defense_grid))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Paired comparison of defenses" in out and "cnn vs cnn-seed1" in out
+    assert "ALL linf" in out and "Reject option" in out and "detector" in out
+    assert "±" in out
+    (run_dir,) = (isolated / "results").iterdir()
+    for name in ("summary.csv", "curves.csv", "mcnemar.csv", "reject.csv", "curves.png", "roc.png",
+                 "reject_tradeoff.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    import matplotlib.image
+
+    image = matplotlib.image.imread(run_dir / "curves.png")
+    assert image.shape[0] > 100 and image.shape[1] > 100
+
+    plots = isolated / "plots"
+    result = invoke("report", "--plots", str(plots), "--format", "markdown", "--alpha", "0.05")
+    assert result.exit_code == 0 and "### Paired comparison" in result.stdout
+    assert (plots / "roc.png").exists() and (plots / "mcnemar.csv").exists()
+    data = json.loads(invoke("report", "--format", "json").stdout)
+    assert {"summary", "curves", "mcnemar", "reject"} <= set(data)
+    detector = [r for r in data["reject"] if r["defense"] == "detector"]
+    assert detector and all(0 <= r["auc"] <= 1 for r in detector if r["auc"] is not None)
+
+    result = invoke("curve", "--out", str(isolated / "c"))
+    assert result.exit_code == 0 and "eps at 50%" in result.stdout
+    assert (isolated / "c" / "curves.png").stat().st_size > 0
+
+    summary = invoke("report", "--view", "summary")
+    assert summary.exit_code == 0 and "robust acc" in summary.stdout
+
+
+def test_combining_runs_on_same_and_different_samples(isolated):
+    base = ['--attack', 'fgsm', '--eps', '0.1', '--format', 'csv']
+    assert invoke("attack", "cnn", *base, "--samples", "30").exit_code == 0
+    assert invoke("attack", "cnn", "--attack", "pgd-linf", "--eps", "0.1", "--steps", "3",
+                  "--samples", "30", "--format", "csv").exit_code == 0
+    assert invoke("attack", "cnn", *base, "--samples", "40").exit_code == 0
+    runs = [run.run_id for run in list_runs(isolated / "results")]  # in creation order
+    combined = invoke("report", runs[0], runs[1], "--format", "csv")
+    assert combined.exit_code == 0, combined.output
+    assert "fgsm" in combined.stdout and "pgd-linf" in combined.stdout and "ALL linf" in combined.stdout
+    refused = invoke("report", runs[0], runs[2])
+    assert refused.exit_code != 0 and "other samples" in refused.output
+    duplicate = invoke("report", runs[0], runs[0])
+    assert duplicate.exit_code != 0 and "named more than once" in duplicate.output
+    assert invoke("attack", "cnn", "--attack", "fgsm", "--eps", "0.2", "--samples", "30").exit_code == 0
+    newest = list_runs(isolated / "results")[-1].run_id
+    clash = invoke("report", runs[0], newest)
+    assert clash.exit_code != 0 and "cnn x fgsm appears in more than one run" in clash.output
+
+
+def test_bad_report_options(isolated):
+    assert invoke("attack", "cnn", "--attack", "fgsm", "--samples", "10", "--format", "csv").exit_code == 0
+    result = invoke("report", "--alpha", "2")
+    assert result.exit_code != 0 and "alpha must be between 0 and 1" in result.output
