@@ -97,9 +97,11 @@ def _report_options(func):
 
 @main.command("list")
 @click.argument("kind", required=False, type=click.Choice(["defenses", "attacks", "datasets"]))
-def list_command(kind: str | None) -> None:
+@click.option("--params", is_flag=True, help="Also show each entry's hyperparameters and defaults.")
+def list_command(kind: str | None, params: bool) -> None:
     """List defenses, attacks and datasets: built-in and from plugin packages."""
     from . import registry
+    from .options import declared_defaults
 
     tables = {"defenses": registry.defenses, "attacks": registry.attacks, "datasets": registry.datasets}
     for name, reg in tables.items():
@@ -109,6 +111,10 @@ def list_command(kind: str | None) -> None:
         for entry in reg.entries():
             status = f"BROKEN ({entry.error})" if entry.broken else entry.description
             click.echo(f"  {entry.name:<16} {status}  [{entry.origin}]")
+            if params and not entry.broken and isinstance(entry.obj, type):
+                target = getattr(entry.obj, "Config", None) or entry.obj.__init__
+                settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in declared_defaults(target).items())
+                click.echo(f"  {'':<16} {settings or '(no options)'}")
 
 
 @main.group("zoo")
@@ -134,42 +140,62 @@ def zoo_list(zoo_dir: Path | None) -> None:
 
 # ----------------------------------------------------------------------------- train
 
-@main.command()
+def parse_extra_options(args: list[str]) -> dict[str, str]:
+    """`--name value` pairs (and bare `--flag` for true) left over by click, as hyperparameters."""
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise AdvbenchError(f"unexpected argument {arg!r}")
+        name, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+        options[name.replace("-", "_")] = value
+        i += 1
+    return options
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("defense")
 @click.option("--dataset", default="digits", show_default=True)
-@click.option("--epochs", type=int, default=None, help="Training epochs [default: the defense's].")
-@click.option("--lr", type=float, default=None, help="Learning rate [default: the defense's].")
-@click.option("--batch-size", type=int, default=None, help="Training batch size [default: the defense's].")
-@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Any other hyperparameter (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Zoo entry name [default: DEFENSE-DATASET].")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing zoo entry.")
 @_dirs
-def train(defense: str, dataset: str, epochs: int | None, lr: float | None, batch_size: int | None,
-          opts: tuple[str, ...], seed: int, name: str | None, device: str, force: bool, zoo_dir: Path | None,
-          data_dir: Path | None, download: bool) -> None:
-    """Train DEFENSE and store it in the zoo (checkpoint + JSON card)."""
+@click.pass_context
+def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str | None, device: str, force: bool,
+          zoo_dir: Path | None, data_dir: Path | None, download: bool) -> None:
+    """Train DEFENSE and store it in the zoo (checkpoint + JSON card).
+
+    Any hyperparameter of the defense is an option: --epochs 20, --lr 1e-3, --norm linf,
+    --eps 0.3, --steps 40, --quick ... (`advbench list defenses --params` shows them).
+    """
     from . import zoo
     from .data import load_dataset
-    from .options import parse_assignments
+    from .options import coerce_options
     from .registry import defenses
     from .runner import pick_device
 
-    defenses.get(defense)
-    options: dict[str, Any] = parse_assignments(opts)
-    options.update({k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size}.items() if v is not None})
-    for key in ("epochs", "batch_size"):
-        if key in options and isinstance(options[key], int) and options[key] < 1:
-            raise AdvbenchError(f"{key.replace('_', '-')} must be at least 1")
-    target = Path(zoo_dir or zoo.default_zoo_dir()) / f"{name or zoo.default_name(defense, dataset)}.pt"
+    cls = defenses.get(defense)
+    options = parse_extra_options(ctx.args)
+    if hasattr(cls, "Config"):
+        typed = coerce_options(cls.Config, options, f"defense {defense}")
+        for key in ("epochs", "batch_size", "steps"):
+            if key in typed and typed[key] < 1:
+                raise AdvbenchError(f"{key.replace('_', '-')} must be at least 1")
+    target = Path(zoo_dir or zoo.default_zoo_dir()) / f"{zoo.check_name(name or zoo.default_name(defense, dataset))}.pt"
     if target.exists() and not force:
         raise AdvbenchError(f"{target} exists; pass --force to overwrite it or --name to keep both")
     data = load_dataset(dataset, data_dir, download)
     card = zoo.train(defense, data, options=options, seed=seed, name=name, zoo_dir=zoo_dir,
                      device=pick_device(device), observer=_observer())
     click.echo(f"trained {card.name}: clean accuracy {100 * card.clean_accuracy:.2f}% "
-               f"({card.train_seconds:.1f}s) -> {target}")
+               f"({card.train_seconds:.1f}s, {card.seconds_per_epoch:.2f}s/epoch) -> {target}")
 
 
 # ----------------------------------------------------------------------------- attack / run

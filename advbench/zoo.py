@@ -14,6 +14,7 @@ import inspect
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,13 @@ def default_name(defense: str, dataset: str) -> str:
     return f"{defense}-{dataset}"
 
 
+def check_name(name: str) -> str:
+    """Zoo names become file names: letters, digits and . _ + = - only."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+=-]*", name):
+        raise AdvbenchError(f"zoo name {name!r} may only hold letters, digits and . _ + = -")
+    return name
+
+
 def train(
     defense_name: str, data: Dataset, *, options: dict[str, Any] | None = None, seed: int = 0,
     name: str | None = None, zoo_dir: Path | None = None, device: torch.device = torch.device("cpu"),
@@ -72,6 +80,7 @@ def train(
     if not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
         raise AdvbenchError(f"defense {defense_name!r} cannot be trained by advbench")
     config = cls.Config(**coerce_options(cls.Config, options or {}, f"defense {defense_name}"))
+    config = cls.resolve_config(config, data.info)
     zoo_dir = Path(zoo_dir or default_zoo_dir())
     _ensure_writable(zoo_dir)
     torch.manual_seed(seed)
@@ -82,7 +91,7 @@ def train(
     model.eval()
     hyper = dataclasses.asdict(config)
     card = Card(
-        name=name or default_name(defense_name, data.info.name), defense=defense_name, dataset=data.info.name,
+        name=check_name(name or default_name(defense_name, data.info.name)), defense=defense_name, dataset=data.info.name,
         input_shape=list(data.info.input_shape), num_classes=data.info.num_classes, hyperparameters=hyper,
         seed=seed, clean_accuracy=accuracy(model, data.test_x, data.test_y, device=device),
         train_seconds=round(seconds, 3),

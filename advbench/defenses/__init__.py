@@ -1,6 +1,6 @@
 """Built-in defenses register themselves on import."""
 
 from .base import Defense, ExpectationOverTransformation, ModelDefense, Prediction, TrainableDefense
-from . import cnn  # noqa: F401  (registers `cnn`)
+from . import adversarial_training, cnn  # noqa: F401  (register built-ins)
 
 __all__ = ["Defense", "ExpectationOverTransformation", "ModelDefense", "Prediction", "TrainableDefense"]

@@ -113,6 +113,11 @@ class TrainableDefense(Defense):
     norm: ClassVar[str | None] = None
 
     @classmethod
+    def resolve_config(cls, config: Any, info: Any) -> Any:
+        """Fill dataset-dependent defaults (e.g. epsilon by input shape) before training."""
+        return config
+
+    @classmethod
     def build(cls, info: Any, config: Any) -> "TrainableDefense":
         raise NotImplementedError
 

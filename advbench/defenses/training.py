@@ -1,7 +1,7 @@
 """The supervised training loop shared by classifier defenses.
 
-Adversarial-training defenses reuse it by passing `perturb`, which replaces each
-batch's inputs before the gradient step.
+Adversarial-training defenses reuse it by passing `batch_loss`, which computes each
+batch's training loss (e.g. on a mix of clean and adversarial inputs).
 """
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ from torch import nn
 
 from ..progress import Observer
 
-Perturb = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def clean_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
 
 
 def train_classifier(
@@ -30,9 +34,11 @@ def train_classifier(
     seed: int = 0,
     device: torch.device = torch.device("cpu"),
     observer: Observer | None = None,
-    perturb: Perturb | None = None,
+    batch_loss: BatchLoss = clean_loss,
+    after_step: Callable[[], None] | None = None,
 ) -> list[float]:
-    """Adam on cross-entropy; returns the wall seconds of each epoch (zoo cards report them)."""
+    """Adam on `batch_loss` (cross-entropy by default); returns the wall seconds of each
+    epoch (zoo cards report them)."""
     observer = observer or Observer()
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -47,13 +53,12 @@ def train_classifier(
             total_loss, seen = 0.0, 0
             for batch in torch.randperm(n, generator=generator).split(batch_size):
                 x, y = inputs[batch].to(device), labels[batch].to(device)
-                if perturb is not None:
-                    x = perturb(model, x, y)
-                    model.train()
-                loss = F.cross_entropy(model(x), y)
+                loss = batch_loss(model, x, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if after_step is not None:
+                    after_step()
                 total_loss += loss.item() * len(y)
                 seen += len(y)
             model.eval()

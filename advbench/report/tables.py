@@ -73,7 +73,10 @@ def attack_table(report: Report) -> TextTable:
 
 
 def curve_table(report: Report) -> TextTable:
-    rows = [[r.defense, r.attack, r.norm, epsilon(r.epsilon)] for r in curve_summary(report).itertuples()]
+    largest = report.curves.groupby(["defense", "attack"], sort=False)["epsilon"].max()
+    rows = [[r.defense, r.attack, r.norm,
+             epsilon(r.epsilon) if math.isfinite(r.epsilon) else f"> {epsilon(largest[(r.defense, r.attack)])}"]
+            for r in curve_summary(report).itertuples()]
     return TextTable("Robustness curves: smallest epsilon where accuracy falls below 50%",
                      ["defense", "attack", "norm", "eps at 50%"], rows,
                      note="fixed-epsilon attacks are only measured at their epsilons", left_columns=3)
