@@ -235,6 +235,8 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
 @click.option("--step-size", default=None, help="Attack step size (absolute).")
 @click.option("--restarts", type=int, default=None, help="Random restarts.")
 @click.option("--eot", type=int, default=None, help="EOT samples for stochastic defenses.")
+@click.option("--source", default=None, metavar="MODEL",
+              help="Craft the examples on MODEL (e.g. an independent copy cnn@1) and transfer them.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Any other attack option (repeatable).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file for the defense.")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same settings.")
@@ -244,7 +246,7 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
 @_results_dir
 @_dirs
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
-           step_size: str | None, restarts: int | None, eot: int | None, opts: tuple[str, ...],
+           step_size: str | None, restarts: int | None, eot: int | None, source: str | None, opts: tuple[str, ...],
            weights: Path | None, resume: bool, fmt: str, alpha: float, false_alarm: float,
            results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
            **overrides: Any) -> None:
@@ -259,7 +261,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
     eps = tuple(parse_epsilon(e) for e in epsilons)
     if eot is not None and eot < 1:
         raise AdvbenchError("--eot must be at least 1")
-    specs = tuple(AttackSpec(name, eps, tuple(sorted(options.items())), eot) for name in attack_names)
+    specs = tuple(AttackSpec(name, eps, tuple(sorted(options.items())), eot, source=source) for name in attack_names)
     grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
     grid = validate(grid.with_overrides(**overrides))
     _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
@@ -323,18 +325,68 @@ def report(run_ids: tuple[str, ...], fmt: str, view: str, plots_dir: Path | None
 
 @main.command()
 @click.argument("run_id", required=False)
+@click.option("--defense", "sweep_defenses", multiple=True,
+              help="Sweep mode: a defense to train at each --param value (repeatable, paired with --param).")
+@click.option("--param", "sweep_params", multiple=True, metavar="NAME=V1,V2,...",
+              help="The hyperparameter values for the matching --defense.")
+@click.option("--dataset", default="digits", show_default=True, help="Sweep mode: dataset.")
+@click.option("--samples", type=int, default=200, show_default=True, help="Sweep mode: test samples attacked.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--train-opt", "train_opts", multiple=True, metavar="KEY=VALUE",
+              help="Sweep mode: a training hyperparameter for every model (e.g. epochs=5).")
+@click.option("--attack-opt", "attack_opts", multiple=True, metavar="KEY=VALUE",
+              help="Sweep mode: a cw-l2 option (e.g. steps=50).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write curves.csv and curves.png [default: the run directory].")
+              help="Where to write the CSV and PNG [default: the run directory].")
 @_results_dir
-def curve(run_id: str | None, out_dir: Path | None, results_dir: Path | None) -> None:
-    """Robustness curves (accuracy vs epsilon) of a run: CSV, PNG and the 50%-accuracy epsilons."""
-    from .report import build_report
-    from .report.plots import plot_curves
-    from .report.tables import curve_table
+@_dirs
+def curve(run_id: str | None, sweep_defenses: tuple[str, ...], sweep_params: tuple[str, ...], dataset: str,
+          samples: int, seed: int, batch_size: int, device: str, train_opts: tuple[str, ...],
+          attack_opts: tuple[str, ...], out_dir: Path | None, results_dir: Path | None, zoo_dir: Path | None,
+          data_dir: Path | None, download: bool) -> None:
+    """Robustness curves.
+
+    With RUN_ID (or nothing): accuracy vs epsilon of a run (default: the latest).
+    With --defense/--param: benign accuracy vs rho_cw across hyperparameters (paper 003 Fig. 5),
+    e.g. `advbench curve --defense pgd-at --param eps=0.05,0.1 --defense pgn --param c-l=0.25,0.5`.
+    """
     from .report.terminal import write_tables
     from .store import RunStore, atomic_write_text, default_results_dir
 
-    store = RunStore.open(Path(results_dir or default_results_dir()), run_id)
+    results = Path(results_dir or default_results_dir())
+    if sweep_defenses or sweep_params:
+        if run_id:
+            raise AdvbenchError("give either a RUN_ID or --defense/--param, not both")
+        from .data import load_dataset
+        from .options import parse_assignments
+        from .report.tables import number, percent
+        from .report.terminal import TextTable
+        from .sweep import plan_sweep, plot_sweep, run_sweep
+
+        points = plan_sweep(list(sweep_defenses), list(sweep_params))
+        data = load_dataset(dataset, data_dir, download)
+        table, store = run_sweep(points, data, samples=samples, seed=seed, batch_size=batch_size, zoo_dir=zoo_dir,
+                                 results_dir=results, train_options=parse_assignments(train_opts),
+                                 attack_options=parse_assignments(attack_opts), device=device, observer=_observer())
+        out_dir = Path(out_dir or store.path)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "robustness_curve.csv", table.to_csv(index=False))
+        plot_sweep(table, out_dir / "robustness_curve.png")
+        rows = [[r.defense, f"{r.parameter}={r.value}", percent(r.benign_accuracy), number(r.rho_cw),
+                 number(r.median_l2), number(r.seconds_per_epoch, 3)] for r in table.itertuples()]
+        write_tables([TextTable("Robustness curve: benign accuracy vs rho_cw (cw-l2)",
+                                ["defense", "setting", "benign acc", "rho_cw", "median L2", "s/epoch"], rows,
+                                left_columns=2)], sys.stdout)
+        click.echo(f"wrote robustness_curve.csv and robustness_curve.png to {out_dir}", err=True)
+        return
+
+    from .report import build_report
+    from .report.plots import plot_curves
+    from .report.tables import curve_table
+
+    store = RunStore.open(results, run_id)
     built = build_report([store])
     out_dir = Path(out_dir or store.path)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,13 @@ GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", 
 
 @dataclass(frozen=True)
 class DefenseSpec:
+    """A defense of a grid; `train` holds hyperparameters for the zoo entry it names
+    (`<name>-<dataset>-key=value...`), trained with them when missing on digits."""
+
     spec: str
     weights: str | None = None
     label: str = ""
+    train: tuple[tuple[str, Any], ...] = ()
 
     @property
     def id(self) -> str:
@@ -42,15 +46,21 @@ class DefenseSpec:
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """One attack of a grid. With `source`, examples are crafted on that model (a defense
+    spec, e.g. an independently trained copy `cnn@1`) and transferred to each defense."""
+
     name: str
     epsilons: tuple[float, ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
     eot: int | None = None
     label: str = ""
+    source: str | None = None
 
     @property
     def id(self) -> str:
-        return self.label or self.name
+        if self.label:
+            return self.label
+        return f"{self.name} (from {self.source})" if self.source else self.name
 
 
 @dataclass(frozen=True)
@@ -84,17 +94,23 @@ def _attack_spec(raw: Any, where: str) -> AttackSpec:
     if eot is not None and (not isinstance(eot, int) or eot < 1):
         raise AdvbenchError(f"{where}: attack {name}: eot must be a positive integer")
     label = str(raw.pop("label", ""))
-    return AttackSpec(name, epsilons, tuple(sorted(raw.items())), eot, label)
+    source = raw.pop("source", None)
+    if source is not None and not isinstance(source, str):
+        raise AdvbenchError(f"{where}: attack {name}: source must be a defense name")
+    return AttackSpec(name, epsilons, tuple(sorted(raw.items())), eot, label, source)
 
 
 def _defense_spec(raw: Any, where: str) -> DefenseSpec:
     if isinstance(raw, str):
         return DefenseSpec(raw)
     if isinstance(raw, dict) and "name" in raw:
-        unknown = set(raw) - {"name", "weights", "label"}
+        unknown = set(raw) - {"name", "weights", "label", "train"}
         if unknown:
             raise AdvbenchError(f"{where}: unknown defense keys {', '.join(sorted(unknown))}")
-        return DefenseSpec(str(raw["name"]), raw.get("weights"), str(raw.get("label", "")))
+        train = raw.get("train", {})
+        if not isinstance(train, dict):
+            raise AdvbenchError(f"{where}: defense {raw['name']}: train must be a table of hyperparameters")
+        return DefenseSpec(str(raw["name"]), raw.get("weights"), str(raw.get("label", "")), tuple(sorted(train.items())))
     raise AdvbenchError(f"{where}: each defense is a name or {{name = ..., weights = ...}}")
 
 
@@ -111,7 +127,10 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
 
 
 def load_grid(path: Path) -> Grid:
+    """A grid file; `presets/NAME.toml` falls back to the presets shipped with advbench."""
     path = Path(path)
+    if not path.exists() and path.parent.name == "presets" and preset_path(path.name).exists():
+        path = preset_path(path.name)
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:

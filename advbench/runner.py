@@ -15,7 +15,7 @@ import subprocess
 import zlib
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import torch
@@ -69,6 +69,22 @@ def cell_seed(seed: int, cell_id: str) -> int:
     return zlib.crc32(f"{seed}:{cell_id}".encode())
 
 
+class ModelCache:
+    """Defenses by spec, resolved once per run (defenses, transfer sources, attack generators)."""
+
+    def __init__(self, data: Dataset, *, zoo_dir: Path | None, device: torch.device, observer: Observer) -> None:
+        self.data, self.zoo_dir, self.device, self.observer = data, zoo_dir, device, observer
+        self._models: dict[tuple[Any, ...], Defense] = {}
+
+    def get(self, spec: str, weights: str | None = None, train: tuple[tuple[str, Any], ...] = ()) -> Defense:
+        key = (spec, weights, train)
+        if key not in self._models:
+            self._models[key] = resolve_defense(spec, self.data, zoo_dir=self.zoo_dir, device=self.device,
+                                                observer=self.observer, weights=Path(weights) if weights else None,
+                                                train_options=dict(train))
+        return self._models[key]
+
+
 def plan_cells(grid: Grid, data: Dataset) -> list[tuple[CellPlan, Attack]]:
     """Expand the grid and build every attack up front, so bad options fail before any work."""
     plans = []
@@ -100,7 +116,7 @@ def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: tor
         "cells": [
             {"id": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "attack_name": plan.attack.name,
              "norm": str(attack.norm), "kind": str(attack.kind), "epsilons": list(plan.epsilons),
-             "hyperparameters": attack.hyperparameters(), "eot": plan.attack.eot}
+             "hyperparameters": attack.hyperparameters(), "eot": plan.attack.eot, "source": plan.attack.source}
             for plan, attack in plans
         ],
         "defenses": {},
@@ -117,6 +133,7 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
     store.write_manifest(manifest)
     indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
     todo = [(plan, attack) for plan, attack in plans if not store.has_cell(plan.id)]
+    models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
     if len(todo) < len(plans):
         observer.message(f"resuming: {len(plans) - len(todo)} of {len(plans)} cells already finished")
     with observer.task("grid cells", len(todo)) as advance_cells:
@@ -124,20 +141,21 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
             cells = [(p, a) for p, a in todo if p.defense == defense_spec]
             if not cells:
                 continue
-            defense = resolve_defense(defense_spec.spec, data, zoo_dir=zoo_dir, device=device, observer=observer,
-                                      weights=Path(defense_spec.weights) if defense_spec.weights else None)
+            defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
             manifest["defenses"][defense_spec.id] = {
                 "spec": defense_spec.spec, "stochastic": defense.stochastic, "eot_samples": defense.eot_samples,
-                "reject_threshold": defense.reject_threshold,
+                "reject_threshold": defense.reject_threshold, "card": defense.card,
             }
             store.write_manifest(manifest)
             clean = predict_batches(defense, inputs, grid.batch_size, device)
             for plan, attack in cells:
                 observer.message(f"cell {plan.id}: {attack!r}")
                 torch.manual_seed(cell_seed(grid.seed, plan.id))
+                source = models.get(plan.attack.source) if plan.attack.source else None
                 records = run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
                                    bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
-                                   observer=observer)
+                                   observer=observer, source=source, load_model=models.get,
+                                   dataset=data.info.name)
                 store.write_cell(plan.id, records)
                 advance_cells(1)
 
@@ -153,24 +171,32 @@ def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, dev
     )
 
 
-def attack_target(defense: Defense, eot: int, bounds: tuple[float, float],
-                  num_classes: int) -> tuple[AttackTarget, list[QueryCounter]]:
+def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int,
+                  load_model: Callable[[str], nn.Module] | None = None,
+                  dataset: str = "") -> tuple[AttackTarget, list[QueryCounter]]:
     """The attack's view of a defense, with counters inside any EOT averaging so that
     queries count every model evaluation."""
     counters = [QueryCounter(defense.gradient_model()), QueryCounter(defense)]
     models: list[nn.Module] = list(counters)
     if defense.stochastic and eot > 1:
         models = [ExpectationOverTransformation(m, eot) for m in models]
-    return AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss()), counters
+    return AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss(),
+                        load_model=load_model, dataset=dataset), counters
 
 
 def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Tensor, inputs: torch.Tensor,
              labels: torch.Tensor, clean: Prediction, *, batch_size: int, bounds: tuple[float, float],
-             num_classes: int, device: torch.device, observer: Observer | None = None) -> pd.DataFrame:
-    """Attack one defense with one attack over all samples; one record per sample and epsilon."""
+             num_classes: int, device: torch.device, observer: Observer | None = None,
+             source: Defense | None = None, load_model: Callable[[str], nn.Module] | None = None,
+             dataset: str = "") -> pd.DataFrame:
+    """Attack one defense with one attack over all samples; one record per sample and epsilon.
+
+    With `source`, the attack is crafted on that model and its examples are evaluated on
+    `defense` (a transfer, or black-box, attack)."""
     observer = observer or Observer()
-    eot = plan.attack.eot or defense.eot_samples
-    target, counters = attack_target(defense, eot, bounds, num_classes)
+    crafted_on = source or defense
+    eot = plan.attack.eot or crafted_on.eot_samples
+    target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
     rows: list[dict[str, Any]] = []

@@ -153,6 +153,7 @@ def load(name: str, zoo_dir: Path | None = None, *, info: DataInfo | None = None
     model = cls.build(model_info, config)
     _load_state(model, blob["state_dict"], path)
     model.reject_threshold = blob.get("extra", {}).get("reject_threshold")
+    model.card = dataclasses.asdict(card)
     return model.eval(), card
 
 
@@ -175,40 +176,65 @@ def list_cards(zoo_dir: Path | None = None) -> list[Card]:
     return cards
 
 
+def parse_spec(spec: str) -> tuple[str, str | None, int]:
+    """`name[:mode][@seed]` -> (name, mode, seed); `@N` names an independently trained copy."""
+    body, at, seed_text = spec.partition("@")
+    seed = 0
+    if at:
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise AdvbenchError(f"defense {spec!r}: the part after @ must be an integer seed") from None
+    base, _, mode = body.partition(":")
+    return base, mode or None, seed
+
+
 def resolve_defense(
     spec: str, data: Dataset, *, zoo_dir: Path | None = None, weights: Path | None = None,
     device: torch.device = torch.device("cpu"), observer: Observer | None = None,
+    train_options: dict[str, Any] | None = None,
 ) -> Defense:
     """Turn a defense spec from the CLI or a grid into a ready model.
 
-    `name` or `name:mode` (a registered defense, looked up as `<name>-<dataset>` in the
-    zoo, or a zoo entry name), or `python:pkg.module:factory` with optional weights.
-    A missing digits checkpoint is trained with defaults; others stop with the command.
+    `name[:mode][@seed]` (a registered defense, looked up as `<name>-<dataset>[-seed<N>]` in
+    the zoo, or a zoo entry name), or `python:pkg.module:factory` with optional weights.
+    `train_options` select a zoo entry trained with those hyperparameters
+    (`<name>-<dataset>-key=value...`). A missing digits checkpoint is trained on the spot;
+    others stop with the command that trains them.
     """
     observer = observer or Observer()
     zoo_dir = Path(zoo_dir or default_zoo_dir())
     if spec.startswith("python:"):
         return _from_python_factory(spec[len("python:"):], data.info, weights).to(device).eval()
-    base, _, mode = spec.partition(":")
+    base, mode, seed = parse_spec(spec)
     if weights is not None:
         cls = defenses.get(base)
-        model = cls.build(data.info, cls.Config())
+        model = cls.build(data.info, cls.resolve_config(cls.Config(), data.info))
         _load_state(model, _read_weights(Path(weights)), weights)
     elif (zoo_dir / f"{base}.pt").exists() and base not in defenses:
         model, _ = load(base, zoo_dir, info=data.info)
     else:
         defenses.get(base)  # unknown names fail here, with suggestions
-        name = default_name(base, data.info.name)
+        options = dict(train_options or {})
+        suffix = "".join(f"-{k.replace('_', '-')}={v}" for k, v in sorted(options.items()))
+        name = check_name(default_name(base, data.info.name) + suffix + (f"-seed{seed}" if seed else ""))
         if not (zoo_dir / f"{name}.pt").exists():
             if data.info.name != DEFAULT_DATASET:
+                flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(options.items()))
+                if seed:
+                    flags += f" --seed {seed}"
+                if seed or options:
+                    flags += f" --name {name}"
                 raise AdvbenchError(
                     f"no checkpoint {zoo_dir / name}.pt; train it first: "
-                    f"advbench train {base} --dataset {data.info.name} --zoo-dir {zoo_dir}"
+                    f"advbench train {base} --dataset {data.info.name}{flags} --zoo-dir {zoo_dir}"
                 )
-            observer.message(f"no checkpoint {name} in {zoo_dir}: training {base} on {data.info.name} with defaults")
-            train(base, data, zoo_dir=zoo_dir, device=device, observer=observer)
+            observer.message(f"no checkpoint {name} in {zoo_dir}: training {base} on {data.info.name} "
+                             f"(seed {seed}{', ' + suffix[1:] if suffix else ''})")
+            train(base, data, options=options, seed=seed, name=name, zoo_dir=zoo_dir, device=device,
+                  observer=observer)
         model, _ = load(name, zoo_dir, info=data.info)
-    model.select_mode(mode or None)
+    model.select_mode(mode)
     return model.to(device).eval()
 
 

@@ -37,6 +37,13 @@ def trained_zoo(tmp_path_factory, digits):
 
 
 @pytest.fixture(scope="session")
+def tiny_pgn(trained_zoo, digits):
+    """A `pgn` model (classifier + generator) trained for one epoch."""
+    zoo.train("pgn", digits, options={"epochs": 1}, zoo_dir=trained_zoo)
+    return zoo.load("pgn-digits", trained_zoo, info=digits.info)[0]
+
+
+@pytest.fixture(scope="session")
 def tiny_cnn(trained_zoo, digits):
     model, _ = zoo.load("cnn-digits", trained_zoo, info=digits.info)
     return model

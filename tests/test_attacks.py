@@ -14,17 +14,21 @@ from advbench.registry import attacks
 FAST_OPTIONS = {"cw-l2": {"steps": 30, "binary_search_steps": 4}, "ddn": {"steps": 30}, "noise": {"levels": 5, "repeats": 2}}
 
 
-def target_for(model, num_classes=10):
-    return AttackTarget(model, model, (0.0, 1.0), num_classes)
+def target_for(model, num_classes=10, load_model=None):
+    return AttackTarget(model, model, (0.0, 1.0), num_classes, load_model=load_model, dataset="digits")
+
+
+# the pgn attack replays a generator trained against another classifier: no strength is promised here
+NO_STRENGTH_CLAIM = {"pgn"}
 
 
 @pytest.mark.parametrize("name", attacks.names())
-def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, digits):
+def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, tiny_pgn, digits):
     torch.manual_seed(0)
     attack = make_attack(name, FAST_OPTIONS.get(name))
     x, y = digits.test_x[:32], digits.test_y[:32]
     epsilons = [0.1, 0.3] if attack.norm is Norm.LINF else [0.5, 1.5]
-    out = attack(target_for(tiny_cnn), x, y, epsilons)
+    out = attack(target_for(tiny_cnn, load_model=lambda spec: tiny_pgn), x, y, epsilons)
     if attack.kind is AttackKind.FIXED_EPSILON:
         assert len(out.adversarials) == len(epsilons)
         for eps, adv in zip(epsilons, out.adversarials):
@@ -34,6 +38,8 @@ def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, digits):
         (adv,) = out.adversarials
         verify_adversarials(x, adv, epsilon=None, norm=attack.norm, bounds=(0, 1), attack=name)
     assert all(a.min() >= 0 and a.max() <= 1 for a in out.adversarials)
+    if name in NO_STRENGTH_CLAIM:
+        return
     fooled = tiny_cnn(out.adversarials[-1]).argmax(1) != y
     assert fooled.float().mean() > 0.5, f"{name} fooled only {fooled.float().mean():.0%} of a weak digits model"
 

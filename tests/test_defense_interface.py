@@ -77,7 +77,8 @@ def cell(defense, name, epsilons, digits, eot=None, **options):
                     device=torch.device("cpu"))
 
 
-GRADIENT_ATTACKS = [n for n in attacks.names() if getattr(attacks.get(n), "gradient_based", True)]
+# the pgn attack replays a generator trained against another classifier: it promises no strength to test
+GRADIENT_ATTACKS = [n for n in attacks.names() if getattr(attacks.get(n), "gradient_based", True) and n != "pgn"]
 
 
 @pytest.mark.parametrize("name", GRADIENT_ATTACKS)

@@ -38,7 +38,9 @@ class AttackTarget:
     `gradient_model` is the differentiable x -> logits function to take gradients of
     (the defense's surrogate, averaged over EOT samples when stochastic);
     `decision_model` is the defense's real inference, for gradient-free attacks;
-    `loss` is the defense's own per-sample attack loss, if it has one.
+    `loss` is the defense's own per-sample attack loss, if it has one;
+    `load_model` turns a defense spec into a model on the same data and device
+    (for attacks that bring their own network, like the `pgn` generator).
     """
 
     gradient_model: nn.Module
@@ -46,6 +48,8 @@ class AttackTarget:
     bounds: tuple[float, float]
     num_classes: int
     loss: Loss | None = None
+    load_model: Callable[[str], nn.Module] | None = None
+    dataset: str = ""
 
 
 @dataclass

@@ -50,6 +50,7 @@ class Defense(nn.Module):
         self.eot_samples: int = 1
         self.reject_threshold: float | None = None
         self.mode: str | None = None
+        self.card: dict[str, Any] | None = None  # the zoo card, when loaded from the zoo
 
     def reject_score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
         return None

@@ -42,6 +42,7 @@ class Report:
     reject: pd.DataFrame
     tradeoff: pd.DataFrame
     records: pd.DataFrame = field(repr=False)
+    defenses: pd.DataFrame = field(default_factory=pd.DataFrame)
     alpha: float = DEFAULT_ALPHA
     false_alarm: float = 0.05
     runs: list[str] = field(default_factory=list)
@@ -49,13 +50,24 @@ class Report:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
         tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
-                  "reject_tradeoff": self.tradeoff}
+                  "reject_tradeoff": self.tradeoff, "defenses": self.defenses}
         return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
-def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, float | None]]:
+DEFENSE_COLUMNS = ["defense", "model", "benign_accuracy", "seconds_per_epoch", "train_seconds", "norm", "eps"]
+
+
+def _defense_row(name: str, info: dict) -> dict[str, object]:
+    """What the zoo card says about a defense: the paper 003 Table 2 benign accuracy and sec/epoch."""
+    card = info.get("card") or {}
+    return {"defense": name, "model": card.get("name", info.get("spec")), "benign_accuracy": card.get("clean_accuracy"),
+            "seconds_per_epoch": card.get("seconds_per_epoch"), "train_seconds": card.get("train_seconds"),
+            "norm": card.get("norm"), "eps": card.get("eps")}
+
+
+def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, dict]]:
     """Records of one or more runs; runs are combined only when they evaluated the same samples."""
-    frames, epsilons, thresholds, samples = [], {}, {}, None
+    frames, epsilons, defenses, samples = [], {}, {}, None
     ids = [s.run_id for s in stores]
     if len(set(ids)) != len(ids):
         raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
@@ -72,15 +84,14 @@ def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, l
         frames.append(records)
         for cell in manifest.get("cells", []):
             epsilons[(store.run_id + "/" if len(stores) > 1 else "") + cell["id"]] = cell["epsilons"]
-        for name, info in manifest.get("defenses", {}).items():
-            thresholds[name] = info.get("reject_threshold")
+        defenses.update(manifest.get("defenses", {}))
     records = pd.concat(frames, ignore_index=True)
     duplicated = records.drop_duplicates("cell").duplicated(["defense", "attack"])
     if duplicated.any():
         pair = records.drop_duplicates("cell")[duplicated].iloc[0]
         raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
                             "label one of them differently to combine the runs")
-    return records, epsilons, thresholds
+    return records, epsilons, defenses
 
 
 def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05) -> Report:
@@ -88,13 +99,15 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")
     if not 0 < false_alarm < 1:
         raise AdvbenchError(f"false-alarm rate must be between 0 and 1, got {false_alarm}")
-    records, epsilons, thresholds = _combined_records(stores)
+    records, epsilons, defenses = _combined_records(stores)
+    thresholds = {name: info.get("reject_threshold") for name, info in defenses.items()}
     summary = summarize(records, epsilons)
     return Report(
         summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary, alpha),
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
+        defenses=pd.DataFrame([_defense_row(n, i) for n, i in defenses.items()], columns=DEFENSE_COLUMNS),
     )
 
 

@@ -11,7 +11,7 @@ from ..store import atomic_write_bytes
 from . import Report
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +20,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     import io
 
     buffer = io.BytesIO()
@@ -32,7 +32,7 @@ def _save(fig, path: Path) -> Path:
 def plot_curves(report: Report, path: Path) -> Path:
     """Accuracy vs epsilon, one panel per norm, one colour per defense: the worst case over
     attacks as a thick line where available, each attack as a thin line."""
-    plt = _pyplot()
+    plt = pyplot()
     curves = report.curves
     norms = list(dict.fromkeys(curves["norm"]))
     defenses = list(dict.fromkeys(curves["defense"]))
@@ -56,7 +56,7 @@ def plot_curves(report: Report, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("Robustness curves")
-    path = _save(fig, path)
+    path = save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -66,7 +66,7 @@ def plot_roc(report: Report, path: Path) -> Path | None:
     cells = [c for _, c in report.records.groupby("cell", sort=False) if has_reject_scores(c)]
     if not cells:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     defenses = list(dict.fromkeys(c["defense"].iloc[0] for c in cells))
     fig, axes = plt.subplots(1, len(defenses), figsize=(5 * len(defenses), 4.5), squeeze=False)
     for ax, defense in zip(axes[0], defenses):
@@ -80,7 +80,7 @@ def plot_roc(report: Report, path: Path) -> Path | None:
         ax.set_xlabel("clean inputs flagged")
         ax.set_ylabel("adversarial examples detected")
         ax.legend(fontsize=7)
-    path = _save(fig, path)
+    path = save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -90,7 +90,7 @@ def plot_reject_tradeoff(report: Report, path: Path) -> Path | None:
     table = report.tradeoff
     if table.empty or not table["reject_option"].any():
         return None
-    plt = _pyplot()
+    plt = pyplot()
     keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
     for ax, (attack, eps) in zip(axes[0], keys):
@@ -104,7 +104,7 @@ def plot_reject_tradeoff(report: Report, path: Path) -> Path | None:
         ax.set_xlabel("error on perturbed inputs")
         ax.set_ylabel("accuracy on clean inputs")
         ax.legend(fontsize=7)
-    path = _save(fig, path)
+    path = save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -122,8 +122,20 @@ def reject_table(report: Report) -> TextTable | None:
         left_columns=3)
 
 
+def defense_table(report: Report) -> TextTable | None:
+    """Benign accuracy (full test split) and training cost from the zoo cards."""
+    known = report.defenses.dropna(subset=["benign_accuracy"]) if not report.defenses.empty else report.defenses
+    if known.empty:
+        return None
+    rows = [[r.defense, str(r.model), percent(r.benign_accuracy), number(r.seconds_per_epoch, 3),
+             number(r.train_seconds, 3), f"{r.norm} {number(r.eps)}" if isinstance(r.norm, str) else "-"]
+            for r in known.itertuples()]
+    return TextTable("Defenses (from their zoo cards)", ["defense", "zoo entry", "benign acc", "s/epoch", "train s",
+                                                         "trained at"], rows, left_columns=2)
+
+
 def paper_tables(report: Report) -> list[TextTable]:
-    tables = [accuracy_table(report), attack_table(report), curve_table(report), mcnemar_matrix(report),
+    tables = [defense_table(report), accuracy_table(report), attack_table(report), curve_table(report), mcnemar_matrix(report),
               reject_table(report)]
     return [t for t in tables if t is not None]
 

@@ -1,0 +1,117 @@
+"""Robustness curves across hyperparameters (paper 003 Fig. 5).
+
+For each defense and each value of one of its hyperparameters, a model is trained (or
+reused from the zoo), attacked with a minimum-norm attack (`cw-l2`), and placed at
+(benign accuracy, rho_cw = mean L2 of successful examples). A curve further up and to
+the right is a better defense at every benign accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import zoo
+from .config import AttackSpec, DefenseSpec, Grid, validate
+from .data import Dataset
+from .errors import AdvbenchError
+from .metrics import summarize
+from .options import coerce_options
+from .progress import Observer
+from .registry import defenses
+from .runner import run_grid
+from .store import RunStore
+
+SWEEP_COLUMNS = ["defense", "parameter", "value", "model", "benign_accuracy", "rho_cw", "median_l2", "success_rate",
+                 "seconds_per_epoch"]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    defense: str
+    parameter: str
+    value: str
+
+    def model_name(self, dataset: str) -> str:
+        return zoo.check_name(f"{self.defense}-{dataset}-{self.parameter.replace('_', '-')}={self.value}")
+
+
+def plan_sweep(defense_names: list[str], params: list[str]) -> list[SweepPoint]:
+    """Pair each --defense with its --param `name=v1,v2,...`, checking names and values early."""
+    if len(defense_names) != len(params):
+        raise AdvbenchError(f"give one --param per --defense ({len(defense_names)} defenses, {len(params)} params)")
+    points = []
+    for defense, param in zip(defense_names, params):
+        name, sep, values = param.partition("=")
+        if not sep or not values.strip():
+            raise AdvbenchError(f"--param {param!r} must look like name=value1,value2")
+        cls = defenses.get(defense)
+        if not hasattr(cls, "Config"):
+            raise AdvbenchError(f"defense {defense} has no hyperparameters to sweep")
+        key = name.strip().replace("-", "_")
+        for value in (v.strip() for v in values.split(",")):
+            coerce_options(cls.Config, {key: value}, f"defense {defense}")
+            points.append(SweepPoint(defense, key, value))
+    return points
+
+
+def run_sweep(points: list[SweepPoint], data: Dataset, *, samples: int, seed: int, batch_size: int,
+              zoo_dir: Path | None, results_dir: Path, train_options: dict[str, Any], attack_options: dict[str, Any],
+              device: str, observer: Observer) -> tuple[pd.DataFrame, RunStore]:
+    zoo_dir = Path(zoo_dir or zoo.default_zoo_dir())
+    import torch
+
+    from .runner import pick_device
+
+    torch_device = pick_device(device) if device != "auto" else torch.device("cpu")
+    for point in points:
+        name = point.model_name(data.info.name)
+        if (zoo_dir / f"{name}.pt").exists():
+            observer.message(f"reusing zoo entry {name}")
+            continue
+        observer.message(f"training {name}")
+        zoo.train(point.defense, data, options={**train_options, point.parameter: point.value}, seed=seed,
+                  name=name, zoo_dir=zoo_dir, device=torch_device, observer=observer)
+    names = [p.model_name(data.info.name) for p in points]
+    grid = validate(Grid(
+        defenses=tuple(DefenseSpec(n) for n in names),
+        attacks=(AttackSpec("cw-l2", options=tuple(sorted(attack_options.items()))),),
+        dataset=data.info.name, samples=samples, batch_size=batch_size, seed=seed, device=device,
+    ))
+    store = RunStore.latest_matching(results_dir, grid.fingerprint()) or RunStore.create(results_dir, grid.fingerprint())
+    run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer)
+    summary = summarize(store.records(), {}).set_index("defense")
+    rows = []
+    for point, name in zip(points, names):
+        card = zoo.load(name, zoo_dir)[1]
+        row = summary.loc[name]
+        rows.append({"defense": point.defense, "parameter": point.parameter.replace("_", "-"), "value": point.value,
+                     "model": name, "benign_accuracy": card.clean_accuracy, "rho_cw": row["mean_l2"],
+                     "median_l2": row["median_l2"], "success_rate": row["success_rate"],
+                     "seconds_per_epoch": card.seconds_per_epoch})
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS), store
+
+
+def plot_sweep(table: pd.DataFrame, path: Path) -> Path:
+    """One line per defense: x benign accuracy, y rho_cw, points labelled with their value."""
+    from .report.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for defense, rows in table.groupby("defense", sort=False):
+        rows = rows.sort_values("benign_accuracy")
+        ax.plot(100 * rows["benign_accuracy"], rows["rho_cw"], marker="o", label=f"{defense} ({rows['parameter'].iloc[0]})")
+        for r in rows.itertuples():
+            ax.annotate(r.value, (100 * r.benign_accuracy, r.rho_cw), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ax.set_xlabel("benign accuracy (%)")
+    ax.set_ylabel("rho_cw: mean L2 of successful cw-l2 examples")
+    ax.set_title("Robustness curve across hyperparameters")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
