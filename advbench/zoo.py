@@ -122,13 +122,18 @@ def _ensure_writable(directory: Path) -> None:
         raise AdvbenchError(f"directory {directory} is not writable")
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def _torch_load(path: Path, what: str, expected: str) -> Any:
+    """torch.load on CPU (GPU-saved files included) with one-line errors; never unpickles code."""
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise AdvbenchError(f"checkpoint {path} does not exist") from None
+        raise AdvbenchError(f"{what} {path} does not exist") from None
     except Exception as exc:
-        raise AdvbenchError(f"checkpoint {path} is corrupt or not an advbench checkpoint ({type(exc).__name__})") from None
+        raise AdvbenchError(f"{what} {path} is corrupt or not {expected} ({type(exc).__name__})") from None
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    blob = _torch_load(path, "checkpoint", "an advbench checkpoint")
     if not isinstance(blob, dict) or "card" not in blob or "state_dict" not in blob:
         raise AdvbenchError(f"checkpoint {path} is not an advbench checkpoint (no card)")
     return blob
@@ -239,12 +244,7 @@ def resolve_defense(
 
 
 def _read_weights(path: Path) -> dict[str, Any]:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise AdvbenchError(f"weights file {path} does not exist") from None
-    except Exception as exc:
-        raise AdvbenchError(f"weights file {path} is corrupt or not a torch state dict ({type(exc).__name__})") from None
+    blob = _torch_load(path, "weights file", "a torch state dict")
     if isinstance(blob, dict) and "state_dict" in blob:
         blob = blob["state_dict"]
     if not isinstance(blob, dict):
