@@ -182,3 +182,37 @@ def test_run_with_own_python_model(isolated, monkeypatch):
     assert "python:usermodels:linear,fgsm" in result.stdout
     result = invoke("run", str(grid), "--weights", str(isolated / "w.pt"))
     assert result.exit_code != 0 and "exactly one --defense" in result.output
+
+
+class InterruptOnce:
+    """Stands in for Ctrl-C during the second cell of a run."""
+
+    armed = True
+
+
+def test_interrupted_run_resumes(isolated, monkeypatch):
+    from advbench.attacks.gradient import FGSM
+    from advbench.registry import Entry, attacks
+
+    class Interrupting(FGSM):
+        def run(self, target, x, y, epsilon):
+            if InterruptOnce.armed:
+                raise KeyboardInterrupt
+            return super().run(target, x, y, epsilon)
+
+    attacks.entries()
+    monkeypatch.setitem(attacks._entries, "ctrl-c", Entry("ctrl-c", "test", "test", Interrupting))
+    grid = isolated / "grid.toml"
+    grid.write_text('samples = 20\n[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
+                    '[[attacks]]\nname = "ctrl-c"\nepsilons = [0.1]\n')
+    first = invoke("run", str(grid))
+    assert first.exit_code == 130 and "rerun the same command with --resume" in first.output
+    (run_dir,) = (isolated / "results").iterdir()
+    done = run_dir / "records" / "cnn__fgsm.csv"
+    assert done.exists() and not (run_dir / "records" / "cnn__ctrl-c.csv").exists()
+    before = done.stat().st_mtime_ns
+    InterruptOnce.armed = False
+    again = invoke("run", str(grid), "--resume", "--format", "csv")
+    assert again.exit_code == 0, again.output
+    assert "resuming: 1 of 2 cells already finished" in again.stderr
+    assert done.stat().st_mtime_ns == before and (run_dir / "records" / "cnn__ctrl-c.csv").exists()
