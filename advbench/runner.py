@@ -147,11 +147,13 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                 "reject_threshold": defense.reject_threshold, "card": defense.card,
             }
             store.write_manifest(manifest)
+            torch.manual_seed(cell_seed(grid.seed, defense_spec.id))  # stochastic defenses: same clean predictions
             clean = predict_batches(defense, inputs, grid.batch_size, device)
             for plan, attack in cells:
                 observer.message(f"cell {plan.id}: {attack!r}")
-                torch.manual_seed(cell_seed(grid.seed, plan.id))
                 source = models.get(plan.attack.source) if plan.attack.source else None
+                # seeded after any training the source needed, so fresh and resumed runs draw the same numbers
+                torch.manual_seed(cell_seed(grid.seed, plan.id))
                 records = run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
                                    bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
                                    observer=observer, source=source, load_model=models.get,
