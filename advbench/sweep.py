@@ -86,7 +86,7 @@ def run_sweep(points: list[SweepPoint], data: Dataset, *, samples: int, seed: in
     summary = summarize(store.records(), {}).set_index("defense")
     rows = []
     for point, name in zip(points, names):
-        card = zoo.load(name, zoo_dir)[1]
+        card = zoo.read_card(name, zoo_dir)
         row = summary.loc[name]
         rows.append({"defense": point.defense, "parameter": point.parameter.replace("_", "-"), "value": point.value,
                      "model": name, "benign_accuracy": card.clean_accuracy, "rho_cw": row["mean_l2"],

@@ -170,6 +170,17 @@ def _load_state(model: torch.nn.Module, state: dict[str, Any], path: Path | str)
         raise AdvbenchError(f"weights in {path} do not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
 
 
+def read_card(name: str, zoo_dir: Path | None = None) -> Card:
+    """A zoo entry's card from its JSON file, without loading the weights."""
+    path = Path(zoo_dir or default_zoo_dir()) / f"{name}.json"
+    try:
+        return Card(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise AdvbenchError(f"zoo card {path} does not exist") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise AdvbenchError(f"zoo card {path} is unreadable: {exc}") from None
+
+
 def list_cards(zoo_dir: Path | None = None) -> list[Card]:
     directory = Path(zoo_dir or default_zoo_dir())
     cards = []
