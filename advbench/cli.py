@@ -396,5 +396,49 @@ def curve(run_id: str | None, sweep_defenses: tuple[str, ...], sweep_params: tup
     click.echo(f"wrote curves.csv and curves.png to {out_dir}", err=True)
 
 
+@main.command()
+@click.argument("model", default="gat")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--config", "configs", multiple=True, metavar="NORM:EPS:STEPS:STEP[:RESTARTS[:RULE]]",
+              help="An attack configuration (repeatable) [default: the model's training attack with 100 steps, "
+                   "and 500 steps of half the size with 5 restarts].")
+@click.option("--samples", type=int, default=200, show_default=True, help="Attacked out-of-class inputs per detector.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=None, help="Also write the table as CSV.")
+@_dirs
+def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, seed: int, device: str,
+              out_path: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool) -> None:
+    """Robustness of a GAT model's detectors: AUC per detector under detector attacks (paper 001 Table 2 shape)."""
+    from .data import load_dataset
+    from .detector_eval import DetectorAttack, detector_auc_table
+    from .report.tables import number
+    from .report.terminal import TextTable, write_tables
+    from .runner import pick_device
+    from .store import atomic_write_text
+    from .zoo import resolve_defense
+
+    data = load_dataset(dataset, data_dir, download)
+    torch_device = pick_device(device)
+    defense = resolve_defense(model, data, zoo_dir=zoo_dir, device=torch_device, observer=_observer())
+    if not hasattr(defense, "detectors"):
+        raise AdvbenchError(f"{model} has no detectors (use a gat model)")
+    if configs:
+        parsed = [DetectorAttack.parse(c) for c in configs]
+    else:
+        hyper = (defense.card or {}).get("hyperparameters", {})
+        norm, eps = hyper.get("norm", "linf"), hyper.get("eps", 0.3)
+        step = 2.5 * eps / 100
+        parsed = [DetectorAttack(norm, eps, 100, step), DetectorAttack(norm, eps, 500, step / 2, restarts=5)]
+    table = detector_auc_table(defense, data, parsed, samples=samples, seed=seed, device=torch_device,
+                               observer=_observer())
+    header = list(table.columns)
+    rows = [[str(r["attack"]), *[number(float(r[c])) for c in header[1:]]] for _, r in table.iterrows()]
+    write_tables([TextTable(f"AUC per detector of {model} (clean in-class vs attacked out-of-class)", header, rows)],
+                 sys.stdout)
+    if out_path is not None:
+        atomic_write_text(out_path, table.to_csv(index=False))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

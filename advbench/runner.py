@@ -182,8 +182,14 @@ def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_c
     models: list[nn.Module] = list(counters)
     if defense.stochastic and eot > 1:
         models = [ExpectationOverTransformation(m, eot) for m in models]
+    def reject_score(x: torch.Tensor) -> torch.Tensor:
+        return defense.predict(x).reject_score
+
+    has_reject = defense.reject_threshold is not None
     return AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss(),
-                        load_model=load_model, dataset=dataset), counters
+                        load_model=load_model, dataset=dataset, surfaces=defense.attack_surfaces(),
+                        reject_score=reject_score if has_reject else None,
+                        reject_threshold=defense.reject_threshold), counters
 
 
 def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Tensor, inputs: torch.Tensor,

@@ -44,6 +44,14 @@ def tiny_pgn(trained_zoo, digits):
 
 
 @pytest.fixture(scope="session")
+def tiny_gat(trained_zoo, digits):
+    """A `gat` model trained for two epochs with a short inner attack."""
+    zoo.train("gat", digits, options={"epochs": 2, "steps": 3, "classifier_epochs": 2, "val_samples": 20},
+              zoo_dir=trained_zoo)
+    return zoo.load("gat-digits", trained_zoo, info=digits.info)[0]
+
+
+@pytest.fixture(scope="session")
 def tiny_cnn(trained_zoo, digits):
     model, _ = zoo.load("cnn-digits", trained_zoo, info=digits.info)
     return model

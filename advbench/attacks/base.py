@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable, ClassVar
 
@@ -40,7 +40,9 @@ class AttackTarget:
     `decision_model` is the defense's real inference, for gradient-free attacks;
     `loss` is the defense's own per-sample attack loss, if it has one;
     `load_model` turns a defense spec into a model on the same data and device
-    (for attacks that bring their own network, like the `pgn` generator).
+    (for attacks that bring their own network, like the `pgn` generator);
+    `surfaces` are the defense's named differentiable parts (GAT: classifier, detectors);
+    `reject_score`/`reject_threshold` expose a reject option (accept when score <= threshold).
     """
 
     gradient_model: nn.Module
@@ -50,6 +52,9 @@ class AttackTarget:
     loss: Loss | None = None
     load_model: Callable[[str], nn.Module] | None = None
     dataset: str = ""
+    surfaces: dict[str, nn.Module] = field(default_factory=dict)
+    reject_score: Callable[[torch.Tensor], torch.Tensor] | None = None
+    reject_threshold: float | None = None
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Attack(ABC):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_EPSILON
     norm: Norm = Norm.LINF
     gradient_based: ClassVar[bool] = True
+    # attacks written for one kind of defense name it ("gat": needs its surfaces; "reject-option")
+    requires: ClassVar[str | None] = None
 
     def hyperparameters(self) -> dict[str, Any]:
         params = inspect.signature(type(self).__init__).parameters.values()

@@ -20,7 +20,12 @@ def margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return others.amax(dim=1) - true
 
 
-LOSSES: dict[str, Loss] = {"ce": cross_entropy, "margin": margin}
+def max_other(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The largest wrong-class logit: paper 001 Eq. 10 (the detectors attack) on any logits."""
+    return logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+
+
+LOSSES: dict[str, Loss] = {"ce": cross_entropy, "margin": margin, "max-other": max_other}
 
 
 def pick_loss(name: str, defense_loss: Loss | None) -> tuple[Loss, bool]:

@@ -61,6 +61,11 @@ class Defense(nn.Module):
     def attack_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         return None
 
+    def attack_surfaces(self) -> dict[str, nn.Module]:
+        """Named differentiable parts (e.g. a detector's classifier and detectors) for attacks
+        written against this family of defenses; generic attacks ignore them."""
+        return {}
+
     def select_mode(self, mode: str | None) -> None:
         if mode is None:
             return
