@@ -440,5 +440,42 @@ def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, 
         atomic_write_text(out_path, table.to_csv(index=False))
 
 
+@main.command()
+@click.argument("models", nargs=-1)
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--eps", "eps_text", default="0.3", show_default=True, help="Perturbation budget (0-1 scale).")
+@click.option("--norm", default="linf", show_default=True)
+@click.option("--steps", type=int, default=100, show_default=True)
+@click.option("--per-class", type=int, default=3, show_default=True, help="Inputs shown per target class.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("targeted.png"), show_default=True)
+@_dirs
+def targeted(models: tuple[str, ...], dataset: str, eps_text: str, norm: str, steps: int, per_class: int, seed: int,
+             out_path: Path, zoo_dir: Path | None, data_dir: Path | None, download: bool) -> None:
+    """Targeted examples per class, clean beside perturbed (paper 000 Fig. 4) [default models: gat, and pgd-at
+    when the zoo has it]."""
+    from .data import load_dataset
+    from .norms import parse_epsilon, parse_norm
+    from .report.plots import plot_image_grid
+    from .targeted import targeted_grid
+    from .zoo import default_name, default_zoo_dir, resolve_defense
+
+    data = load_dataset(dataset, data_dir, download)
+    eps, parsed_norm = parse_epsilon(eps_text), parse_norm(norm)
+    if steps < 1 or per_class < 1:
+        raise AdvbenchError("--steps and --per-class must be at least 1")
+    if not models:
+        zoo_path = Path(zoo_dir or default_zoo_dir())
+        models = ("gat",) + (("pgd-at",) if (zoo_path / f"{default_name('pgd-at', dataset)}.pt").exists() else ())
+    loaded = {}
+    for spec in models:
+        defense = resolve_defense(spec, data, zoo_dir=zoo_dir, observer=_observer())
+        loaded[spec] = defense.gradient_model()
+    images, titles = targeted_grid(loaded, data.test_x, data.test_y, data.info.num_classes, per_class=per_class,
+                                   eps=eps, norm=parsed_norm, steps=steps, bounds=data.info.bounds, seed=seed)
+    plot_image_grid(images, titles, out_path, f"targeted {parsed_norm} eps {eps:g}, {steps} steps")
+    click.echo(f"wrote {out_path}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

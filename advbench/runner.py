@@ -154,6 +154,14 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                 source = models.get(plan.attack.source) if plan.attack.source else None
                 # seeded after any training the source needed, so fresh and resumed runs draw the same numbers
                 torch.manual_seed(cell_seed(grid.seed, plan.id))
+                reason = attack.unsupported(attack_target(source or defense, 1, data.info.bounds,
+                                                          data.info.num_classes)[0])
+                if reason:  # e.g. an attack written for GAT models against a plain classifier
+                    manifest.setdefault("skipped", {})[plan.id] = reason
+                    store.write_manifest(manifest)
+                    observer.message(f"skipped {plan.id}: {reason}")
+                    advance_cells(1)
+                    continue
                 records = run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
                                    bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
                                    observer=observer, source=source, load_model=models.get,

@@ -75,6 +75,14 @@ class Attack(ABC):
     # attacks written for one kind of defense name it ("gat": needs its surfaces; "reject-option")
     requires: ClassVar[str | None] = None
 
+    def unsupported(self, target: AttackTarget) -> str | None:
+        """Why this attack cannot run on `target` (a missing capability), or None."""
+        if self.requires == "gat" and not {"classifier", "detectors"} <= set(target.surfaces):
+            return "needs a gat model (classifier and detectors)"
+        if self.requires == "reject-option" and (target.reject_score is None or target.reject_threshold is None):
+            return "needs a defense with a reject option"
+        return None
+
     def hyperparameters(self) -> dict[str, Any]:
         params = inspect.signature(type(self).__init__).parameters.values()
         return {p.name: getattr(self, p.name) for p in params if p.kind is p.KEYWORD_ONLY}

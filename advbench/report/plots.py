@@ -109,7 +109,53 @@ def plot_reject_tradeoff(report: Report, path: Path) -> Path | None:
     return path
 
 
+def plot_detection(report: Report, path: Path) -> Path | None:
+    """TPR on clean inputs vs FPR on perturbed inputs over thresholds (paper 001 Eq. 7-8, Fig. 2a)."""
+    table = report.tradeoff
+    if table.empty or not table["reject_option"].any():
+        return None
+    plt = pyplot()
+    table = table[table["reject_option"]]
+    keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
+    for ax, (attack, eps) in zip(axes[0], keys):
+        panel = table[(table["attack"] == attack) & np.isclose(table["epsilon"], eps)]
+        for defense, rows in panel.groupby("defense", sort=False):
+            ax.plot(rows["adversarial_accept_error"], rows["clean_accept_rate"], label=defense)
+        ax.set_title(f"{attack}, eps {eps:g}")
+        ax.set_xlabel("FPR: perturbed inputs accepted and misclassified")
+        ax.set_ylabel("TPR: clean inputs accepted")
+        ax.legend(fontsize=7)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(report: Report, directory: Path) -> list[Path]:
     made = [plot_curves(report, directory / "curves.png"), plot_roc(report, directory / "roc.png"),
-            plot_reject_tradeoff(report, directory / "reject_tradeoff.png")]
+            plot_reject_tradeoff(report, directory / "reject_tradeoff.png"),
+            plot_detection(report, directory / "detection.png")]
     return [p for p in made if p is not None]
+
+
+def plot_image_grid(images, titles: list[str], path: Path, title: str) -> Path:
+    """Rows: target classes; for each of the row's inputs, one column per title (clean, then models)."""
+    plt = pyplot()
+    classes, per_class, variants = images.shape[:3]
+    fig, axes = plt.subplots(classes, per_class * variants, figsize=(0.9 * per_class * variants, 0.9 * classes),
+                             squeeze=False)
+    for t in range(classes):
+        for i in range(per_class):
+            for v in range(variants):
+                ax = axes[t][i * variants + v]
+                image = images[t, i, v].detach().cpu()
+                ax.imshow(image.permute(1, 2, 0).squeeze(-1).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if t == 0:
+                    ax.set_title(titles[v], fontsize=6)
+            axes[t][0].set_ylabel(f"to {t}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
