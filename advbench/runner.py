@@ -185,19 +185,22 @@ def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_c
                   load_model: Callable[[str], nn.Module] | None = None,
                   dataset: str = "") -> tuple[AttackTarget, list[QueryCounter]]:
     """The attack's view of a defense, with counters inside any EOT averaging so that
-    queries count every model evaluation."""
+    queries count every model evaluation (surfaces included)."""
     counters = [QueryCounter(defense.gradient_model()), QueryCounter(defense)]
+    surfaces = {name: QueryCounter(module) for name, module in defense.attack_surfaces().items()}
     models: list[nn.Module] = list(counters)
     if defense.stochastic and eot > 1:
         models = [ExpectationOverTransformation(m, eot) for m in models]
+
     def reject_score(x: torch.Tensor) -> torch.Tensor:
         return defense.predict(x).reject_score
 
     has_reject = defense.reject_threshold is not None
-    return AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss(),
-                        load_model=load_model, dataset=dataset, surfaces=defense.attack_surfaces(),
-                        reject_score=reject_score if has_reject else None,
-                        reject_threshold=defense.reject_threshold), counters
+    target = AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss(),
+                          load_model=load_model, dataset=dataset, surfaces=dict(surfaces),
+                          reject_score=reject_score if has_reject else None,
+                          reject_threshold=defense.reject_threshold)
+    return target, counters + list(surfaces.values())
 
 
 def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Tensor, inputs: torch.Tensor,

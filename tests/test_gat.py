@@ -164,3 +164,52 @@ def test_train_gat_command_and_detector_table(isolated):
     assert aucs.drop(columns="attack").apply(lambda c: c.between(0, 1)).all().all()
     bad = CliRunner().invoke(main, ["detectors", "cnn", "--zoo-dir", str(isolated / "z")])
     assert bad.exit_code != 0
+
+
+def test_gat_attacks_run_in_grids_and_are_skipped_on_plain_classifiers(tiny_gat, isolated):
+    from click.testing import CliRunner
+
+    from advbench.cli import main
+    from advbench.store import list_runs
+
+    grid = isolated / "grid.toml"
+    grid.write_text('samples = 20\nbatch_size = 20\ndefenses = ["gat-digits:integrated", "cnn"]\n'
+                    '[[attacks]]\nname = "gat-linf"\nobjective = "switch"\nsteps = 5\nepsilons = [0.3]\n'
+                    '[[attacks]]\nname = "pgd-linf"\nloss = "max-other"\nsteps = 5\nepsilons = [0.3]\n')
+    result = CliRunner().invoke(main, ["run", str(grid)])
+    assert result.exit_code == 0, result.output
+    assert "skipped cnn__gat-linf: needs a gat model" in result.stderr
+    assert "Reject option" in result.stdout
+    (run,) = list_runs(isolated / "results")
+    assert set(run.records()["cell"]) == {"gat-digits:integrated__gat-linf", "gat-digits:integrated__pgd-linf",
+                                          "cnn__pgd-linf"}
+    assert run.manifest()["skipped"] == {"cnn__gat-linf": "needs a gat model (classifier and detectors)"}
+    assert (run.path / "detection.png").stat().st_size > 0
+
+
+def test_targeted_grid_command(tiny_gat, isolated):
+    from click.testing import CliRunner
+
+    from advbench.cli import main
+
+    out = isolated / "targeted.png"
+    result = CliRunner().invoke(main, ["targeted", "gat-digits", "cnn", "--steps", "3", "--per-class", "1",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[0] > 100
+
+
+def test_paper_001_table_1_settings_on_28x28_and_quick_digits():
+    from advbench.data import DataInfo
+    from advbench.defenses.gat import GATConfig, GenerativeAdversarialTraining as GAT
+
+    mnist = DataInfo("mnist", (1, 28, 28), 10)
+    for norm, eps, steps, step, val in [("linf", 0.3, 100, 0.01, 200), ("linf", 0.5, 100, 0.01, 200),
+                                        ("l2", 2.5, 100, 0.1, 200), ("l2", 5.0, 200, 0.1, 200)]:
+        resolved = GAT.resolve_config(GATConfig(norm=norm, eps=eps), mnist)
+        assert (resolved.steps, resolved.step_size, resolved.val_steps) == (steps, step, val)
+    quick = GAT.resolve_config(GATConfig(quick=True), DataInfo("digits", (1, 8, 8), 10))
+    assert (quick.eps, quick.steps, quick.epochs) == (0.3, 5, 25)
+    assert quick.step_size == pytest.approx(2.5 * 0.3 / 5)
