@@ -85,28 +85,36 @@ def plot_roc(report: Report, path: Path) -> Path | None:
     return path
 
 
+def _panel_per_attack(table, path: Path, draw, xlabel: str, ylabel: str) -> Path:
+    """One panel per (attack, epsilon) of a threshold-sweep table; `draw(ax, rows)` fills it."""
+    plt = pyplot()
+    keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
+    for ax, (attack, eps) in zip(axes[0], keys):
+        draw(ax, table[(table["attack"] == attack) & np.isclose(table["epsilon"], eps)])
+        ax.set_title(f"{attack}, eps {eps:g}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
 def plot_reject_tradeoff(report: Report, path: Path) -> Path | None:
     """Standard accuracy vs robust error over thresholds (paper 001 Eq. 14-15); plain classifiers as points."""
     table = report.tradeoff
     if table.empty or not table["reject_option"].any():
         return None
-    plt = pyplot()
-    keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
-    for ax, (attack, eps) in zip(axes[0], keys):
-        panel = table[(table["attack"] == attack) & np.isclose(table["epsilon"], eps)]
+
+    def draw(ax, panel) -> None:
         for (defense, reject), rows in panel.groupby(["defense", "reject_option"], sort=False):
             if reject:
                 ax.plot(rows["error_with_reject"], rows["accuracy_with_reject"], label=defense)
             else:
                 ax.scatter(rows["error_with_reject"], rows["accuracy_with_reject"], marker="x", s=60, label=defense)
-        ax.set_title(f"{attack}, eps {eps:g}")
-        ax.set_xlabel("error on perturbed inputs")
-        ax.set_ylabel("accuracy on clean inputs")
-        ax.legend(fontsize=7)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+
+    return _panel_per_attack(table, path, draw, "error on perturbed inputs", "accuracy on clean inputs")
 
 
 def plot_detection(report: Report, path: Path) -> Path | None:
@@ -114,21 +122,13 @@ def plot_detection(report: Report, path: Path) -> Path | None:
     table = report.tradeoff
     if table.empty or not table["reject_option"].any():
         return None
-    plt = pyplot()
-    table = table[table["reject_option"]]
-    keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
-    for ax, (attack, eps) in zip(axes[0], keys):
-        panel = table[(table["attack"] == attack) & np.isclose(table["epsilon"], eps)]
+
+    def draw(ax, panel) -> None:
         for defense, rows in panel.groupby("defense", sort=False):
             ax.plot(rows["adversarial_accept_error"], rows["clean_accept_rate"], label=defense)
-        ax.set_title(f"{attack}, eps {eps:g}")
-        ax.set_xlabel("FPR: perturbed inputs accepted and misclassified")
-        ax.set_ylabel("TPR: clean inputs accepted")
-        ax.legend(fontsize=7)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+
+    return _panel_per_attack(table[table["reject_option"]], path, draw,
+                             "FPR: perturbed inputs accepted and misclassified", "TPR: clean inputs accepted")
 
 
 def write_plots(report: Report, directory: Path) -> list[Path]:
