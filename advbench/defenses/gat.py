@@ -273,6 +273,8 @@ class GenerativeAdversarialTraining(TrainableDefense):
         self.detectors.eval()
         groups_pos = [torch.nonzero(y_val == k).squeeze(1) for k in range(self.num_classes)]
         groups_neg = [torch.nonzero(y_val != k).squeeze(1) for k in range(self.num_classes)]
+        if any(len(g) == 0 for g in groups_pos):
+            raise AdvbenchError("gat: the validation split lacks a class; raise --validation")
         count = min(config.val_samples, min(len(g) for g in groups_neg))
         pos = x_val[sample_per_detector(groups_pos, count, generator)]
         neg = attack_detectors(self.detectors, x_val[sample_per_detector(groups_neg, count, generator)],
