@@ -76,7 +76,8 @@ def _check(config) -> None:
 class _AdversariallyTrained(CNN):
     """The `cnn` architecture trained on adversarial inputs; subclasses say how to craft them."""
 
-    def adversarial(self, x: torch.Tensor, y: torch.Tensor, config) -> torch.Tensor:
+    def adversarial(self, x: torch.Tensor, y: torch.Tensor, config, bounds: tuple[float, float]) -> torch.Tensor:
+        """Training inputs crafted against the current model."""
         raise NotImplementedError
 
     def fit(self, data: Dataset, config, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
@@ -119,7 +120,8 @@ class PGDAdversarialTraining(_AdversariallyTrained):
             step = 2.5 * eps / steps
         return dataclasses.replace(config, norm=norm, eps=eps, steps=steps, step_size=step, epochs=epochs)
 
-    def adversarial(self, x, y, config, bounds):
+    def adversarial(self, x: torch.Tensor, y: torch.Tensor, config: PGDATConfig,
+                    bounds: tuple[float, float]) -> torch.Tensor:
         return pgd(self.net, x, y, eps=config.eps, norm=parse_norm(config.norm), steps=config.steps,
                    step_size=config.step_size, loss_fn=cross_entropy, bounds=bounds,
                    random_init=config.random_start)
@@ -137,6 +139,7 @@ class FGSMAdversarialTraining(_AdversariallyTrained):
         norm = parse_norm(config.norm).value
         return dataclasses.replace(config, norm=norm, eps=config.eps or shape_defaults(info, norm)[0])
 
-    def adversarial(self, x, y, config, bounds):
+    def adversarial(self, x: torch.Tensor, y: torch.Tensor, config: FGSMATConfig,
+                    bounds: tuple[float, float]) -> torch.Tensor:
         return pgd(self.net, x, y, eps=config.eps, norm=parse_norm(config.norm), steps=1, step_size=config.eps,
                    loss_fn=cross_entropy, bounds=bounds, random_init=False)
