@@ -189,9 +189,14 @@ def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str |
             if key in typed and typed[key] < 1:
                 raise AdvbenchError(f"{key.replace('_', '-')} must be at least 1")
     target = Path(zoo_dir or zoo.default_zoo_dir()) / f"{zoo.check_name(name or zoo.default_name(defense, dataset))}.pt"
-    if target.exists() and not force:
-        raise AdvbenchError(f"{target} exists; pass --force to overwrite it or --name to keep both")
     data = load_dataset(dataset, data_dir, download)
+    if target.exists() and not force:
+        existing = zoo.read_card(target.stem, target.parent)
+        if zoo.same_training(existing, defense, data.info, options, seed):
+            click.echo(f"{target} was already trained with these settings (clean accuracy "
+                       f"{100 * existing.clean_accuracy:.2f}%); pass --force to train it again")
+            return
+        raise AdvbenchError(f"{target} exists with other settings; pass --force to overwrite it or --name to keep both")
     card = zoo.train(defense, data, options=options, seed=seed, name=name, zoo_dir=zoo_dir,
                      device=pick_device(device), observer=_observer())
     click.echo(f"trained {card.name}: clean accuracy {100 * card.clean_accuracy:.2f}% "

@@ -79,8 +79,7 @@ def train(
     cls = defenses.get(defense_name)
     if not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
         raise AdvbenchError(f"defense {defense_name!r} cannot be trained by advbench")
-    config = cls.Config(**coerce_options(cls.Config, options or {}, f"defense {defense_name}"))
-    config = cls.resolve_config(config, data.info)
+    config = cls.Config(**resolved_hyperparameters(defense_name, data.info, options))
     zoo_dir = Path(zoo_dir or default_zoo_dir())
     _ensure_writable(zoo_dir)
     torch.manual_seed(seed)
@@ -100,6 +99,19 @@ def train(
     )
     save(model, card, zoo_dir)
     return card
+
+
+def resolved_hyperparameters(defense_name: str, info: DataInfo, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The hyperparameters a training run would record in its card (defaults filled in)."""
+    cls = defenses.get(defense_name)
+    config = cls.Config(**coerce_options(cls.Config, options or {}, f"defense {defense_name}"))
+    return dataclasses.asdict(cls.resolve_config(config, info))
+
+
+def same_training(card: Card, defense_name: str, info: DataInfo, options: dict[str, Any] | None, seed: int) -> bool:
+    """Whether `card` records exactly the training these settings would run (so it can be reused)."""
+    return (card.defense, card.dataset, card.seed) == (defense_name, info.name, seed) and \
+        card.hyperparameters == resolved_hyperparameters(defense_name, info, options)
 
 
 def save(model: Defense, card: Card, zoo_dir: Path) -> Path:

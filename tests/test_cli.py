@@ -75,8 +75,10 @@ def test_train_writes_zoo_entry_and_refuses_to_overwrite(isolated):
     assert result.exit_code == 0, result.output
     assert (zoo_dir / "cnn-digits.pt").exists() and (zoo_dir / "cnn-digits.json").exists()
     before = (zoo_dir / "cnn-digits.pt").read_bytes()
-    again = invoke("train", "cnn", "--epochs", "1", "--zoo-dir", str(zoo_dir))
-    assert again.exit_code != 0 and "--force" in again.output
+    same = invoke("train", "cnn", "--epochs", "1", "--zoo-dir", str(zoo_dir))
+    assert same.exit_code == 0 and "already trained with these settings" in same.output
+    other = invoke("train", "cnn", "--epochs", "2", "--zoo-dir", str(zoo_dir))
+    assert other.exit_code != 0 and "exists with other settings" in other.output and "--force" in other.output
     assert (zoo_dir / "cnn-digits.pt").read_bytes() == before
     listing = invoke("zoo", "list", "--zoo-dir", str(zoo_dir))
     assert "cnn-digits" in listing.output
