@@ -107,12 +107,15 @@ def plot_reject_tradeoff(report: Report, path: Path) -> Path | None:
     if table.empty or not table["reject_option"].any():
         return None
 
+    colours = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(table["defense"]))}
+
     def draw(ax, panel) -> None:
         for (defense, reject), rows in panel.groupby(["defense", "reject_option"], sort=False):
             if reject:
-                ax.plot(rows["error_with_reject"], rows["accuracy_with_reject"], label=defense)
+                ax.plot(rows["error_with_reject"], rows["accuracy_with_reject"], label=defense, color=colours[defense])
             else:
-                ax.scatter(rows["error_with_reject"], rows["accuracy_with_reject"], marker="x", s=60, label=defense)
+                ax.scatter(rows["error_with_reject"], rows["accuracy_with_reject"], marker="x", s=60, label=defense,
+                           color=colours[defense])
 
     return _panel_per_attack(table, path, draw, "error on perturbed inputs", "accuracy on clean inputs")
 
