@@ -44,6 +44,7 @@ def sequential_epoch(nets, x, groups_pos, groups_neg, args, generator) -> None:
             neg = x[groups_neg[k][torch.randint(len(groups_neg[k]), (args.batch,), generator=generator)]]
             delta = ((neg + random_start(neg, args.eps, Norm.LINF)).clamp(0, 1) - neg).requires_grad_(True)
             inner = torch.optim.Adam([delta], lr=2.5 * args.eps / args.steps, maximize=True)
+            net.requires_grad_(False)  # as in attack_detectors: input gradients only
             for _ in range(args.steps):
                 (grad,) = torch.autograd.grad(net(neg + delta).sum(), delta)
                 delta.grad = grad
@@ -51,6 +52,7 @@ def sequential_epoch(nets, x, groups_pos, groups_neg, args, generator) -> None:
                 with torch.no_grad():
                     delta.copy_(project(delta, args.eps, Norm.LINF))
                     delta.copy_((neg + delta).clamp(0, 1) - neg)
+            net.requires_grad_(True)
             loss = 0.5 * (F.binary_cross_entropy_with_logits(net(pos), torch.ones(args.batch, 1))
                           + F.binary_cross_entropy_with_logits(net((neg + delta).detach()), torch.zeros(args.batch, 1)))
             optimizer.zero_grad()

@@ -63,6 +63,19 @@ def attack_detectors(net: StackedNetwork, x: torch.Tensor, *, eps: float, norm: 
                      step_rule: str, bounds: tuple[float, float], random_init: bool = True) -> torch.Tensor:
     """PGD on inputs (B, K, ...) raising each detector's logit on its own input (the
     negatives' attacker in Eq. 5, and the detector attack of the robustness tests)."""
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    for p in trainable:  # only input gradients are needed: skip weight gradients (about 10% faster)
+        p.requires_grad_(False)
+    try:
+        return _attack_detectors(net, x, eps=eps, norm=norm, steps=steps, step_size=step_size, step_rule=step_rule,
+                                 bounds=bounds, random_init=random_init)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _attack_detectors(net: StackedNetwork, x: torch.Tensor, *, eps: float, norm: Norm, steps: int, step_size: float,
+                      step_rule: str, bounds: tuple[float, float], random_init: bool) -> torch.Tensor:
     from ..attacks.pgd import project, random_start, steepest_direction
 
     low, high = bounds
