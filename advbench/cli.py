@@ -216,14 +216,14 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
     results_dir = Path(results_dir or default_results_dir())
     observer = _observer()
     data = load_dataset(grid.dataset, data_dir, download)
-    plan_cells(grid, data)  # bad attacks, options or epsilons fail here, before a run directory exists
+    plans = plan_cells(grid, data)  # bad attacks, options or epsilons fail here, before a run directory exists
     pick_device(grid.device)
     store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
     if resume and store is None:
         observer.message("no earlier run of this grid to resume: starting a new one")
     store = store or RunStore.create(results_dir, grid.fingerprint())
     observer.message(f"run {store.run_id} -> {store.path}")
-    run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer)
+    run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer, plans=plans)
     from .report import build_report, render, write_artifacts
 
     report = build_report([store], alpha=alpha, false_alarm=false_alarm)

@@ -124,11 +124,12 @@ def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: tor
 
 
 def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None = None,
-             observer: Observer | None = None) -> None:
-    """Run every unfinished cell of `grid` into `store` (finished cells are skipped)."""
+             observer: Observer | None = None, plans: list[tuple[CellPlan, Attack]] | None = None) -> None:
+    """Run every unfinished cell of `grid` into `store` (finished cells are skipped);
+    `plans` from an earlier `plan_cells(grid, data)` saves building the attacks again."""
     observer = observer or Observer()
     device = pick_device(grid.device)
-    plans = plan_cells(grid, data)
+    plans = plans if plans is not None else plan_cells(grid, data)
     manifest = store.manifest() if (store.path / "manifest.json").exists() else build_manifest(grid, plans, device)
     store.write_manifest(manifest)
     indices, inputs, labels = data.test_subset(grid.samples, grid.seed)

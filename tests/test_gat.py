@@ -104,8 +104,8 @@ def test_binary_search_finds_the_known_minimal_c_on_a_linear_detector():
     z1 = model(x)[0, 1].item()
     c_star = w.pow(2).sum().item() / (2 * (threshold - z1))
     attack = make_attack("bsearch-l2", {"upper": 4 * c_star, "depth": 16, "steps": 300, "step_size": 0.01})
-    adv = attack(target, x, y, []).adversarials[0]
-    assert attack.last_consts.item() == pytest.approx(c_star, rel=0.05)
+    adv, consts = attack.search(target, x, y)
+    assert consts.item() == pytest.approx(c_star, rel=0.05)
     assert (adv - x).norm().item() == pytest.approx(w.norm().item() / (2 * c_star), rel=0.05)
     assert bool(attack.false_positive(target, adv, y))
 

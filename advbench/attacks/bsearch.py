@@ -54,6 +54,10 @@ class BinarySearchL2(MinimumNormAttack):
         return wrong & accepted
 
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+        return self.search(target, x, y)[0]
+
+    def search(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(smallest successful perturbed inputs, largest effective c per sample)."""
         if target.reject_score is None or target.reject_threshold is None:
             raise AdvbenchError("bsearch-l2 needs a defense with a reject option and threshold")
         n = len(x)
@@ -70,5 +74,4 @@ class BinarySearchL2(MinimumNormAttack):
             lower = torch.where(success, c, lower)   # effective: try a larger c (smaller perturbation)
             upper = torch.where(success, upper, c)
             c = (lower + upper) / 2
-        self.last_consts = lower  # the largest effective c per sample (inspection and tests)
-        return best
+        return best, lower
