@@ -319,3 +319,18 @@ def reject_tradeoff(records: pd.DataFrame, epsilons_by_cell: dict[str, list[floa
             frame.insert(0, "defense", first["defense"])
             frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def certified_summary(records: pd.DataFrame) -> pd.DataFrame:
+    """Per defense with certified radii (paper 004 Eq. 7): the mean radius (0 for misclassified
+    samples) and the fraction of samples certified at each L2 epsilon of the run's L2 cells."""
+    if "certified_l2" not in records or records["certified_l2"].isna().all():
+        return pd.DataFrame(columns=["defense", "epsilon", "samples", "mean_radius", "certified"])
+    l2_epsilons = sorted({float(e) for e in records.loc[records["norm"] == "l2", "epsilon"].dropna() if e > 0})
+    rows = []
+    for defense, group in records.dropna(subset=["certified_l2"]).groupby("defense", sort=False):
+        radii = group.drop_duplicates("sample")["certified_l2"]
+        for eps in l2_epsilons or [math.nan]:
+            rows.append({"defense": defense, "epsilon": eps, "samples": len(radii), "mean_radius": radii.mean(),
+                         "certified": float((radii > eps).mean()) if eps == eps else math.nan})
+    return pd.DataFrame(rows)

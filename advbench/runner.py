@@ -34,7 +34,7 @@ from .zoo import resolve_defense
 
 RECORD_COLUMNS = [
     "cell", "defense", "attack", "norm", "kind", "epsilon", "sample", "label", "clean_pred", "clean_score",
-    "adv_pred", "adv_score", "l2", "linf", "x_l2", "seconds", "queries",
+    "adv_pred", "adv_score", "l2", "linf", "x_l2", "seconds", "queries", "certified_l2",
 ]
 
 
@@ -149,7 +149,7 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
             }
             store.write_manifest(manifest)
             torch.manual_seed(cell_seed(grid.seed, defense_spec.id))  # stochastic defenses: same clean predictions
-            clean = predict_batches(defense, inputs, grid.batch_size, device)
+            clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels)
             for plan, attack in cells:
                 observer.message(f"cell {plan.id}: {attack!r}")
                 source = models.get(plan.attack.source) if plan.attack.source else None
@@ -172,13 +172,20 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
 
 
 def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, device: torch.device,
-                    samples: int | None = None) -> Prediction:
+                    samples: int | None = None, labels: torch.Tensor | None = None) -> Prediction:
+    """Clean predictions in batches; with `labels`, also the defense's certified radii (if any)."""
     parts = [defense.predict(inputs[i:i + batch_size].to(device), samples=samples)
              for i in range(0, len(inputs), batch_size)]
     scores = [p.reject_score for p in parts]
+    radii = None
+    if labels is not None:
+        found = [defense.certified_radius(inputs[i:i + batch_size].to(device), labels[i:i + batch_size].to(device))
+                 for i in range(0, len(inputs), batch_size)]
+        radii = None if any(r is None for r in found) else torch.cat(found).cpu()  # type: ignore[arg-type]
     return Prediction(
         torch.cat([p.logits for p in parts]).cpu(), torch.cat([p.labels for p in parts]).cpu(),
         None if any(s is None for s in scores) else torch.cat(scores).cpu(),  # type: ignore[arg-type]
+        radii,
     )
 
 
@@ -257,5 +264,6 @@ def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Ten
             "adv_score": float(adv_score[i]) if adv_score is not None else math.nan,
             "l2": float(l2[i]), "linf": float(linf[i]), "x_l2": float(x_l2[i]),
             "seconds": seconds, "queries": queries,
+            "certified_l2": float(clean.certified_l2[j]) if clean.certified_l2 is not None else math.nan,
         })
     return out

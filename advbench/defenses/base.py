@@ -24,6 +24,7 @@ class Prediction:
     logits: torch.Tensor
     labels: torch.Tensor
     reject_score: torch.Tensor | None = None
+    certified_l2: torch.Tensor | None = None  # the defense's proven radius per sample, when it has one
 
 
 class Defense(nn.Module):
@@ -36,6 +37,7 @@ class Defense(nn.Module):
       that many forward passes (expectation over transformation).
     - `gradient_model()`: the differentiable x -> logits function gradient attacks use,
       e.g. an adaptive gradient that skips an inner optimisation.
+    - `certified_radius(x, labels)`: a provable L2 lower bound on the adversarial distance.
     - `attack_loss()`: a per-sample loss `(logits, labels) -> loss` that gradient attacks
       maximise instead of cross-entropy, for defenses whose honest attack needs one.
     - `modes`: named variants of one checkpoint, selected as `name:mode`.
@@ -57,6 +59,11 @@ class Defense(nn.Module):
 
     def gradient_model(self) -> nn.Module:
         return self
+
+    def certified_radius(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample L2 radius within which the defense proves its prediction cannot change
+        (0 where it cannot prove anything), or None for defenses without a bound."""
+        return None
 
     def attack_loss(self) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
         return None

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..comparisons import mcnemar_table
 from ..errors import AdvbenchError
-from ..metrics import epsilon_at_accuracy, reject_summary, reject_tradeoff, robustness_curves, summarize
+from ..metrics import certified_summary, epsilon_at_accuracy, reject_summary, reject_tradeoff, robustness_curves, summarize
 from ..stats import DEFAULT_ALPHA
 from ..store import RunStore, atomic_write_text
 
@@ -46,11 +46,13 @@ class Report:
     alpha: float = DEFAULT_ALPHA
     false_alarm: float = 0.05
     runs: list[str] = field(default_factory=list)
+    certified: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
         tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
-                  "reject_tradeoff": self.tradeoff, "defenses": self.defenses}
+                  "reject_tradeoff": self.tradeoff, "defenses": self.defenses,
+                  "certified": self.certified}
         return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
@@ -108,6 +110,7 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in defenses.items()], columns=DEFENSE_COLUMNS),
+        certified=certified_summary(records),
     )
 
 
