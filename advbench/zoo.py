@@ -224,13 +224,21 @@ def resolve_defense(
 ) -> Defense:
     """Turn a defense spec from the CLI or a grid into a ready model.
 
-    `name[:mode][@seed]` (a registered defense, looked up as `<name>-<dataset>[-seed<N>]` in
+    `name[:mode][@seed][+detect[=FPR]]` (a registered defense, looked up as `<name>-<dataset>[-seed<N>]` in
     the zoo, or a zoo entry name), or `python:pkg.module:factory` with optional weights.
     `train_options` select a zoo entry trained with those hyperparameters
     (`<name>-<dataset>-key=value...`). A missing digits checkpoint is trained on the spot;
     others stop with the command that trains them.
     """
+    from .defenses.logit_detection import parse_detect_suffix, with_logit_detection
+
     observer = observer or Observer()
+    spec, detect_rate = parse_detect_suffix(spec)
+    if detect_rate is not None:  # `DEFENSE+detect[=FPR]`: paper 002's logit-based detection on top
+        model = resolve_defense(spec, data, zoo_dir=zoo_dir, weights=weights, device=device, observer=observer,
+                                train_options=train_options)
+        torch.manual_seed(0)  # stochastic logits: the same calibration every time
+        return with_logit_detection(model, data.train_x, data.train_y, data.info.num_classes, detect_rate)
     zoo_dir = Path(zoo_dir or default_zoo_dir())
     if spec.startswith("python:"):
         return _from_python_factory(spec[len("python:"):], data.info, weights).to(device).eval()

@@ -5,7 +5,7 @@ from typing import Any
 from ..options import coerce_options
 from ..registry import attacks
 from .base import Attack, AttackKind, AttackOutput, AttackTarget, MinimumNormAttack
-from . import bsearch, foolbox_attacks, gat_attacks, generator, gradient, gradient_free, noise  # noqa: F401  (register built-ins)
+from . import bsearch, foolbox_attacks, gat_attacks, generator, gradient, gradient_free, noise, zoo_attack  # noqa: F401  (register built-ins)
 
 
 def make_attack(name: str, options: dict[str, Any] | None = None) -> Attack:

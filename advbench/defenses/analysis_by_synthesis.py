@@ -43,7 +43,7 @@ class ABSConfig:
     epochs: int = 0             # 0: 60 on inputs up to 16 pixels (digits), 30 otherwise
     batch_size: int = 64
     lr: float = 1e-3
-    beta: float = 1.0           # weight of the latent cost (KL or -log D)
+    beta: float = 0.0           # latent cost weight (KL or -log D); 0: 1 (paper), but 0.1 for abs on 8x8 inputs
     gamma: float = 10.0         # weight of the discriminative loss (with --discriminative)
     adversarial: bool = False   # A: adversarial autoencoder (latent discriminator)
     discriminative: bool = False  # D: shared encoder + discriminative cross-entropy
@@ -95,8 +95,12 @@ class AnalysisBySynthesis(TrainableDefense):
         architecture_for(info.name, tuple(info.input_shape))  # unsupported shapes fail before training
         small = max(info.input_shape[1:]) <= 16
         colour = info.input_shape[0] == 3
+        # with beta 1 the KL term collapses ABS's per-class VAEs on 8x8 digits (the decoders
+        # ignore z; 89.7% clean accuracy against 98.1% with 0.1); -log D (E-ABS) does not
+        collapses = small and not config.adversarial
         return dataclasses.replace(
             config,
+            beta=config.beta or (0.1 if collapses else 1.0),
             epochs=config.epochs or (60 if small else 30),
             noise_std=config.noise_std if config.noise_std >= 0 else (0.01 if colour else 0.2),
             prototypes=config.prototypes or (2000 if colour else 8000),

@@ -72,6 +72,22 @@ def attack_table(report: Report) -> TextTable:
                       "queries/sample"], rows, note="rho = mean ||eta||2 / ||x||2", left_columns=3)
 
 
+def runtime_table(report: Report) -> TextTable | None:
+    """Paper 002 Table 2: wall seconds per sample of each attack on each model (queries in brackets)."""
+    summary = report.summary[report.summary["kind"] != WORST_CASE]
+    defenses = list(dict.fromkeys(summary["defense"]))
+    if len(defenses) < 2:
+        return None  # the attack table already shows it
+    cells = summary.drop_duplicates(["defense", "attack"]).set_index(["attack", "defense"])
+    rows = [[attack, *[f"{number(cells.loc[(attack, d), 'seconds_per_sample'], 3)} "
+                       f"({number(cells.loc[(attack, d), 'queries_per_sample'], 4)})"
+                       if (attack, d) in cells.index else "-" for d in defenses]]
+            for attack in dict.fromkeys(summary["attack"])]
+    return TextTable("Attack runtime: seconds per sample (model evaluations per sample)", ["attack", *defenses], rows,
+                     note="wall time of the whole attack per input, all epsilons of a fixed-epsilon attack included",
+                     left_columns=1)
+
+
 def curve_table(report: Report) -> TextTable:
     largest = report.curves.groupby(["defense", "attack"], sort=False)["epsilon"].max()
     rows = [[r.defense, r.attack, r.norm,
@@ -148,7 +164,8 @@ def certified_table(report: Report) -> TextTable | None:
 
 
 def paper_tables(report: Report) -> list[TextTable]:
-    tables = [defense_table(report), accuracy_table(report), attack_table(report), curve_table(report), mcnemar_matrix(report),
+    tables = [defense_table(report), accuracy_table(report), attack_table(report), runtime_table(report),
+              curve_table(report), mcnemar_matrix(report),
               reject_table(report), certified_table(report)]
     return [t for t in tables if t is not None]
 

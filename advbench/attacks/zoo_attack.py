@@ -1,0 +1,106 @@
+"""`zoo`: zeroth-order optimisation attack (Chen et al. 2017; paper 002 §III.2), ZOO-ADAM.
+
+Minimises ||delta||^2 + c * max(log p_y - max_{j != y} log p_j, -kappa) using only the
+defense's decisions: at each iteration, symmetric finite differences on `coordinates`
+random coordinates per sample (2 queries each, batched), a coordinate-wise Adam step,
+and clipping to the box. Keeps, per sample, the smallest-L2 misclassified point found;
+a binary search over c trades success against distortion. Queries are counted by the
+runner like every model evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import AdvbenchError
+from ..norms import Norm
+from ..registry import register_attack
+from .base import AttackTarget, MinimumNormAttack
+
+
+def hinge_on_log_probabilities(logits: torch.Tensor, labels: torch.Tensor, confidence: float) -> torch.Tensor:
+    """max(log p_y - max_{j != y} log p_j, -kappa): <= 0 once misclassified with margin kappa."""
+    log_p = F.log_softmax(logits, dim=1)
+    true = log_p.gather(1, labels[:, None]).squeeze(1)
+    other = log_p.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return (true - other).clamp_min(-confidence)
+
+
+def coordinate_differences(loss_of, x: torch.Tensor, coordinates: torch.Tensor, h: float) -> torch.Tensor:
+    """(loss(x + h e_i) - loss(x - h e_i)) / 2h for coordinates (B, n) of the flattened inputs,
+    in one batched call of `loss_of` on 2 * B * n inputs. Returns (B, n)."""
+    batch, n = coordinates.shape
+    flat = x.flatten(1)
+    probes = flat.repeat_interleave(2 * n, 0).view(batch, 2 * n, -1)
+    rows = torch.arange(batch, device=x.device)[:, None]
+    probes[rows, torch.arange(n, device=x.device)[None], coordinates] += h
+    probes[rows, torch.arange(n, 2 * n, device=x.device)[None], coordinates] -= h
+    losses = loss_of(probes.view(-1, *x.shape[1:]), torch.arange(batch, device=x.device).repeat_interleave(2 * n))
+    losses = losses.view(batch, 2 * n)
+    return (losses[:, :n] - losses[:, n:]) / (2 * h)
+
+
+@register_attack("zoo", description="ZOO-ADAM (Chen et al. 2017): zeroth-order coordinate-wise Adam on the hinge loss "
+                                     "of log-probabilities, minimum L2; gradient-free, queries counted")
+class ZerothOrderOptimization(MinimumNormAttack):
+    norm = Norm.L2
+    gradient_based = False
+
+    def __init__(self, *, iterations: int = 500, coordinates: int = 128, step_size: float = 0.01, h: float = 1e-4,
+                 confidence: float = 0.0, initial_const: float = 10.0, binary_search_steps: int = 1,
+                 beta1: float = 0.9, beta2: float = 0.999) -> None:
+        if iterations < 1 or coordinates < 1 or binary_search_steps < 1:
+            raise AdvbenchError("zoo: iterations, coordinates and binary-search-steps must be at least 1")
+        if not (step_size > 0 and h > 0 and initial_const > 0 and confidence >= 0):
+            raise AdvbenchError("zoo: step-size, h and initial-const must be positive, confidence >= 0")
+        self.iterations, self.coordinates, self.step_size, self.h = iterations, coordinates, step_size, h
+        self.confidence, self.initial_const, self.binary_search_steps = confidence, initial_const, binary_search_steps
+        self.beta1, self.beta2 = beta1, beta2
+
+    @torch.no_grad()
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+        low, high = target.bounds
+        best = x.clone()
+        best_norm = torch.full((len(x),), float("inf"), device=x.device)
+        const = torch.full((len(x),), self.initial_const, device=x.device)
+        lower, upper = torch.zeros_like(const), torch.full_like(const, float("inf"))
+        dims = x[0].numel()
+        n = min(self.coordinates, dims)
+        for _ in range(self.binary_search_steps):
+            found = self._optimise(target, x, y, const, best, best_norm, n, dims, low, high)
+            # success: try a smaller c (less distortion); failure: a larger one
+            upper = torch.where(found, torch.minimum(upper, const), upper)
+            lower = torch.where(found, lower, torch.maximum(lower, const))
+            const = torch.where(upper < float("inf"), (lower + upper) / 2, const * 10)
+        return best
+
+    def _optimise(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, const: torch.Tensor,
+                  best: torch.Tensor, best_norm: torch.Tensor, n: int, dims: int, low: float, high: float) -> torch.Tensor:
+        adv = x.clone()
+        m, v = torch.zeros_like(x).flatten(1), torch.zeros_like(x).flatten(1)
+        steps = torch.zeros_like(m)
+        found = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        rows = torch.arange(len(x), device=x.device)[:, None]
+
+        def hinge(inputs: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+            return const[owners] * hinge_on_log_probabilities(target.decision_model(inputs), y[owners], self.confidence)
+
+        for _ in range(self.iterations):
+            coordinates = torch.rand(len(x), dims, device=x.device).argsort(1)[:, :n]
+            grad = coordinate_differences(hinge, adv, coordinates, self.h)
+            grad += 2 * (adv - x).flatten(1).gather(1, coordinates)  # the distortion term's exact gradient
+            m_i = self.beta1 * m[rows, coordinates] + (1 - self.beta1) * grad
+            v_i = self.beta2 * v[rows, coordinates] + (1 - self.beta2) * grad.pow(2)
+            t_i = steps[rows, coordinates] + 1
+            m[rows, coordinates], v[rows, coordinates], steps[rows, coordinates] = m_i, v_i, t_i
+            update = self.step_size * (m_i / (1 - self.beta1 ** t_i)) / ((v_i / (1 - self.beta2 ** t_i)).sqrt() + 1e-8)
+            flat = adv.flatten(1).clone()
+            flat[rows, coordinates] = (flat[rows, coordinates] - update).clamp(low, high)
+            adv = flat.view_as(x)
+            wrong = target.decision_model(adv).argmax(1) != y
+            size = (adv - x).flatten(1).norm(dim=1)
+            better = wrong & (size < best_norm)
+            best[better], best_norm[better] = adv[better], size[better]
+            found |= wrong
+        return found
