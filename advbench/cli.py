@@ -206,7 +206,7 @@ def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str |
 # ----------------------------------------------------------------------------- attack / run
 
 def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
-             resume: bool, fmt: str, alpha: float = 0.01, false_alarm: float = 0.05) -> None:
+             resume: bool, fmt: str, alpha: float = 0.01, false_alarm: float = 0.05):
     from .data import load_dataset
     from .runner import run_grid
     from .store import RunStore, default_results_dir
@@ -230,6 +230,7 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
     written = write_artifacts(report, store.path)
     render(report, fmt, sys.stdout)
     observer.message(f"records, {', '.join(p.name for p in written)} in {store.path}")
+    return report
 
 
 @main.command()
@@ -299,6 +300,36 @@ def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | 
     grid = validate(grid.with_overrides(**overrides))
     _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
              fmt=fmt, alpha=alpha, false_alarm=false_alarm)
+
+
+@main.command()
+@click.argument("defense")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--eps", "eps_text", default=None, help="Epsilon of the checks [default: 0.1 Linf, 1.0 L2].")
+@click.option("--steps", type=int, default=20, show_default=True, help="Steps of the base PGD (x4 for the effort check).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file for the defense.")
+@_grid_overrides
+@_format
+@_results_dir
+@_dirs
+def check(defense: str, norm: str, eps_text: str | None, steps: int, weights: Path | None, fmt: str,
+          results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
+          **overrides: Any) -> None:
+    """Attack-failure checks on a small sample of DEFENSE before a large grid; exit code 1 if any flag fires."""
+    from .check import check_grid
+    from .norms import parse_epsilon
+
+    grid = check_grid(defense, dataset=overrides.get("dataset") or "digits", norm=norm,
+                      eps=parse_epsilon(eps_text) if eps_text else None, samples=overrides.get("samples") or 60,
+                      steps=steps, batch_size=overrides.get("batch_size") or 60, seed=overrides.get("seed") or 0,
+                      device=overrides.get("device") or "auto", weights=str(weights) if weights else None)
+    report = _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
+                      resume=False, fmt=fmt)
+    if report.flags.empty:
+        click.echo(f"check {defense}: no attack-failure flag fired")
+        return
+    click.echo(f"check {defense}: {len(report.flags)} flag(s): {', '.join(report.flags['flag'].unique())}")
+    sys.exit(1)
 
 
 # ----------------------------------------------------------------------------- report

@@ -23,6 +23,7 @@ from torch import nn
 
 from . import __version__
 from .attacks import Attack, AttackKind, AttackTarget, make_attack
+from .attacks.losses import pick_loss
 from .attacks.verify import verify_adversarials
 from .config import CellPlan, Grid, resolve_epsilons
 from .data import Dataset
@@ -34,7 +35,8 @@ from .zoo import resolve_defense
 
 RECORD_COLUMNS = [
     "cell", "defense", "attack", "norm", "kind", "epsilon", "sample", "label", "clean_pred", "clean_score",
-    "adv_pred", "adv_score", "l2", "linf", "x_l2", "seconds", "queries", "certified_l2",
+    "adv_pred", "adv_score", "l2", "linf", "x_l2", "seconds", "queries", "gradients",
+    "certified_l2", "access", "grad_norm",
 ]
 
 
@@ -150,6 +152,11 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
             store.write_manifest(manifest)
             torch.manual_seed(cell_seed(grid.seed, defense_spec.id))  # stochastic defenses: same clean predictions
             clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels)
+            changed = undeclared_randomness(defense, inputs[:grid.batch_size].to(device))
+            if changed:
+                manifest["defenses"][defense_spec.id]["nondeterministic"] = changed
+                store.write_manifest(manifest)
+                observer.message(f"warning: {defense_spec.id} is not declared stochastic but {changed}")
             for plan, attack in cells:
                 observer.message(f"cell {plan.id}: {attack!r}")
                 source = models.get(plan.attack.source) if plan.attack.source else None
@@ -189,6 +196,31 @@ def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, dev
     )
 
 
+def undeclared_randomness(defense: Defense, x: torch.Tensor) -> str | None:
+    """For a defense not declared stochastic: how two identical calls disagree, if they do."""
+    if defense.stochastic:
+        return None
+    first, second = defense.predict(x), defense.predict(x)
+    labels = (first.labels != second.labels).float().mean().item()
+    gap = (first.logits - second.logits).abs().max().item()
+    scale = first.logits.abs().max().item() or 1.0
+    if labels > 0 or gap > 1e-3 * scale:
+        return f"{labels:.0%} of labels and logits by up to {gap:.3g} differ between identical calls"
+    return None
+
+
+def clean_gradient_norms(target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L2 norm of the attack loss's input gradient at each clean input (dead-gradient check)."""
+    loss_fn, _ = pick_loss("auto", target.loss)
+    x = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(target.gradient_model(x), y)
+        (grad,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
+    if grad is None:
+        return torch.zeros(len(x))
+    return grad.flatten(1).norm(dim=1).detach().cpu()
+
+
 def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int,
                   load_model: Callable[[str], nn.Module] | None = None,
                   dataset: str = "") -> tuple[AttackTarget, list[QueryCounter]]:
@@ -225,28 +257,33 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     eot = plan.attack.eot or crafted_on.eot_samples
     target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
+    access = "transfer" if source is not None else "gradient" if attack.gradient_based else "decision"
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
     rows: list[dict[str, Any]] = []
     with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
             x, y = inputs[start:stop].to(device), labels[start:stop].to(device)
+            grad_norms = (clean_gradient_norms(target, x, y) if access == "gradient"
+                          else torch.full((len(x),), math.nan))
             for counter in counters:
                 counter.count = 0
             output = attack(target, x, y, [e for e in epsilons if e is not None])
             queries = sum(counter.count for counter in counters) / len(x)
+            gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
             seconds = output.seconds / len(x)
             for eps, adv in zip(epsilons, output.adversarials):
                 verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
                 rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
-                                     eot, seconds, queries))
+                                     eot, seconds, queries, gradients, access, grad_norms))
             advance(len(x))
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
 def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Tensor, y: torch.Tensor,
              x: torch.Tensor, adv: torch.Tensor, clean: Prediction, offset: int, defense: Defense, eot: int,
-             seconds: float, queries: float) -> list[dict[str, Any]]:
+             seconds: float, queries: float, gradients: float, access: str,
+             grad_norms: torch.Tensor) -> list[dict[str, Any]]:
     pred = defense.predict(adv, samples=eot)
     delta = (adv - x).flatten(1)
     l2, linf, x_l2 = delta.norm(dim=1).cpu(), delta.abs().amax(dim=1).cpu(), x.flatten(1).norm(dim=1).cpu()
@@ -263,7 +300,8 @@ def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Ten
             "adv_pred": int(adv_pred[i]),
             "adv_score": float(adv_score[i]) if adv_score is not None else math.nan,
             "l2": float(l2[i]), "linf": float(linf[i]), "x_l2": float(x_l2[i]),
-            "seconds": seconds, "queries": queries,
+            "seconds": seconds, "queries": queries, "gradients": gradients,
             "certified_l2": float(clean.certified_l2[j]) if clean.certified_l2 is not None else math.nan,
+            "access": access, "grad_norm": float(grad_norms[i]),
         })
     return out

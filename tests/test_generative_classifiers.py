@@ -99,3 +99,20 @@ def test_zoo_succeeds_on_a_plain_cnn_inside_the_box_and_counts_queries(digits, t
     # every iteration: 2 probes per coordinate plus one check of the current point, per sample
     assert counters[1].count == len(x) * 60 * (2 * 32 + 1)
     assert counters[0].count == 0  # never touched the gradient model
+
+
+def test_finite_differences_on_a_stochastic_model_use_common_random_numbers():
+    """A model that adds fresh noise on every call: with the same noise for both probes, the
+    symmetric difference recovers the noise-free derivative exactly."""
+    weight = torch.arange(16, dtype=torch.float64).view(1, 16)
+
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            flat = x.flatten(1) + torch.randn_like(x.flatten(1))
+            return torch.cat([flat @ weight.T, torch.zeros(len(x), 1, dtype=x.dtype)], 1)
+
+    model = Noisy()
+    x = torch.rand(2, 1, 4, 4, dtype=torch.float64)
+    coordinates = torch.tensor([[0, 5, 9], [15, 3, 1]])
+    estimate = coordinate_differences(lambda inputs, owners: model(inputs)[:, 0], x, coordinates, h=1e-3)
+    assert torch.allclose(estimate, weight[0, coordinates], atol=1e-6)

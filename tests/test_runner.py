@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
 
 from advbench.attacks.base import Attack
-from advbench.config import grid_from_dict
+from advbench.config import grid_from_dict, load_grid, preset_path
 from advbench.errors import AttackVerificationError
 from advbench.metrics import summarize
 from advbench.norms import Norm
 from advbench.registry import Entry, attacks
-from advbench.runner import RECORD_COLUMNS, run_grid
+from advbench.runner import RECORD_COLUMNS, plan_cells, run_grid
 from advbench.store import RunStore
 
 GRID = {
@@ -98,3 +100,10 @@ def test_minimum_norm_summary_reads_accuracy_off_norms(tmp_path, trained_zoo, di
     rows = records[records.attack == "deepfool-l2"]
     expected = ((rows.clean_pred == rows.label) & ~((rows.adv_pred != rows.label) & (rows.l2 <= 1.0 + 1e-5))).mean()
     assert deepfool.loc[1.0, "robust_accuracy"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in preset_path("").iterdir() if p.suffix == ".toml"))
+def test_every_shipped_preset_loads_and_plans(preset, digits):
+    grid = load_grid(Path("presets") / preset)
+    plans = plan_cells(grid, digits)
+    assert len(plans) == len(grid.defenses) * len(grid.attacks)

@@ -18,11 +18,13 @@ from ..norms import Norm
 from ..registry import register_attack
 from .base import AttackTarget, MinimumNormAttack
 from .gradient import _PGD
+from .zoo_attack import common_random_numbers
 
 
 class _EstimateVectorJacobian(torch.autograd.Function):
     """Forward: model(x) without autograd. Backward: the vector-Jacobian product v^T J estimated
-    by antithetic Gaussian sampling, E[(v.f(x + s u) - v.f(x - s u)) u] / 2s (NES)."""
+    by antithetic Gaussian sampling, E[(v.f(x + s u) - v.f(x - s u)) u] / 2s (NES), with the
+    same model randomness for both probes (common random numbers)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, model: nn.Module, samples: int, sigma: float) -> torch.Tensor:  # type: ignore[override]
@@ -38,8 +40,7 @@ class _EstimateVectorJacobian(torch.autograd.Function):
         with torch.no_grad():
             for _ in range(ctx.samples):
                 u = torch.randn_like(x)
-                both = ctx.model(torch.cat([x + ctx.sigma * u, x - ctx.sigma * u]))
-                plus, minus = both.chunk(2)
+                plus, minus = common_random_numbers(ctx.model, x + ctx.sigma * u, x - ctx.sigma * u)
                 change = ((plus - minus) * grad_output).sum(1)       # v.f(x + su) - v.f(x - su), per sample
                 estimate += change.view(-1, *([1] * (x.dim() - 1))) * u
         return estimate / (2 * ctx.sigma * ctx.samples), None, None, None

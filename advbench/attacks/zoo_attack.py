@@ -27,18 +27,32 @@ def hinge_on_log_probabilities(logits: torch.Tensor, labels: torch.Tensor, confi
     return (true - other).clamp_min(-confidence)
 
 
+def common_random_numbers(function, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """`function` on each input with the same random state, so a stochastic defense draws the same
+    noise for the probes at x + h and x - h and their difference measures the input change,
+    not the noise (common random numbers)."""
+    seed = int(torch.randint(2 ** 62, ()).item())
+    devices = [inputs[0].device] if inputs[0].is_cuda else []
+    outputs = []
+    for tensor in inputs:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            outputs.append(function(tensor))
+    return outputs
+
+
 def coordinate_differences(loss_of, x: torch.Tensor, coordinates: torch.Tensor, h: float) -> torch.Tensor:
     """(loss(x + h e_i) - loss(x - h e_i)) / 2h for coordinates (B, n) of the flattened inputs,
-    in one batched call of `loss_of` on 2 * B * n inputs. Returns (B, n)."""
+    in two batched calls of `loss_of` on B * n inputs each. Returns (B, n)."""
     batch, n = coordinates.shape
     flat = x.flatten(1)
-    probes = flat.repeat_interleave(2 * n, 0).view(batch, 2 * n, -1)
-    rows = torch.arange(batch, device=x.device)[:, None]
-    probes[rows, torch.arange(n, device=x.device)[None], coordinates] += h
-    probes[rows, torch.arange(n, 2 * n, device=x.device)[None], coordinates] -= h
-    losses = loss_of(probes.view(-1, *x.shape[1:]), torch.arange(batch, device=x.device).repeat_interleave(2 * n))
-    losses = losses.view(batch, 2 * n)
-    return (losses[:, :n] - losses[:, n:]) / (2 * h)
+    rows, columns = torch.arange(batch, device=x.device)[:, None], torch.arange(n, device=x.device)[None]
+    owners = torch.arange(batch, device=x.device).repeat_interleave(n)
+    plus, minus = flat.repeat_interleave(n, 0).view(batch, n, -1), flat.repeat_interleave(n, 0).view(batch, n, -1)
+    plus[rows, columns, coordinates] += h
+    minus[rows, columns, coordinates] -= h
+    up, down = common_random_numbers(lambda probes: loss_of(probes.view(-1, *x.shape[1:]), owners), plus, minus)
+    return (up - down).view(batch, n) / (2 * h)
 
 
 @register_attack("zoo", description="ZOO-ADAM (Chen et al. 2017): zeroth-order coordinate-wise Adam on the hinge loss "

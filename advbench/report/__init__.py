@@ -19,6 +19,7 @@ from ..comparisons import mcnemar_table
 from ..errors import AdvbenchError
 from ..metrics import certified_summary, epsilon_at_accuracy, reject_summary, reject_tradeoff, robustness_curves, summarize
 from ..stats import DEFAULT_ALPHA
+from ..trust import attack_failure_flags
 from ..store import RunStore, atomic_write_text
 
 
@@ -47,12 +48,13 @@ class Report:
     false_alarm: float = 0.05
     runs: list[str] = field(default_factory=list)
     certified: pd.DataFrame = field(default_factory=pd.DataFrame)
+    flags: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
         tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
                   "reject_tradeoff": self.tradeoff, "defenses": self.defenses,
-                  "certified": self.certified}
+                  "certified": self.certified, "flags": self.flags}
         return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
@@ -67,9 +69,10 @@ def _defense_row(name: str, info: dict) -> dict[str, object]:
             "norm": card.get("norm"), "eps": card.get("eps")}
 
 
-def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, dict]]:
+def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, dict],
+                                                      list[dict]]:
     """Records of one or more runs; runs are combined only when they evaluated the same samples."""
-    frames, epsilons, defenses, samples = [], {}, {}, None
+    frames, epsilons, defenses, samples, cells = [], {}, {}, None, []
     ids = [s.run_id for s in stores]
     if len(set(ids)) != len(ids):
         raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
@@ -85,7 +88,9 @@ def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, l
             records = records.assign(cell=store.run_id + "/" + records["cell"])
         frames.append(records)
         for cell in manifest.get("cells", []):
-            epsilons[(store.run_id + "/" if len(stores) > 1 else "") + cell["id"]] = cell["epsilons"]
+            cell_id = (store.run_id + "/" if len(stores) > 1 else "") + cell["id"]
+            epsilons[cell_id] = cell["epsilons"]
+            cells.append({**cell, "id": cell_id})
         defenses.update(manifest.get("defenses", {}))
     records = pd.concat(frames, ignore_index=True)
     duplicated = records.drop_duplicates("cell").duplicated(["defense", "attack"])
@@ -93,7 +98,7 @@ def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, l
         pair = records.drop_duplicates("cell")[duplicated].iloc[0]
         raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
                             "label one of them differently to combine the runs")
-    return records, epsilons, defenses
+    return records, epsilons, defenses, cells
 
 
 def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05) -> Report:
@@ -101,16 +106,20 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")
     if not 0 < false_alarm < 1:
         raise AdvbenchError(f"false-alarm rate must be between 0 and 1, got {false_alarm}")
-    records, epsilons, defenses = _combined_records(stores)
+    records, epsilons, defenses, cells = _combined_records(stores)
     thresholds = {name: info.get("reject_threshold") for name, info in defenses.items()}
     summary = summarize(records, epsilons)
+    flags = attack_failure_flags(records, {"cells": cells, "defenses": defenses})
+    summary = summary.assign(flags=[
+        ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
+        for d, a in zip(summary["defense"], summary["attack"])])
     return Report(
         summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary, alpha),
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in defenses.items()], columns=DEFENSE_COLUMNS),
-        certified=certified_summary(records),
+        certified=certified_summary(records), flags=flags,
     )
 
 

@@ -163,10 +163,19 @@ def certified_table(report: Report) -> TextTable | None:
                      left_columns=2)
 
 
+def flag_table(report: Report) -> TextTable | None:
+    """Attack-failure checks: what may make this evaluation over-report robustness."""
+    if report.flags.empty:
+        return None
+    rows = [[r.defense, r.attack, r.flag, r.detail, r.advice] for r in report.flags.itertuples()]
+    return TextTable("Attack-failure checks (flags: look before trusting these cells)",
+                     ["defense", "attack", "flag", "detail", "try"], rows, left_columns=5)
+
+
 def paper_tables(report: Report) -> list[TextTable]:
     tables = [defense_table(report), accuracy_table(report), attack_table(report), runtime_table(report),
               curve_table(report), mcnemar_matrix(report),
-              reject_table(report), certified_table(report)]
+              reject_table(report), certified_table(report), flag_table(report)]
     return [t for t in tables if t is not None]
 
 

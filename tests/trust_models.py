@@ -1,0 +1,54 @@
+"""Models built to trigger attack-failure flags (loaded as `python:trust_models:NAME`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from advbench import zoo
+from advbench.data import load_dataset
+
+ZOO = Path(__file__).parents[1] / "zoo"
+
+
+def _cnn() -> nn.Module:
+    return zoo.load("cnn-digits", ZOO, info=load_dataset("digits").info)[0]
+
+
+class Quantized(nn.Module):
+    """The shipped digits cnn behind rounding to the data's 17 grey levels: the same clean
+    predictions, but zero input gradients everywhere (gradient masking by a step function)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = _cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn(torch.round(x * 16) / 16)
+
+
+class SecretlyRandom(nn.Module):
+    """The digits cnn with large logit noise, not declared stochastic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = _cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.cnn(x)
+        return logits + 3 * logits.std() * torch.randn_like(logits)
+
+
+def quantized() -> nn.Module:
+    return Quantized()
+
+
+def secretly_random() -> nn.Module:
+    return SecretlyRandom()
+
+
+def honest() -> nn.Module:
+    return _cnn()
+
