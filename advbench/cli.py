@@ -206,7 +206,8 @@ def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str |
 # ----------------------------------------------------------------------------- attack / run
 
 def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
-             resume: bool, fmt: str, alpha: float = 0.01, false_alarm: float = 0.05):
+             resume: bool, fmt: str, alpha: float = 0.01, false_alarm: float = 0.05, executor: str = "local",
+             address: str | None = None, shard_size: int = 0):
     from .data import load_dataset
     from .runner import run_grid
     from .store import RunStore, default_results_dir
@@ -223,7 +224,13 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
         observer.message("no earlier run of this grid to resume: starting a new one")
     store = store or RunStore.create(results_dir, grid.fingerprint())
     observer.message(f"run {store.run_id} -> {store.path}")
-    run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer, plans=plans)
+    if executor == "ray":
+        from .executors import run_grid_on_ray
+
+        run_grid_on_ray(grid, data, store, zoo_dir=zoo_dir, data_dir=data_dir, download=download, observer=observer,
+                        plans=plans, address=address, shard_size=shard_size)
+    else:
+        run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer, plans=plans)
     from .report import build_report, render, write_artifacts
 
     report = build_report([store], alpha=alpha, false_alarm=false_alarm)
@@ -281,14 +288,18 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Weights file for a single --defense (e.g. a python: model).")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same grid.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: cells and sample shards as Ray tasks (pip install 'advbench[ray]').")
+@click.option("--address", default=None, help="Ray cluster: auto or ray://host:port [default: a local instance].")
+@click.option("--shard-size", type=int, default=0, help="Samples per Ray task [default: one batch].")
 @_grid_overrides
 @_format
 @_report_options
 @_results_dir
 @_dirs
-def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, fmt: str,
-        alpha: float, false_alarm: float, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None,
-        download: bool, **overrides: Any) -> None:
+def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, executor: str,
+        address: str | None, shard_size: int, fmt: str, alpha: float, false_alarm: float, results_dir: Path | None,
+        zoo_dir: Path | None, data_dir: Path | None, download: bool, **overrides: Any) -> None:
     """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
     from .config import DefenseSpec, demo_grid, load_grid, validate
 
@@ -298,8 +309,14 @@ def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | 
     if defense_specs:
         overrides["defenses"] = tuple(DefenseSpec(d, str(weights) if weights else None) for d in defense_specs)
     grid = validate(grid.with_overrides(**overrides))
+    if shard_size < 0:
+        raise AdvbenchError("--shard-size must be positive")
+    if executor == "ray":
+        from .executors import import_ray
+
+        import_ray()  # a missing extra fails before any run directory exists
     _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
-             fmt=fmt, alpha=alpha, false_alarm=false_alarm)
+             fmt=fmt, alpha=alpha, false_alarm=false_alarm, executor=executor, address=address, shard_size=shard_size)
 
 
 @main.command()

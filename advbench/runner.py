@@ -128,12 +128,14 @@ def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: tor
 def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None = None,
              observer: Observer | None = None, plans: list[tuple[CellPlan, Attack]] | None = None) -> None:
     """Run every unfinished cell of `grid` into `store` (finished cells are skipped);
-    `plans` from an earlier `plan_cells(grid, data)` saves building the attacks again."""
+    `plans` from an earlier `plan_cells(grid, data)` saves building the attacks again.
+
+    Every batch is seeded from the grid seed, its cell and its first sample, so a cell
+    split into shards (the Ray executor) gives the same records as one run here."""
     observer = observer or Observer()
     device = pick_device(grid.device)
     plans = plans if plans is not None else plan_cells(grid, data)
-    manifest = store.manifest() if (store.path / "manifest.json").exists() else build_manifest(grid, plans, device)
-    store.write_manifest(manifest)
+    manifest = open_manifest(store, grid, plans, device)
     indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
     todo = [(plan, attack) for plan, attack in plans if not store.has_cell(plan.id)]
     models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
@@ -145,44 +147,73 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
             if not cells:
                 continue
             defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
-            manifest["defenses"][defense_spec.id] = {
-                "spec": defense_spec.spec, "stochastic": defense.stochastic, "eot_samples": defense.eot_samples,
-                "reject_threshold": defense.reject_threshold, "card": defense.card,
-            }
-            store.write_manifest(manifest)
-            torch.manual_seed(cell_seed(grid.seed, defense_spec.id))  # stochastic defenses: same clean predictions
-            clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels)
-            changed = undeclared_randomness(defense, inputs[:grid.batch_size].to(device))
-            if changed:
-                manifest["defenses"][defense_spec.id]["nondeterministic"] = changed
-                store.write_manifest(manifest)
-                observer.message(f"warning: {defense_spec.id} is not declared stochastic but {changed}")
+            describe_defense(manifest, store, defense_spec.id, defense, defense_spec.spec,
+                             inputs[:grid.batch_size].to(device), observer)
+            clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels,
+                                    seed=(grid.seed, defense_spec.id))
             for plan, attack in cells:
                 observer.message(f"cell {plan.id}: {attack!r}")
                 source = models.get(plan.attack.source) if plan.attack.source else None
-                # seeded after any training the source needed, so fresh and resumed runs draw the same numbers
-                torch.manual_seed(cell_seed(grid.seed, plan.id))
-                reason = attack.unsupported(attack_target(source or defense, 1, data.info.bounds,
-                                                          data.info.num_classes)[0])
-                if reason:  # e.g. an attack written for GAT models against a plain classifier
-                    manifest.setdefault("skipped", {})[plan.id] = reason
-                    store.write_manifest(manifest)
-                    observer.message(f"skipped {plan.id}: {reason}")
+                if skip_unsupported(manifest, store, plan, attack, source or defense, data, observer):
                     advance_cells(1)
                     continue
                 records = run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
                                    bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
                                    observer=observer, source=source, load_model=models.get,
-                                   dataset=data.info.name)
+                                   dataset=data.info.name, seed=grid.seed)
                 store.write_cell(plan.id, records)
                 advance_cells(1)
 
 
+def open_manifest(store: RunStore, grid: Grid, plans: list[tuple[CellPlan, Attack]],
+                  device: torch.device) -> dict[str, Any]:
+    """The run's manifest: the stored one when resuming, else a new one (written at once)."""
+    manifest = store.manifest() if (store.path / "manifest.json").exists() else build_manifest(grid, plans, device)
+    store.write_manifest(manifest)
+    return manifest
+
+
+def describe_defense(manifest: dict[str, Any], store: RunStore, defense_id: str, defense: Defense, spec: str,
+                     probe: torch.Tensor, observer: Observer) -> None:
+    """Record what the report and the trust checks need to know about a defense."""
+    manifest["defenses"][defense_id] = {
+        "spec": spec, "stochastic": defense.stochastic, "eot_samples": defense.eot_samples,
+        "reject_threshold": defense.reject_threshold, "card": defense.card,
+    }
+    changed = undeclared_randomness(defense, probe)
+    if changed:
+        manifest["defenses"][defense_id]["nondeterministic"] = changed
+        observer.message(f"warning: {defense_id} is not declared stochastic but {changed}")
+    store.write_manifest(manifest)
+
+
+def skip_unsupported(manifest: dict[str, Any], store: RunStore, plan: CellPlan, attack: Attack, crafted_on: Defense,
+                     data: Dataset, observer: Observer) -> bool:
+    """Attacks written for one kind of defense (e.g. GAT's) are skipped elsewhere, with the reason."""
+    reason = attack.unsupported(attack_target(crafted_on, 1, data.info.bounds, data.info.num_classes)[0])
+    if reason:
+        manifest.setdefault("skipped", {})[plan.id] = reason
+        store.write_manifest(manifest)
+        observer.message(f"skipped {plan.id}: {reason}")
+    return bool(reason)
+
+
+def batch_seed(seed: tuple[int, str] | int | None, key: str, start: int) -> None:
+    """Seed torch for the batch starting at sample `start` of `key` (a cell or a defense)."""
+    if seed is not None:
+        torch.manual_seed(cell_seed(seed if isinstance(seed, int) else seed[0], f"{key}@{start}"))
+
+
 def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, device: torch.device,
-                    samples: int | None = None, labels: torch.Tensor | None = None) -> Prediction:
-    """Clean predictions in batches; with `labels`, also the defense's certified radii (if any)."""
-    parts = [defense.predict(inputs[i:i + batch_size].to(device), samples=samples)
-             for i in range(0, len(inputs), batch_size)]
+                    samples: int | None = None, labels: torch.Tensor | None = None,
+                    seed: tuple[int, str] | None = None, offset: int = 0) -> Prediction:
+    """Clean predictions in batches; with `labels`, also the defense's certified radii (if any).
+    With `seed` (grid seed, defense id) each batch is seeded by its first sample's position
+    `offset + i`, so a shard of the inputs gets the same predictions as the whole."""
+    parts = []
+    for i in range(0, len(inputs), batch_size):
+        batch_seed(seed, seed[1] if seed else "", offset + i)
+        parts.append(defense.predict(inputs[i:i + batch_size].to(device), samples=samples))
     scores = [p.reject_score for p in parts]
     radii = None
     if labels is not None:
@@ -247,11 +278,12 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
              labels: torch.Tensor, clean: Prediction, *, batch_size: int, bounds: tuple[float, float],
              num_classes: int, device: torch.device, observer: Observer | None = None,
              source: Defense | None = None, load_model: Callable[[str], nn.Module] | None = None,
-             dataset: str = "") -> pd.DataFrame:
+             dataset: str = "", seed: int | None = None, offset: int = 0) -> pd.DataFrame:
     """Attack one defense with one attack over all samples; one record per sample and epsilon.
 
     With `source`, the attack is crafted on that model and its examples are evaluated on
-    `defense` (a transfer, or black-box, attack)."""
+    `defense` (a transfer, or black-box, attack). With `seed`, each batch is seeded by its cell
+    and the position `offset + start` of its first sample (shards reproduce whole cells)."""
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
@@ -264,6 +296,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
             x, y = inputs[start:stop].to(device), labels[start:stop].to(device)
+            batch_seed(seed, plan.id, offset + start)
             grad_norms = (clean_gradient_norms(target, x, y) if access == "gradient"
                           else torch.full((len(x),), math.nan))
             for counter in counters:

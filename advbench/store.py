@@ -126,6 +126,23 @@ class RunStore:
     def write_cell(self, cell_id: str, records: pd.DataFrame) -> None:
         atomic_write_text(self.record_path(cell_id), records.to_csv(index=False))
 
+    def part_path(self, cell_id: str, start: int) -> Path:
+        """A shard of a cell (samples from `start`), written by one distributed task."""
+        return self.record_path(cell_id).with_suffix(f".part-{start:07d}.csv")
+
+    def has_part(self, cell_id: str, start: int) -> bool:
+        return self.part_path(cell_id, start).exists()
+
+    def write_part(self, cell_id: str, start: int, records: pd.DataFrame) -> None:
+        atomic_write_text(self.part_path(cell_id, start), records.to_csv(index=False))
+
+    def merge_parts(self, cell_id: str, starts: list[int]) -> None:
+        """Join a cell's shards, in sample order, into its cell file; then drop the shards."""
+        parts = [self.part_path(cell_id, start) for start in sorted(starts)]
+        self.write_cell(cell_id, pd.concat([pd.read_csv(p) for p in parts], ignore_index=True))
+        for part in parts:
+            part.unlink()
+
     def records(self) -> pd.DataFrame:
         """All finished cells' per-sample records, in manifest cell order."""
         frames = []

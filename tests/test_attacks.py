@@ -12,7 +12,9 @@ from advbench.norms import Norm
 from advbench.registry import attacks
 
 FAST_OPTIONS = {"cw-l2": {"steps": 30, "binary_search_steps": 4}, "ddn": {"steps": 30}, "noise": {"levels": 5, "repeats": 2},
-                "gat-linf": {"steps": 20}, "gat-l2": {"steps": 20}, "bsearch-l2": {"depth": 4, "steps": 30}}
+                "gat-linf": {"steps": 20}, "gat-l2": {"steps": 20}, "bsearch-l2": {"depth": 4, "steps": 30},
+                "boundary": {"steps": 300}, "pgd-est": {"steps": 10, "samples": 10},
+                "pgd-est-l2": {"steps": 10, "samples": 10}, "zoo": {"iterations": 40, "coordinates": 32, "step_size": 0.05}}
 
 
 def target_for(model, num_classes=10, load_model=None, surfaces=None):

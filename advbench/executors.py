@@ -1,0 +1,97 @@
+"""Running a grid on Ray: cells split into sample shards, each a Ray task.
+
+Each task loads the data and its defense itself, runs its shard with the same per-batch
+seeds as a local run, and writes its records atomically as a part file of the run store;
+the driver joins the parts of a finished cell into the cell file. A crashed worker loses
+only its shard, and `--resume` reruns only shards without a part file. Models are trained
+(or found in the zoo) by the driver before any task starts, so workers only load them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .attacks import Attack
+from .config import CellPlan, Grid
+from .data import Dataset, load_dataset
+from .errors import AdvbenchError
+from .progress import Observer
+from .runner import (ModelCache, describe_defense, open_manifest, pick_device, plan_cells, predict_batches, run_cell,
+                     skip_unsupported)
+from .store import RunStore
+
+INSTALL_HINT = "the Ray executor needs ray: pip install 'advbench[ray]'"
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise AdvbenchError(INSTALL_HINT) from None
+    return ray
+
+
+def shard_starts(samples: int, batch_size: int, shard_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of each shard; shards hold whole batches so their seeds match a local run."""
+    size = max(batch_size, math.ceil(shard_size / batch_size) * batch_size)
+    return [(start, min(start + size, samples)) for start in range(0, samples, size)]
+
+
+def run_shard(grid: Grid, cell_index: int, start: int, stop: int, *, data_dir: str | None, download: bool,
+              zoo_dir: str | None, store_path: str) -> tuple[str, int]:
+    """One Ray task: samples [start, stop) of one cell, written as a part file."""
+    data = load_dataset(grid.dataset, Path(data_dir) if data_dir else None, download)
+    plan, attack = plan_cells(grid, data)[cell_index]
+    device = pick_device(grid.device)
+    models = ModelCache(data, zoo_dir=Path(zoo_dir) if zoo_dir else None, device=device, observer=Observer())
+    defense = models.get(plan.defense.spec, plan.defense.weights, plan.defense.train)
+    source = models.get(plan.attack.source) if plan.attack.source else None
+    indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
+    shard = slice(start, stop)
+    clean = predict_batches(defense, inputs[shard], grid.batch_size, device, labels=labels[shard],
+                            seed=(grid.seed, plan.defense.id), offset=start)
+    records = run_cell(plan, attack, defense, indices[shard], inputs[shard], labels[shard], clean,
+                       batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
+                       device=device, source=source, load_model=models.get, dataset=data.info.name,
+                       seed=grid.seed, offset=start)
+    RunStore(Path(store_path)).write_part(plan.id, start, records)
+    return plan.id, start
+
+
+def run_grid_on_ray(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None, data_dir: Path | None,
+                    download: bool, observer: Observer, plans: list[tuple[CellPlan, Attack]],
+                    address: str | None = None, shard_size: int = 0) -> None:
+    ray = import_ray()
+    device = pick_device(grid.device)
+    manifest = open_manifest(store, grid, plans, device)
+    _, inputs, _ = data.test_subset(grid.samples, grid.seed)
+    models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
+    todo: list[tuple[int, CellPlan]] = []
+    for index, (plan, attack) in enumerate(plans):
+        if store.has_cell(plan.id):
+            continue
+        defense = models.get(plan.defense.spec, plan.defense.weights, plan.defense.train)  # trains when missing
+        if plan.defense.id not in manifest["defenses"]:
+            describe_defense(manifest, store, plan.defense.id, defense, plan.defense.spec,
+                             inputs[:grid.batch_size].to(device), observer)
+        source = models.get(plan.attack.source) if plan.attack.source else None
+        if not skip_unsupported(manifest, store, plan, attack, source or defense, data, observer):
+            todo.append((index, plan))
+    if len(todo) < len(plans):
+        observer.message(f"{len(plans) - len(todo)} of {len(plans)} cells finished or skipped already")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(num_gpus=1 if device.type == "cuda" else 0)(run_shard)
+    shards = shard_starts(len(inputs), grid.batch_size, shard_size or grid.batch_size)
+    pending = [task.remote(grid, index, start, stop, data_dir=str(data_dir) if data_dir else None, download=download,
+                           zoo_dir=str(zoo_dir) if zoo_dir else None, store_path=str(store.path))
+               for index, plan in todo for start, stop in shards if not store.has_part(plan.id, start)]
+    with observer.task("shards on ray", len(pending)) as advance:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # a task's exception stops the run here; finished shards stay on disk
+            advance(1)
+    for _, plan in todo:
+        store.merge_parts(plan.id, [start for start, _ in shards])
