@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .attacks import Attack, AttackKind, AttackTarget, make_attack
+from .attacks import Attack, AttackKind, AttackOutput, AttackTarget, make_attack
 from .attacks.losses import pick_loss
 from .attacks.verify import verify_adversarials
 from .config import CellPlan, Grid, resolve_epsilons
@@ -301,7 +301,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
                           else torch.full((len(x),), math.nan))
             for counter in counters:
                 counter.count = 0
-            output = attack(target, x, y, [e for e in epsilons if e is not None])
+            output = attack_in_fitting_batches(attack, target, x, y, [e for e in epsilons if e is not None], observer)
             queries = sum(counter.count for counter in counters) / len(x)
             gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
             seconds = output.seconds / len(x)
@@ -311,6 +311,30 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
                                      eot, seconds, queries, gradients, access, grad_norms))
             advance(len(x))
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("out of memory" in str(error) or "can't allocate memory" in str(error)))
+
+
+def attack_in_fitting_batches(attack: Attack, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
+                              epsilons: list[float], observer: Observer) -> AttackOutput:
+    """Run the attack on the batch; when it runs out of memory, on each half in turn (and so
+    on down to single inputs), with a warning, instead of failing a long grid."""
+    try:
+        return attack(target, x, y, epsilons)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory errors are handled
+        if not is_out_of_memory(error) or len(x) == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = (len(x) + 1) // 2
+    observer.message(f"warning: out of memory on a batch of {len(x)}; retrying in batches of {half}")
+    parts = [attack_in_fitting_batches(attack, target, x[i:i + half], y[i:i + half], epsilons, observer)
+             for i in range(0, len(x), half)]
+    return AttackOutput([torch.cat(advs) for advs in zip(*(p.adversarials for p in parts))],
+                        sum(p.seconds for p in parts))
 
 
 def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Tensor, y: torch.Tensor,

@@ -107,3 +107,46 @@ def test_every_shipped_preset_loads_and_plans(preset, digits):
     grid = load_grid(Path("presets") / preset)
     plans = plan_cells(grid, digits)
     assert len(plans) == len(grid.defenses) * len(grid.attacks)
+
+
+class _MemoryHungryFGSM(Attack):
+    """FGSM that runs out of (GPU) memory on batches larger than 8 inputs."""
+
+    norm = Norm.LINF
+    batches: list[int] = []
+
+    def run(self, target, x, y, epsilon):
+        if len(x) > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        _MemoryHungryFGSM.batches.append(len(x))
+        from advbench.attacks import make_attack
+
+        return make_attack("fgsm").run(target, x, y, epsilon)
+
+
+def test_out_of_memory_batches_are_halved_with_a_warning(tmp_path, trained_zoo, digits):
+    from advbench.progress import Observer
+
+    messages = []
+
+    class Recorder(Observer):
+        def message(self, text: str) -> None:
+            messages.append(text)
+
+    hungry = _MemoryHungryFGSM
+    hungry.batches.clear()
+    attacks._entries["hungry-fgsm"] = Entry("hungry-fgsm", "test", "test", _MemoryHungryFGSM)
+    try:
+        grid = grid_from_dict({"samples": 30, "batch_size": 30, "seed": 0, "defenses": ["cnn"],
+                               "attacks": [{"name": "hungry-fgsm", "epsilons": [0.1]},
+                                           {"name": "fgsm", "epsilons": [0.1]}]})
+        store = RunStore.create(tmp_path, grid.fingerprint())
+        run_grid(grid, digits, store, zoo_dir=trained_zoo, observer=Recorder())
+    finally:
+        del attacks._entries["hungry-fgsm"]
+    records = store.records()
+    assert sorted(hungry.batches) == [7, 7, 8, 8] and any("out of memory" in m for m in messages)
+    hungry_rows = records[records.attack == "hungry-fgsm"].reset_index(drop=True)
+    plain_rows = records[records.attack == "fgsm"].reset_index(drop=True)
+    assert len(hungry_rows) == 30
+    assert (hungry_rows["adv_pred"] == plain_rows["adv_pred"]).all()  # FGSM is deterministic per input

@@ -3,7 +3,7 @@
 Used where foolbox cannot help: a defense-provided loss, Adam steps on the
 perturbation (GAT), momentum (MIM) and random restarts that keep, per sample, the
 first restart that fooled the model. Plain torch on whole batches, so it is at
-least as fast as foolbox's PGD (see bench/pgd_vs_foolbox.py).
+least as fast as foolbox's PGD (see bench/pgd_speed.py).
 """
 
 from __future__ import annotations
@@ -61,7 +61,12 @@ class _Best:
         better = loss > old_loss
         if self.prefer_misclassified:
             better = (fooled & ~old_fooled) | ((fooled == old_fooled) & better)
-        target = better.nonzero().squeeze(1) if idx is None else idx[better]
+        if idx is None:  # every step of a run: masked writes, no index gathering
+            self.point = torch.where(better.view((-1,) + (1,) * (point.dim() - 1)), point, self.point)
+            self.fooled = torch.where(better, fooled, self.fooled)
+            self.loss = torch.where(better, loss, self.loss)
+            return
+        target = idx[better]
         self.point[target] = point[better]
         self.fooled[target] = fooled[better]
         self.loss[target] = loss[better]
