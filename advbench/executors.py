@@ -51,7 +51,7 @@ def run_shard(grid: Grid, cell_index: int, start: int, stop: int, *, data_dir: s
     indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
     shard = slice(start, stop)
     clean = predict_batches(defense, inputs[shard], grid.batch_size, device, labels=labels[shard],
-                            seed=(grid.seed, plan.defense.id), offset=start)
+                            seed=grid.seed, seed_key=plan.defense.id, offset=start)
     records = run_cell(plan, attack, defense, indices[shard], inputs[shard], labels[shard], clean,
                        batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
                        device=device, source=source, load_model=models.get, dataset=data.info.name,

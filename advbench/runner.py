@@ -149,8 +149,8 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
             defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
             describe_defense(manifest, store, defense_spec.id, defense, defense_spec.spec,
                              inputs[:grid.batch_size].to(device), observer)
-            clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels,
-                                    seed=(grid.seed, defense_spec.id))
+            clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels, seed=grid.seed,
+                                    seed_key=defense_spec.id)
             for plan, attack in cells:
                 observer.message(f"cell {plan.id}: {attack!r}")
                 source = models.get(plan.attack.source) if plan.attack.source else None
@@ -198,21 +198,21 @@ def skip_unsupported(manifest: dict[str, Any], store: RunStore, plan: CellPlan, 
     return bool(reason)
 
 
-def batch_seed(seed: tuple[int, str] | int | None, key: str, start: int) -> None:
+def batch_seed(seed: int | None, key: str, start: int) -> None:
     """Seed torch for the batch starting at sample `start` of `key` (a cell or a defense)."""
     if seed is not None:
-        torch.manual_seed(cell_seed(seed if isinstance(seed, int) else seed[0], f"{key}@{start}"))
+        torch.manual_seed(cell_seed(seed, f"{key}@{start}"))
 
 
 def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, device: torch.device,
                     samples: int | None = None, labels: torch.Tensor | None = None,
-                    seed: tuple[int, str] | None = None, offset: int = 0) -> Prediction:
+                    seed: int | None = None, seed_key: str = "", offset: int = 0) -> Prediction:
     """Clean predictions in batches; with `labels`, also the defense's certified radii (if any).
-    With `seed` (grid seed, defense id) each batch is seeded by its first sample's position
+    With `seed`, each batch is seeded by `seed_key` (the defense) and its first sample's position
     `offset + i`, so a shard of the inputs gets the same predictions as the whole."""
     parts = []
     for i in range(0, len(inputs), batch_size):
-        batch_seed(seed, seed[1] if seed else "", offset + i)
+        batch_seed(seed, seed_key, offset + i)
         parts.append(defense.predict(inputs[i:i + batch_size].to(device), samples=samples))
     scores = [p.reject_score for p in parts]
     radii = None

@@ -218,3 +218,12 @@ def test_interrupted_run_resumes(isolated, monkeypatch):
     assert again.exit_code == 0, again.output
     assert "resuming: 1 of 2 cells already finished" in again.stderr
     assert done.stat().st_mtime_ns == before and (run_dir / "records" / "cnn__ctrl-c.csv").exists()
+
+
+def test_ray_executor_without_ray_says_how_to_install(isolated, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = invoke("run", "--executor", "ray", "--samples", "4")
+    assert result.exit_code != 0
+    assert "pip install 'advbench[ray]'" in result.output and "Traceback" not in result.output

@@ -27,13 +27,13 @@ def small_grid(defense: str, attacks: list[dict], samples: int = 40) -> object:
 
 def test_gradient_masking_step_function_raises_dead_gradients_and_black_box_flags(tmp_path, digits):
     grid = small_grid("python:trust_models:quantized", [
-        {"name": "pgd-linf", "epsilons": [0.3], "steps": 10},
-        {"name": "noise", "norm": "linf", "epsilons": [0.3]},
+        {"name": "pgd-l2", "epsilons": [1.5], "steps": 10, "random_start": False},
+        {"name": "boundary", "epsilons": [1.5], "steps": 200},
     ])
     flags = flags_of(tmp_path, digits, grid)
     fired = set(flags["flag"])
     assert "dead-gradients" in fired and "beaten-by-black-box" in fired
-    assert set(flags.loc[flags["flag"] == "dead-gradients", "attack"]) == {"pgd-linf"}
+    assert set(flags.loc[flags["flag"] == "dead-gradients", "attack"]) == {"pgd-l2"}
 
 
 def test_undeclared_randomness_is_flagged(tmp_path, digits):
