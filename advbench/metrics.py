@@ -332,5 +332,5 @@ def certified_summary(records: pd.DataFrame) -> pd.DataFrame:
         radii = group.drop_duplicates("sample")["certified_l2"]
         for eps in l2_epsilons or [math.nan]:
             rows.append({"defense": defense, "epsilon": eps, "samples": len(radii), "mean_radius": radii.mean(),
-                         "certified": float((radii > eps).mean()) if eps == eps else math.nan})
+                         "certified": math.nan if math.isnan(eps) else float((radii > eps).mean())})
     return pd.DataFrame(rows)

@@ -7,6 +7,7 @@ it concerns and what to try. A flag is a reason to look, not proof of a broken d
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -67,12 +68,26 @@ def _large_epsilon_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
     return flags
 
 
+def _accuracy_at(cells: dict[str, pd.DataFrame], names: pd.Series, eps: float) -> dict[str, tuple[float, int]]:
+    """Robust accuracy and sample count of each named cell that measured `eps`, by attack."""
+    found = {}
+    for name in names:
+        cell = cells[name]
+        if is_minimum_norm(cell) or np.isclose(cell["epsilon"], eps).any():
+            out = outcomes_at(cell, eps)
+            found[cell.iloc[0]["attack"]] = (float(out["robust"].mean()), len(out))
+    return found
+
+
 def _blackbox_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
     """A gradient-free or transfer attack doing better than every gradient attack on one defense."""
     flags = []
+    def access(cell: pd.DataFrame) -> str:  # runs recorded before the column existed count as gradient
+        value = cell.iloc[0].get("access")
+        return value if isinstance(value, str) else "gradient"
+
     frame = pd.DataFrame([{"cell": c, "defense": d.iloc[0]["defense"], "attack": d.iloc[0]["attack"],
-                           "norm": d.iloc[0]["norm"], "access": d.iloc[0].get("access", "gradient")}
-                          for c, d in cells.items()])
+                           "norm": d.iloc[0]["norm"], "access": access(d)} for c, d in cells.items()])
     for (defense, norm), group in frame.groupby(["defense", "norm"], sort=False):
         white = group[group["access"] == "gradient"]
         black = group[group["access"] != "gradient"]
@@ -80,15 +95,7 @@ def _blackbox_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
             continue
         epsilons = sorted({float(e) for c in group["cell"] for e in cells[c]["epsilon"].dropna() if e > 0})
         for eps in epsilons:
-            def accuracy(names: pd.Series) -> dict[str, tuple[float, int]]:
-                found = {}
-                for name in names:
-                    cell = cells[name]
-                    if is_minimum_norm(cell) or np.isclose(cell["epsilon"], eps).any():
-                        out = outcomes_at(cell, eps)
-                        found[cell.iloc[0]["attack"]] = (float(out["robust"].mean()), len(out))
-                return found
-            white_acc, black_acc = accuracy(white["cell"]), accuracy(black["cell"])
+            white_acc, black_acc = _accuracy_at(cells, white["cell"], eps), _accuracy_at(cells, black["cell"], eps)
             if not white_acc or not black_acc:
                 continue
             best_white = min(a for a, _ in white_acc.values())
@@ -122,7 +129,7 @@ def _effort_flags(cells: dict[str, pd.DataFrame], hyperparameters: dict[str, dic
         groups.setdefault((defense, name, rest), []).append((effort, cell_id))
     for (defense, _, _), members in groups.items():
         members.sort()
-        for (low_effort, low_id), (high_effort, high_id) in zip(members, members[1:]):
+        for (low_effort, low_id), (high_effort, high_id) in itertools.pairwise(members):
             if high_effort <= low_effort:
                 continue
             low, high = cells[low_id], cells[high_id]

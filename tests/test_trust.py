@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from advbench.check import check_grid
 from advbench.config import grid_from_dict

@@ -154,8 +154,8 @@ def certified_table(report: Report) -> TextTable | None:
     """Provable L2 lower bounds (paper 004 Eq. 7) for defenses that compute them."""
     if report.certified.empty:
         return None
-    rows = [[r.defense, epsilon(r.epsilon) if r.epsilon == r.epsilon else "-", str(r.samples),
-             number(r.mean_radius), percent(r.certified) if r.certified == r.certified else "-"]
+    rows = [[r.defense, "-" if math.isnan(r.epsilon) else epsilon(r.epsilon), str(r.samples),
+             number(r.mean_radius), "-" if math.isnan(r.certified) else percent(r.certified)]
             for r in report.certified.itertuples()]
     return TextTable("Certified L2 lower bounds (paper 004 Eq. 7)", ["defense", "L2 eps", "n", "mean radius",
                                                                       "certified"], rows,
