@@ -1,31 +1,33 @@
 """advbench: a command-line benchmark for adversarial robustness.
 
-Public API for plugin authors: subclass `Defense` or `Attack` and register them
-with `register_defense` / `register_attack` (built-ins) or an entry point
-(`advbench.defenses`, `advbench.attacks`, `advbench.datasets`) in a package.
+Public API. Evaluate: `evaluate(grid)` (the front door every command uses), `Grid`,
+`load_grid`. Extend: subclass `Defense` (only `forward` is required) or
+`FixedEpsilonAttack` / `MinimumNormAttack` and register them with `register_defense` /
+`register_attack`, or through an entry point (`advbench.defenses`, `advbench.attacks`,
+`advbench.datasets`) in your package; see docs/plugins.md.
 """
 
 __version__ = "0.1.0"
 
 from .errors import AdvbenchError  # noqa: E402
-from .norms import Norm  # noqa: E402
 from .registry import register_attack, register_dataset, register_defense  # noqa: E402
+
+# Everything else loads on first use, so `advbench --help` never imports torch.
+_LAZY = {
+    "Norm": "norms", "evaluate": "evaluate", "Evaluation": "evaluate", "Paths": "evaluate", "prepare": "evaluate",
+    "Grid": "config", "load_grid": "config", "AttackKind": "contract", "Manifest": "contract",
+    "Defense": "defenses", "ModelDefense": "defenses", "TrainableDefense": "defenses", "Prediction": "defenses",
+    "Attack": "attacks.base", "FixedEpsilonAttack": "attacks.base", "MinimumNormAttack": "attacks.base",
+    "AttackTarget": "attacks.base", "AttackOutput": "attacks.base",
+}
 
 
 def __getattr__(name: str):
-    """Heavy classes load on first use so `advbench --help` stays fast."""
-    if name in {"Defense", "ModelDefense", "TrainableDefense", "Prediction"}:
-        from . import defenses
+    if name in _LAZY:
+        import importlib
 
-        return getattr(defenses, name)
-    if name in {"Attack", "AttackKind", "AttackTarget", "AttackOutput"}:
-        from .attacks import base
-
-        return getattr(base, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)
 
 
-__all__ = [
-    "AdvbenchError", "Norm", "register_attack", "register_dataset", "register_defense",
-    "Defense", "ModelDefense", "TrainableDefense", "Prediction", "Attack", "AttackKind", "AttackTarget", "AttackOutput",
-]
+__all__ = ["AdvbenchError", "register_attack", "register_dataset", "register_defense", *_LAZY]

@@ -15,8 +15,10 @@ DEFAULT_EPS = {"linf": 0.1, "l2": 1.0}
 LARGE_EPS = {"linf": 1.0, "l2": 64.0}  # the whole [0, 1] box; an L2 ball larger than any image's norm
 
 
-def check_grid(defense: str, *, dataset: str, norm: str, eps: float | None, samples: int, steps: int,
-               batch_size: int, seed: int, device: str, weights: str | None = None) -> Grid:
+def check_grid(defense: str, *, norm: str = "linf", eps: float | None = None, steps: int = 20,
+               dataset: str | None = None, samples: int | None = None, batch_size: int | None = None,
+               seed: int | None = None, device: str | None = None, weights: str | None = None) -> Grid:
+    """The check grid for `defense`; options left None keep the check's defaults (60 samples)."""
     if norm not in DEFAULT_EPS:
         raise AdvbenchError(f"check: norm must be linf or l2, got {norm!r}")
     if steps < 1:
@@ -31,5 +33,6 @@ def check_grid(defense: str, *, dataset: str, norm: str, eps: float | None, samp
         AttackSpec("noise", (eps,), (("norm", norm),), label="noise"),
         AttackSpec("deepfool-l2" if norm == "l2" else "deepfool-linf", (eps,), (), label="deepfool"),
     )
-    return validate(Grid((DefenseSpec(defense, weights),), attacks, dataset=dataset, samples=samples,
-                         batch_size=batch_size, seed=seed, device=device))
+    grid = Grid((DefenseSpec(defense, weights),), attacks, samples=60, batch_size=60)
+    return validate(grid.with_overrides(dataset=dataset, samples=samples, batch_size=batch_size, seed=seed,
+                                        device=device))

@@ -25,6 +25,9 @@ class AdvbenchGroup(click.Group):
             raise
         except AdvbenchError as exc:
             if debug:
+                plugin_traceback = getattr(exc, "plugin_traceback", None)
+                if plugin_traceback:
+                    click.echo(plugin_traceback, err=True)
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
@@ -125,15 +128,19 @@ def zoo_group() -> None:
 @zoo_group.command("list")
 @click.option("--zoo-dir", type=click.Path(path_type=Path), default=None, envvar="ADVBENCH_ZOO")
 def zoo_list(zoo_dir: Path | None) -> None:
-    """List checkpoints in the zoo with their cards."""
-    from .zoo import default_zoo_dir, list_cards
+    """List checkpoints in the zoo with their verified cards (entries that fail verification say why)."""
+    from .zoo import default_zoo_dir, list_entries
 
-    cards = list_cards(zoo_dir)
-    if not cards:
+    entries = list_entries(zoo_dir)
+    if not entries:
         click.echo(f"no checkpoints in {zoo_dir or default_zoo_dir()}; train one with: advbench train cnn")
         return
     click.echo(f"{'name':<24} {'defense':<10} {'dataset':<14} {'clean acc':>9} {'s/epoch':>8}  created")
-    for c in cards:
+    for entry in entries:
+        c = entry.card
+        if c is None:
+            click.echo(f"{entry.name:<24} UNVERIFIED: {entry.problem}")
+            continue
         click.echo(f"{c.name:<24} {c.defense:<10} {c.dataset:<14} {100 * c.clean_accuracy:>8.1f}% "
                    f"{c.seconds_per_epoch:>8.3f}  {c.created}")
 
@@ -177,67 +184,42 @@ def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str |
     """
     from . import zoo
     from .data import load_dataset
-    from .options import coerce_options
-    from .registry import defenses
     from .runner import pick_device
 
-    cls = defenses.get(defense)
-    options = parse_extra_options(ctx.args)
-    if hasattr(cls, "Config"):
-        typed = coerce_options(cls.Config, options, f"defense {defense}")
-        for key in ("epochs", "batch_size", "steps"):
-            if key in typed and typed[key] < 1:
-                raise AdvbenchError(f"{key.replace('_', '-')} must be at least 1")
-    target = Path(zoo_dir or zoo.default_zoo_dir()) / f"{zoo.check_name(name or zoo.default_name(defense, dataset))}.pt"
     data = load_dataset(dataset, data_dir, download)
-    if target.exists() and not force:
-        existing = zoo.read_card(target.stem, target.parent)
-        if zoo.same_training(existing, defense, data.info, options, seed):
-            click.echo(f"{target} was already trained with these settings (clean accuracy "
-                       f"{100 * existing.clean_accuracy:.2f}%); pass --force to train it again")
-            return
-        raise AdvbenchError(f"{target} exists with other settings; pass --force to overwrite it or --name to keep both")
-    card = zoo.train(defense, data, options=options, seed=seed, name=name, zoo_dir=zoo_dir,
-                     device=pick_device(device), observer=_observer())
+    card, reused = zoo.train_entry(defense, data, options=parse_extra_options(ctx.args), seed=seed, name=name,
+                                   zoo_dir=zoo_dir, device=pick_device(device), observer=_observer(), force=force)
+    target = Path(zoo_dir or zoo.default_zoo_dir()) / f"{card.name}.pt"
+    if reused:
+        click.echo(f"{target} was already trained with these settings (clean accuracy "
+                   f"{100 * card.clean_accuracy:.2f}%); pass --force to train it again")
+        return
     click.echo(f"trained {card.name}: clean accuracy {100 * card.clean_accuracy:.2f}% "
                f"({card.train_seconds:.1f}s, {card.seconds_per_epoch:.2f}s/epoch) -> {target}")
 
 
 # ----------------------------------------------------------------------------- attack / run
 
-def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
-             resume: bool, fmt: str, alpha: float = 0.01, false_alarm: float = 0.05, executor: str = "local",
-             address: str | None = None, shard_size: int = 0):
-    from .data import load_dataset
-    from .runner import run_grid
-    from .store import RunStore, default_results_dir
+def _evaluate(grid, *, fmt: str, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None,
+              download: bool, resume: bool = False, alpha: float = 0.01, false_alarm: float = 0.05, **options: Any):
+    """Call the front door, print the report and the files written; failed cells exit non-zero."""
+    from .evaluate import Paths, evaluate
+    from .report import render
 
-    from .runner import pick_device, plan_cells
-
-    results_dir = Path(results_dir or default_results_dir())
     observer = _observer()
-    data = load_dataset(grid.dataset, data_dir, download)
-    plans = plan_cells(grid, data)  # bad attacks, options or epsilons fail here, before a run directory exists
-    pick_device(grid.device)
-    store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
-    if resume and store is None:
-        observer.message("no earlier run of this grid to resume: starting a new one")
-    store = store or RunStore.create(results_dir, grid.fingerprint())
-    observer.message(f"run {store.run_id} -> {store.path}")
-    if executor == "ray":
-        from .executors import run_grid_on_ray
-
-        run_grid_on_ray(grid, data, store, zoo_dir=zoo_dir, data_dir=data_dir, download=download, observer=observer,
-                        plans=plans, address=address, shard_size=shard_size)
-    else:
-        run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer, plans=plans)
-    from .report import build_report, render, write_artifacts
-
-    report = build_report([store], alpha=alpha, false_alarm=false_alarm)
-    written = write_artifacts(report, store.path)
-    render(report, fmt, sys.stdout)
-    observer.message(f"records, {', '.join(p.name for p in written)} in {store.path}")
-    return report
+    result = evaluate(grid, paths=Paths(results_dir, zoo_dir, data_dir, download), resume=resume, observer=observer,
+                      alpha=alpha, false_alarm=false_alarm, **options)
+    if result.report is not None:
+        render(result.report, fmt, sys.stdout)
+        for notice in result.report.notices:
+            click.echo(notice, err=True)
+    if result.written:
+        observer.message(f"records, {', '.join(p.name for p in result.written)} in {result.store.path}")
+    if result.failed:
+        cells = len(result.manifest.cells)
+        raise AdvbenchError(f"{len(result.failed)} of {cells} cells failed (the others are reported); first: "
+                            f"{next(iter(result.failed.items()))[0]}: {next(iter(result.failed.values()))}")
+    return result
 
 
 @main.command()
@@ -253,6 +235,7 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Any other attack option (repeatable).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file for the defense.")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same settings.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first cell that fails (default: record it, go on).")
 @_grid_overrides
 @_format
 @_report_options
@@ -260,7 +243,7 @@ def _execute(grid, *, results_dir: Path | None, zoo_dir: Path | None, data_dir: 
 @_dirs
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
            step_size: str | None, restarts: int | None, eot: int | None, source: str | None, opts: tuple[str, ...],
-           weights: Path | None, resume: bool, fmt: str, alpha: float, false_alarm: float,
+           weights: Path | None, resume: bool, fail_fast: bool, fmt: str, alpha: float, false_alarm: float,
            results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
            **overrides: Any) -> None:
     """Attack one DEFENSE (a zoo/registry name, NAME:MODE, or python:module:factory)."""
@@ -272,13 +255,11 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
     options.update({k: v for k, v in {"steps": steps, "step_size": step_size, "restarts": restarts}.items()
                     if v is not None})
     eps = tuple(parse_epsilon(e) for e in epsilons)
-    if eot is not None and eot < 1:
-        raise AdvbenchError("--eot must be at least 1")
     specs = tuple(AttackSpec(name, eps, tuple(sorted(options.items())), eot, source=source) for name in attack_names)
     grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
     grid = validate(grid.with_overrides(**overrides))
-    _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
-             fmt=fmt, alpha=alpha, false_alarm=false_alarm)
+    _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
+              resume=resume, alpha=alpha, false_alarm=false_alarm, fail_fast=fail_fast)
 
 
 @main.command()
@@ -288,6 +269,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Weights file for a single --defense (e.g. a python: model).")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same grid.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first cell that fails (default: record it, go on).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: cells and sample shards as Ray tasks (pip install 'advbench[ray]').")
 @click.option("--address", default=None, help="Ray cluster: auto or ray://host:port [default: a local instance].")
@@ -297,7 +279,8 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 @_report_options
 @_results_dir
 @_dirs
-def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, executor: str,
+def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, fail_fast: bool,
+        executor: str,
         address: str | None, shard_size: int, fmt: str, alpha: float, false_alarm: float, results_dir: Path | None,
         zoo_dir: Path | None, data_dir: Path | None, download: bool, **overrides: Any) -> None:
     """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
@@ -309,14 +292,9 @@ def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | 
     if defense_specs:
         overrides["defenses"] = tuple(DefenseSpec(d, str(weights) if weights else None) for d in defense_specs)
     grid = validate(grid.with_overrides(**overrides))
-    if shard_size < 0:
-        raise AdvbenchError("--shard-size must be positive")
-    if executor == "ray":
-        from .executors import import_ray
-
-        import_ray()  # a missing extra fails before any run directory exists
-    _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download, resume=resume,
-             fmt=fmt, alpha=alpha, false_alarm=false_alarm, executor=executor, address=address, shard_size=shard_size)
+    _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
+              resume=resume, alpha=alpha, false_alarm=false_alarm, executor=executor, address=address,
+              shard_size=shard_size, fail_fast=fail_fast)
 
 
 @main.command()
@@ -336,12 +314,10 @@ def check(defense: str, norm: str, eps_text: str | None, steps: int, weights: Pa
     from .check import check_grid
     from .norms import parse_epsilon
 
-    grid = check_grid(defense, dataset=overrides.get("dataset") or "digits", norm=norm,
-                      eps=parse_epsilon(eps_text) if eps_text else None, samples=overrides.get("samples") or 60,
-                      steps=steps, batch_size=overrides.get("batch_size") or 60, seed=overrides.get("seed") or 0,
-                      device=overrides.get("device") or "auto", weights=str(weights) if weights else None)
-    report = _execute(grid, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
-                      resume=False, fmt=fmt)
+    grid = check_grid(defense, norm=norm, eps=parse_epsilon(eps_text) if eps_text else None, steps=steps,
+                      weights=str(weights) if weights else None, **overrides)
+    report = _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir,
+                       download=download).report
     if report.flags.empty:
         click.echo(f"check {defense}: no attack-failure flag fired")
         return
@@ -413,25 +389,21 @@ def curve(run_id: str | None, sweep_defenses: tuple[str, ...], sweep_params: tup
         if run_id:
             raise AdvbenchError("give either a RUN_ID or --defense/--param, not both")
         from .data import load_dataset
+        from .evaluate import Paths
+        from .experiments.sweep import plan_sweep, plot_sweep, run_sweep, sweep_table
         from .options import parse_assignments
-        from .report.tables import number, percent
-        from .report.terminal import TextTable
-        from .sweep import plan_sweep, plot_sweep, run_sweep
 
         points = plan_sweep(list(sweep_defenses), list(sweep_params))
         data = load_dataset(dataset, data_dir, download)
-        table, store = run_sweep(points, data, samples=samples, seed=seed, batch_size=batch_size, zoo_dir=zoo_dir,
-                                 results_dir=results, train_options=parse_assignments(train_opts),
+        table, store = run_sweep(points, data, samples=samples, seed=seed, batch_size=batch_size,
+                                 paths=Paths(results, zoo_dir, data_dir, download),
+                                 train_options=parse_assignments(train_opts),
                                  attack_options=parse_assignments(attack_opts), device=device, observer=_observer())
         out_dir = Path(out_dir or store.path)
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "robustness_curve.csv", table.to_csv(index=False))
         plot_sweep(table, out_dir / "robustness_curve.png")
-        rows = [[r.defense, f"{r.parameter}={r.value}", percent(r.benign_accuracy), number(r.rho_cw),
-                 number(r.median_l2), number(r.seconds_per_epoch, 3)] for r in table.itertuples()]
-        write_tables([TextTable("Robustness curve: benign accuracy vs rho_cw (cw-l2)",
-                                ["defense", "setting", "benign acc", "rho_cw", "median L2", "s/epoch"], rows,
-                                left_columns=2)], sys.stdout)
+        write_tables([sweep_table(table)], sys.stdout)
         click.echo(f"wrote robustness_curve.csv and robustness_curve.png to {out_dir}", err=True)
         return
 
@@ -464,7 +436,7 @@ def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, 
               out_path: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool) -> None:
     """Robustness of a GAT model's detectors: AUC per detector under detector attacks (paper 001 Table 2 shape)."""
     from .data import load_dataset
-    from .detector_eval import DetectorAttack, detector_auc_table
+    from .experiments.detector_eval import DetectorAttack, default_detector_attacks, detector_auc_table
     from .report.tables import number
     from .report.terminal import TextTable, write_tables
     from .runner import pick_device
@@ -473,16 +445,9 @@ def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, 
 
     data = load_dataset(dataset, data_dir, download)
     torch_device = pick_device(device)
-    defense = resolve_defense(model, data, zoo_dir=zoo_dir, device=torch_device, observer=_observer())
-    if not hasattr(defense, "detectors"):
-        raise AdvbenchError(f"{model} has no detectors (use a gat model)")
-    if configs:
-        parsed = [DetectorAttack.parse(c) for c in configs]
-    else:
-        hyper = (defense.card or {}).get("hyperparameters", {})
-        norm, eps = hyper.get("norm", "linf"), hyper.get("eps", 0.3)
-        step = 2.5 * eps / 100
-        parsed = [DetectorAttack(norm, eps, 100, step), DetectorAttack(norm, eps, 500, step / 2, restarts=5)]
+    defense = resolve_defense(model, data, zoo_dir=zoo_dir, device=torch_device, observer=_observer(),
+                              train_if_missing=True)
+    parsed = [DetectorAttack.parse(c) for c in configs] if configs else default_detector_attacks(defense)
     table = detector_auc_table(defense, data, parsed, samples=samples, seed=seed, device=torch_device,
                                observer=_observer())
     header = list(table.columns)
@@ -508,22 +473,16 @@ def targeted(models: tuple[str, ...], dataset: str, eps_text: str, norm: str, st
     """Targeted examples per class, clean beside perturbed (paper 000 Fig. 4) [default models: gat, and pgd-at
     when the zoo has it]."""
     from .data import load_dataset
+    from .experiments.targeted import default_models, targeted_grid
     from .norms import parse_epsilon, parse_norm
     from .report.plots import plot_image_grid
-    from .targeted import targeted_grid
-    from .zoo import default_name, default_zoo_dir, resolve_defense
+    from .zoo import resolve_defense
 
     data = load_dataset(dataset, data_dir, download)
     eps, parsed_norm = parse_epsilon(eps_text), parse_norm(norm)
-    if steps < 1 or per_class < 1:
-        raise AdvbenchError("--steps and --per-class must be at least 1")
-    if not models:
-        zoo_path = Path(zoo_dir or default_zoo_dir())
-        models = ("gat",) + (("pgd-at",) if (zoo_path / f"{default_name('pgd-at', dataset)}.pt").exists() else ())
-    loaded = {}
-    for spec in models:
-        defense = resolve_defense(spec, data, zoo_dir=zoo_dir, observer=_observer())
-        loaded[spec] = defense.gradient_model()
+    loaded = {spec: resolve_defense(spec, data, zoo_dir=zoo_dir, observer=_observer(),
+                                    train_if_missing=True).gradient_model()
+              for spec in models or default_models(zoo_dir, dataset)}
     images, titles = targeted_grid(loaded, data.test_x, data.test_y, data.info.num_classes, per_class=per_class,
                                    eps=eps, norm=parsed_norm, steps=steps, bounds=data.info.bounds, seed=seed)
     plot_image_grid(images, titles, out_path, f"targeted {parsed_norm} eps {eps:g}, {steps} steps")

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import AdvbenchError
 from .norms import Norm, check_epsilon_range, parse_epsilon
+from .specs import DefenseRef
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -158,6 +159,11 @@ def validate(grid: Grid) -> Grid:
         raise AdvbenchError(f"samples must be a positive integer, got {grid.samples!r}")
     if not isinstance(grid.seed, int):
         raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
+    for attack in grid.attacks:
+        if attack.eot is not None and (isinstance(attack.eot, bool) or not isinstance(attack.eot, int) or attack.eot < 1):
+            raise AdvbenchError(f"attack {attack.id}: eot must be a positive integer, got {attack.eot!r}")
+    for defense in grid.defenses:
+        DefenseRef.parse(defense.spec)  # syntax errors surface with the grid
     ids = [a.id for a in grid.attacks]
     if len(set(ids)) != len(ids):
         raise AdvbenchError("two attacks share a name; give one a distinct label = \"...\"")

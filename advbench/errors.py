@@ -9,3 +9,7 @@ class AdvbenchError(Exception):
 
 class AttackVerificationError(AdvbenchError):
     """An attack returned an example outside its epsilon ball or the data bounds."""
+
+
+class AttackIsolationError(AdvbenchError):
+    """An attack changed the defense it was given (its weights, buffers or mode)."""

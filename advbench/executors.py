@@ -18,7 +18,8 @@ from .config import CellPlan, Grid
 from .data import Dataset, load_dataset
 from .errors import AdvbenchError
 from .progress import Observer
-from .runner import (ModelCache, describe_defense, open_manifest, pick_device, plan_cells, predict_batches, run_cell,
+from .contract import Manifest
+from .runner import (ModelCache, clean_predictions, describe_defense, open_manifest, pick_device, plan_cells, run_cell,
                      skip_unsupported)
 from .store import RunStore
 
@@ -50,8 +51,7 @@ def run_shard(grid: Grid, cell_index: int, start: int, stop: int, *, data_dir: s
     source = models.get(plan.attack.source) if plan.attack.source else None
     indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
     shard = slice(start, stop)
-    clean = predict_batches(defense, inputs[shard], grid.batch_size, device, labels=labels[shard],
-                            seed=grid.seed, seed_key=plan.defense.id, offset=start)
+    clean = clean_predictions(defense, plan.defense.id, inputs[shard], labels[shard], grid, device, offset=start)
     records = run_cell(plan, attack, defense, indices[shard], inputs[shard], labels[shard], clean,
                        batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
                        device=device, source=source, load_model=models.get, dataset=data.info.name,
@@ -62,36 +62,44 @@ def run_shard(grid: Grid, cell_index: int, start: int, stop: int, *, data_dir: s
 
 def run_grid_on_ray(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None, data_dir: Path | None,
                     download: bool, observer: Observer, plans: list[tuple[CellPlan, Attack]],
-                    address: str | None = None, shard_size: int = 0) -> None:
+                    address: str | None = None, shard_size: int = 0) -> Manifest:
+    """The Ray counterpart of `runner.run_grid`: the driver describes defenses and skips
+    unsupported cells as a local run does; tasks run shards; the driver joins them."""
     ray = import_ray()
     device = pick_device(grid.device)
-    manifest = open_manifest(store, grid, plans, device)
-    _, inputs, _ = data.test_subset(grid.samples, grid.seed)
-    models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
-    todo: list[tuple[int, CellPlan]] = []
-    for index, (plan, attack) in enumerate(plans):
-        if store.has_cell(plan.id):
-            continue
-        defense = models.get(plan.defense.spec, plan.defense.weights, plan.defense.train)  # trains when missing
-        if plan.defense.id not in manifest["defenses"]:
-            describe_defense(manifest, store, plan.defense.id, defense, plan.defense.spec,
-                             inputs[:grid.batch_size].to(device), observer)
-        source = models.get(plan.attack.source) if plan.attack.source else None
-        if not skip_unsupported(manifest, store, plan, attack, source or defense, data, observer):
-            todo.append((index, plan))
-    if len(todo) < len(plans):
-        observer.message(f"{len(plans) - len(todo)} of {len(plans)} cells finished or skipped already")
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(num_gpus=1 if device.type == "cuda" else 0)(run_shard)
-    shards = shard_starts(len(inputs), grid.batch_size, shard_size or grid.batch_size)
-    pending = [task.remote(grid, index, start, stop, data_dir=str(data_dir) if data_dir else None, download=download,
-                           zoo_dir=str(zoo_dir) if zoo_dir else None, store_path=str(store.path))
-               for index, plan in todo for start, stop in shards if not store.has_part(plan.id, start)]
-    with observer.task("shards on ray", len(pending)) as advance:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            ray.get(done)  # a task's exception stops the run here; finished shards stay on disk
-            advance(1)
-    for _, plan in todo:
-        store.merge_parts(plan.id, [start for start, _ in shards])
+    with store.lock():
+        manifest = open_manifest(store, grid, plans, device, observer)
+        _, inputs, _ = data.test_subset(grid.samples, grid.seed)
+        models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
+        todo: list[tuple[int, CellPlan]] = []
+        for index, (plan, attack) in enumerate(plans):
+            if plan.id in manifest.finished or plan.id in manifest.skipped:
+                continue
+            defense = models.get(plan.defense.spec, plan.defense.weights, plan.defense.train)
+            key = (plan.defense.spec, plan.defense.weights, plan.defense.train)
+            if plan.defense.id not in manifest.defenses or manifest.defenses[plan.defense.id].weights_sha256 is None:
+                describe_defense(manifest, plan.defense.id, defense, plan.defense.spec,
+                                 inputs[:grid.batch_size].to(device), observer, models.checkpoints[key])
+            source = models.get(plan.attack.source) if plan.attack.source else None
+            if not skip_unsupported(manifest, plan, attack, source or defense, data, observer):
+                todo.append((index, plan))
+        store.write_manifest(manifest)
+        if len(todo) < len(plans):
+            observer.message(f"{len(plans) - len(todo)} of {len(plans)} cells finished or skipped already")
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(num_gpus=1 if device.type == "cuda" else 0)(run_shard)
+        shards = shard_starts(len(inputs), grid.batch_size, shard_size or grid.batch_size)
+        pending = [task.remote(grid, index, start, stop, data_dir=str(data_dir) if data_dir else None,
+                               download=download, zoo_dir=str(zoo_dir) if zoo_dir else None,
+                               store_path=str(store.path))
+                   for index, plan in todo for start, stop in shards if not store.has_part(plan.id, start)]
+        with observer.task("shards on ray", len(pending)) as advance:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)  # a task's exception stops the run here; finished shards stay on disk
+                advance(1)
+        for _, plan in todo:
+            manifest.finished[plan.id] = store.merge_parts(plan.id, [start for start, _ in shards])
+            store.write_manifest(manifest)
+    return manifest

@@ -15,10 +15,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .attacks.verify import BALL_TOLERANCE
+from .contract import AttackKind
+from .norms import BALL_TOLERANCE, Norm
 from .stats import wilson_interval
 
-MINIMUM_NORM = "minimum-norm"
+MINIMUM_NORM = AttackKind.MINIMUM_NORM.value
 WORST_CASE = "worst-case"
 SUMMARY_COLUMNS = [
     "defense", "attack", "norm", "kind", "epsilon", "samples", "clean_accuracy", "clean_accuracy_low",
@@ -38,7 +39,7 @@ def is_minimum_norm(cell: pd.DataFrame) -> bool:
 
 def attack_norms(records: pd.DataFrame) -> pd.Series:
     """Perturbation size of each record in its attack's own norm."""
-    return records["l2"].where(records["norm"] == "l2", records["linf"])
+    return records["l2"].where(records["norm"] == Norm.L2.value, records["linf"])
 
 
 def clean_correct(cell: pd.DataFrame) -> pd.Series:
@@ -326,7 +327,7 @@ def certified_summary(records: pd.DataFrame) -> pd.DataFrame:
     samples) and the fraction of samples certified at each L2 epsilon of the run's L2 cells."""
     if "certified_l2" not in records or records["certified_l2"].isna().all():
         return pd.DataFrame(columns=["defense", "epsilon", "samples", "mean_radius", "certified"])
-    l2_epsilons = sorted({float(e) for e in records.loc[records["norm"] == "l2", "epsilon"].dropna() if e > 0})
+    l2_epsilons = sorted({float(e) for e in records.loc[records["norm"] == Norm.L2.value, "epsilon"].dropna() if e > 0})
     rows = []
     for defense, group in records.dropna(subset=["certified_l2"]).groupby("defense", sort=False):
         radii = group.drop_duplicates("sample")["certified_l2"]

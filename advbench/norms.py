@@ -10,6 +10,8 @@ import torch
 
 from .errors import AdvbenchError
 
+BALL_TOLERANCE = 1e-5  # float slack when checking (and reading) whether a perturbation is inside its ball
+
 
 class Norm(str, Enum):
     LINF = "linf"

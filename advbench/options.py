@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .errors import AdvbenchError
@@ -24,6 +25,56 @@ def parse_assignments(items: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise AdvbenchError(f"option {item!r} is not of the form key=value")
         out[key.strip().replace("-", "_")] = value.strip()
     return out
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a hyperparameter; `low_open` excludes `low` itself."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def __str__(self) -> str:
+        low = f"{'>' if self.low_open else '>='} {self.low:g}"
+        return low if math.isinf(self.high) else f"{low} and <= {self.high:g}"
+
+
+AT_LEAST_ONE = Range(1)
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1)
+
+# Ranges by hyperparameter name, for every defense and attack (CLI flags and grid files alike).
+# A value equal to the declared default is always accepted: some defaults are sentinels
+# (0 = "by input shape", -1 = "by dataset") that the defense resolves itself.
+RANGES: dict[str, Range] = {
+    **dict.fromkeys(["steps", "epochs", "batch_size", "restarts", "samples", "levels", "repeats", "eot_samples",
+                     "classifier_epochs", "iterations", "binary_search_steps", "candidates", "coordinates",
+                     "importance_samples", "val_samples", "val_steps", "inference_steps", "prototypes", "chunk",
+                     "hidden", "latent", "width", "depth"], AT_LEAST_ONE),
+    **dict.fromkeys(["lr", "generator_lr", "inference_lr", "rel_step_size", "sigma", "max_std", "h", "scale",
+                     "spherical_step", "source_step", "init_epsilon", "upper", "step_adaptation"], POSITIVE),
+    **dict.fromkeys(["step_size", "eps", "beta", "gamma", "confidence", "weight_decay", "initial_const",
+                     "overshoot", "adv_coefficient", "c_l", "noise_std", "lower", "padding", "decay",
+                     "momentum"], NON_NEGATIVE),
+    **dict.fromkeys(["dropout", "mix", "validation", "ema_decay"], FRACTION),
+}
+
+
+def check_range(name: str, value: Any, default: Any, owner: str) -> None:
+    """Reject non-finite numbers and values outside the name's range (defaults always pass)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if not math.isfinite(value):
+        raise AdvbenchError(f"{owner} option {name.replace('_', '-')}={value!r} is not a finite number")
+    allowed = RANGES.get(name)
+    if allowed is not None and value != default and not allowed.admits(value):
+        raise AdvbenchError(f"{owner} option {name.replace('_', '-')}={value!r} is out of range: it must be {allowed}")
 
 
 def _from_text(name: str, text: str, default: Any, owner: str) -> Any:
@@ -78,4 +129,5 @@ def coerce_options(target: Any, values: Mapping[str, Any], owner: str) -> dict[s
             known = ", ".join(n.replace("_", "-") for n in defaults) or "none"
             raise AdvbenchError(f"{owner} has no option {raw_name!r} (options: {known})")
         out[name] = _coerce(name, value, defaults[name], owner)
+        check_range(name, out[name], defaults[name], owner)
     return out

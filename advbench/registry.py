@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import AdvbenchError
 
@@ -28,6 +30,7 @@ class Entry:
     origin: str
     obj: Any = None
     error: str | None = None
+    traceback: str | None = None  # of a plugin that failed to import, for --debug
 
     @property
     def broken(self) -> bool:
@@ -42,10 +45,11 @@ def _first_line(obj: Any) -> str:
 class Registry(Generic[T]):
     """Name -> object table with decorator registration and entry-point discovery."""
 
-    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...]) -> None:
+    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...], base: str | None = None) -> None:
         self.kind = kind
         self.group = group
         self._builtin_modules = builtin_modules
+        self._base = base  # "module:Class" every plugin entry must subclass (imported only when plugins load)
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
@@ -78,10 +82,36 @@ class Registry(Generic[T]):
                 continue
             try:
                 obj = ep.load()
-            except Exception as exc:  # a broken plugin must not break the CLI
-                self._entries[ep.name] = Entry(ep.name, "", origin, error=f"{type(exc).__name__}: {exc}")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - even sys.exit() in a plugin must not break the CLI
+                self._entries[ep.name] = Entry(ep.name, "", origin, error=f"{type(exc).__name__}: {exc}",
+                                               traceback=traceback.format_exc())
+                continue
+            problem = self._wrong_type(obj)
+            if problem:
+                self._entries[ep.name] = Entry(ep.name, "", origin, error=problem)
             else:
                 self.add(ep.name, obj, origin=origin)
+
+    def _wrong_type(self, obj: Any) -> str | None:
+        if self._base is None:
+            return None
+        module, _, name = self._base.partition(":")
+        base = getattr(importlib.import_module(module), name)
+        if isinstance(obj, type) and issubclass(obj, base):
+            return None
+        return f"entry point is {obj!r}, not a subclass of {name}"
+
+    @contextmanager
+    def temporarily(self, name: str, obj: Any, *, description: str | None = None) -> Iterator[None]:
+        """Register `obj` as `name` for the duration of a `with` block (tests, notebooks)."""
+        self._load()
+        self.add(name, obj, description=description, origin="temporary")
+        try:
+            yield
+        finally:
+            self._entries.pop(name, None)
 
     def refresh(self) -> None:
         """Forget plugin entries and look for entry points again (after installing a package)."""
@@ -107,12 +137,22 @@ class Registry(Generic[T]):
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(self._entries))}"
             raise AdvbenchError(f"unknown {self.kind} {name!r}{hint}")
         if entry.broken:
-            raise AdvbenchError(f"{self.kind} {name!r} from {entry.origin} failed to load: {entry.error}")
+            raise BrokenPluginError(f"{self.kind} {name!r} from {entry.origin} failed to load: {entry.error}",
+                                    entry.traceback)
         return entry.obj
 
 
-defenses: Registry[Any] = Registry("defense", "advbench.defenses", ("advbench.defenses",))
-attacks: Registry[Any] = Registry("attack", "advbench.attacks", ("advbench.attacks",))
+class BrokenPluginError(AdvbenchError):
+    """A plugin entry that failed to load; `--debug` prints the plugin's own traceback."""
+
+    def __init__(self, message: str, plugin_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.plugin_traceback = plugin_traceback
+
+
+defenses: Registry[Any] = Registry("defense", "advbench.defenses", ("advbench.defenses",),
+                                   base="advbench.defenses.base:Defense")
+attacks: Registry[Any] = Registry("attack", "advbench.attacks", ("advbench.attacks",), base="advbench.attacks.base:Attack")
 datasets: Registry[Any] = Registry("dataset", "advbench.datasets", ("advbench.data",))
 
 register_defense = defenses.register

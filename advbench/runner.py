@@ -1,9 +1,12 @@
 """Run a grid cell by cell and store per-sample records; no printing, no metrics.
 
 For each defense the clean predictions are computed once and shared by its cells.
-Each cell's attack runs batch by batch; every adversarial example is verified and
-re-predicted by the defense itself (never trusting the attack's own success flag),
-then written as one record per sample (per epsilon for fixed-epsilon attacks).
+Each cell's attack runs batch by batch on copies of the inputs and labels; every
+adversarial example is verified against the runner's own copy and re-predicted by the
+defense itself (never trusting the attack's own success flag), the defense is checked
+unchanged after each attack, then one record per sample (per epsilon for fixed-epsilon
+attacks) is written. A cell that fails is recorded in the manifest with its reason and
+the grid goes on (unless `fail_fast`); a resume reruns it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import platform
 import subprocess
 import zlib
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,22 +26,22 @@ import torch
 from torch import nn
 
 from . import __version__
-from .attacks import Attack, AttackKind, AttackOutput, AttackTarget, make_attack
+from .attacks import Attack, AttackOutput, AttackTarget, make_attack
 from .attacks.losses import pick_loss
 from .attacks.verify import verify_adversarials
 from .config import CellPlan, Grid, resolve_epsilons
+from .contract import RECORD_COLUMNS, Access, AttackKind, CellInfo, DefenseInfo, Manifest
 from .data import Dataset
-from .defenses.base import Defense, ExpectationOverTransformation, Prediction
-from .errors import AdvbenchError
+from .defenses.base import Defense, ExpectationOverTransformation, Prediction, state_digest
+from .errors import AdvbenchError, AttackIsolationError
+from .norms import Norm
 from .progress import Observer
 from .store import RunStore
-from .zoo import resolve_defense
+from .zoo import checkpoint_sha256, load_defense, plan_defense
 
-RECORD_COLUMNS = [
-    "cell", "defense", "attack", "norm", "kind", "epsilon", "sample", "label", "clean_pred", "clean_score",
-    "adv_pred", "adv_score", "l2", "linf", "x_l2", "seconds", "queries", "gradients",
-    "certified_l2", "access", "grad_norm",
-]
+NO_CLASS = -1  # adv_pred of an input the defense gave no finite logits for
+
+__all__ = ["RECORD_COLUMNS", "run_grid", "plan_cells", "run_cell", "pick_device"]
 
 
 class QueryCounter(nn.Module):
@@ -72,29 +76,39 @@ def cell_seed(seed: int, cell_id: str) -> int:
 
 
 class ModelCache:
-    """Defenses by spec, resolved once per run (defenses, transfer sources, attack generators)."""
+    """Defenses by spec, loaded once per run (defenses, transfer sources, attack generators).
+    Never trains: missing zoo entries are trained by the front door before the run."""
 
     def __init__(self, data: Dataset, *, zoo_dir: Path | None, device: torch.device, observer: Observer) -> None:
         self.data, self.zoo_dir, self.device, self.observer = data, zoo_dir, device, observer
         self._models: dict[tuple[Any, ...], Defense] = {}
+        self.checkpoints: dict[tuple[Any, ...], str | None] = {}
 
     def get(self, spec: str, weights: str | None = None, train: tuple[tuple[str, Any], ...] = ()) -> Defense:
         key = (spec, weights, train)
         if key not in self._models:
-            self._models[key] = resolve_defense(spec, self.data, zoo_dir=self.zoo_dir, device=self.device,
-                                                observer=self.observer, weights=Path(weights) if weights else None,
-                                                train_options=dict(train))
+            plan = plan_defense(spec, self.data.info, zoo_dir=self.zoo_dir, weights=weights,
+                                train_options=dict(train))
+            self._models[key] = load_defense(plan, self.data, zoo_dir=self.zoo_dir, device=self.device)
+            self.checkpoints[key] = checkpoint_sha256(plan.entry, self.zoo_dir) if plan.entry else None
         return self._models[key]
 
 
 def plan_cells(grid: Grid, data: Dataset) -> list[tuple[CellPlan, Attack]]:
     """Expand the grid and build every attack up front, so bad options fail before any work."""
+    if grid.samples is not None and grid.samples > len(data.test_y):
+        raise AdvbenchError(f"{grid.samples} samples requested but {data.info.name} has only {len(data.test_y)} "
+                            "test samples")
     plans = []
     attacks = [(spec, make_attack(spec.name, dict(spec.options))) for spec in grid.attacks]
     for defense in grid.defenses:
         for spec, attack in attacks:
             epsilons = resolve_epsilons(spec, attack.norm, data.info.bounds)
             plans.append((CellPlan(defense, spec, epsilons), attack))
+    ids = [plan.id for plan, _ in plans]
+    if len(set(ids)) != len(ids):
+        clash = next(i for i in ids if ids.count(i) > 1)
+        raise AdvbenchError(f"two cells would share the id {clash!r}; give a defense or attack a distinct label")
     return plans
 
 
@@ -107,95 +121,171 @@ def _git_commit() -> str | None:
         return None
 
 
-def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: torch.device) -> dict[str, Any]:
-    return {
-        "fingerprint": grid.fingerprint(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
-        "grid": asdict(grid),
-        "device": str(device),
-        "versions": {"advbench": __version__, "torch": str(torch.__version__), "python": platform.python_version()},
-        "git_commit": _git_commit(),
-        "cells": [
-            {"id": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "attack_name": plan.attack.name,
-             "norm": str(attack.norm), "kind": str(attack.kind), "epsilons": list(plan.epsilons),
-             "hyperparameters": attack.hyperparameters(), "eot": plan.attack.eot, "source": plan.attack.source}
-            for plan, attack in plans
-        ],
-        "defenses": {},
-    }
+def library_versions() -> dict[str, str | None]:
+    """Versions of everything that can change the numbers."""
+    versions: dict[str, str | None] = {"advbench": __version__, "python": platform.python_version(),
+                                       "torch": str(torch.__version__)}
+    for package in ("foolbox", "torchattacks", "torchvision", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
-def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None = None,
-             observer: Observer | None = None, plans: list[tuple[CellPlan, Attack]] | None = None) -> None:
-    """Run every unfinished cell of `grid` into `store` (finished cells are skipped);
-    `plans` from an earlier `plan_cells(grid, data)` saves building the attacks again.
-
-    Every batch is seeded from the grid seed, its cell and its first sample, so a cell
-    split into shards (the Ray executor) gives the same records as one run here."""
-    observer = observer or Observer()
-    device = pick_device(grid.device)
-    plans = plans if plans is not None else plan_cells(grid, data)
-    manifest = open_manifest(store, grid, plans, device)
-    indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
-    todo = [(plan, attack) for plan, attack in plans if not store.has_cell(plan.id)]
-    models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
-    if len(todo) < len(plans):
-        observer.message(f"resuming: {len(plans) - len(todo)} of {len(plans)} cells already finished")
-    with observer.task("grid cells", len(todo)) as advance_cells:
-        for defense_spec in grid.defenses:
-            cells = [(p, a) for p, a in todo if p.defense == defense_spec]
-            if not cells:
-                continue
-            defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
-            describe_defense(manifest, store, defense_spec.id, defense, defense_spec.spec,
-                             inputs[:grid.batch_size].to(device), observer)
-            clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels, seed=grid.seed,
-                                    seed_key=defense_spec.id)
-            for plan, attack in cells:
-                observer.message(f"cell {plan.id}: {attack!r}")
-                source = models.get(plan.attack.source) if plan.attack.source else None
-                if skip_unsupported(manifest, store, plan, attack, source or defense, data, observer):
-                    advance_cells(1)
-                    continue
-                records = run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
-                                   bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
-                                   observer=observer, source=source, load_model=models.get,
-                                   dataset=data.info.name, seed=grid.seed)
-                store.write_cell(plan.id, records)
-                advance_cells(1)
+def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
+    return CellInfo(id=plan.id, defense=plan.defense.id, attack=plan.attack.id, attack_name=plan.attack.name,
+                    norm=attack.norm, kind=attack.kind, epsilons=tuple(plan.epsilons),
+                    hyperparameters=attack.hyperparameters(), eot=plan.attack.eot, source=plan.attack.source)
 
 
-def open_manifest(store: RunStore, grid: Grid, plans: list[tuple[CellPlan, Attack]],
-                  device: torch.device) -> dict[str, Any]:
-    """The run's manifest: the stored one when resuming, else a new one (written at once)."""
-    manifest = store.manifest() if (store.path / "manifest.json").exists() else build_manifest(grid, plans, device)
+def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: torch.device) -> Manifest:
+    return Manifest(
+        fingerprint=grid.fingerprint(), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+        grid=asdict(grid), device=str(device), versions=library_versions(), git_commit=_git_commit(),
+        cells=[cell_info(plan, attack) for plan, attack in plans],
+    )
+
+
+def open_manifest(store: RunStore, grid: Grid, plans: list[tuple[CellPlan, Attack]], device: torch.device,
+                  observer: Observer) -> Manifest:
+    """The run's manifest: a new one (written at once), or the stored one when resuming,
+    with every finished cell's records checked against its checksum (damaged cells rerun)."""
+    if not (store.path / "manifest.json").exists():
+        manifest = build_manifest(grid, plans, device)
+        store.write_manifest(manifest)
+        return manifest
+    manifest = store.manifest()
+    if manifest.legacy:
+        raise AdvbenchError(f"run {store.run_id} was written before run schema 2 (no record checksums) and cannot "
+                            "be resumed; start a new run")
+    if manifest.fingerprint != grid.fingerprint():
+        raise AdvbenchError(f"run {store.run_id} is a run of another grid; it cannot be resumed with this one")
+    for cell_id, checksum in list(manifest.finished.items()):
+        problem = store.cell_problem(cell_id, checksum)
+        if problem:
+            observer.message(f"warning: cell {cell_id}: {problem}; it is run again")
+            del manifest.finished[cell_id]
     store.write_manifest(manifest)
     return manifest
 
 
-def describe_defense(manifest: dict[str, Any], store: RunStore, defense_id: str, defense: Defense, spec: str,
-                     probe: torch.Tensor, observer: Observer) -> None:
-    """Record what the report and the trust checks need to know about a defense."""
-    manifest["defenses"][defense_id] = {
-        "spec": spec, "stochastic": defense.stochastic, "eot_samples": defense.eot_samples,
-        "reject_threshold": defense.reject_threshold, "card": defense.card,
-    }
+def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec: str, probe: torch.Tensor,
+                     observer: Observer, checkpoint: str | None = None) -> list[str]:
+    """Record what the report and the trust checks need to know about a defense. Returns the
+    finished cells that must be rerun because the defense's weights changed since they ran."""
+    digest = state_digest(defense)
+    earlier = manifest.defenses.get(defense_id)
+    stale: list[str] = []
+    if earlier is not None and earlier.weights_sha256 not in (None, digest):
+        stale = [c.id for c in manifest.cells if c.defense == defense_id and c.id in manifest.finished]
+        for cell_id in stale:
+            del manifest.finished[cell_id]
+        observer.message(f"warning: the weights of {defense_id} changed since this run started "
+                         f"({earlier.weights_sha256[:12]} -> {digest[:12]}): its {len(stale)} finished cell(s) "
+                         "are run again so that no column mixes two models")
+    info = DefenseInfo(spec=spec, stochastic=defense.stochastic, eot_samples=defense.eot_samples,
+                       reject_threshold=defense.reject_threshold, card=defense.card, weights_sha256=digest,
+                       checkpoint_sha256=checkpoint)
     changed = undeclared_randomness(defense, probe)
     if changed:
-        manifest["defenses"][defense_id]["nondeterministic"] = changed
+        info.nondeterministic = changed
         observer.message(f"warning: {defense_id} is not declared stochastic but {changed}")
-    store.write_manifest(manifest)
+    manifest.defenses[defense_id] = info
+    return stale
 
 
-def skip_unsupported(manifest: dict[str, Any], store: RunStore, plan: CellPlan, attack: Attack, crafted_on: Defense,
-                     data: Dataset, observer: Observer) -> bool:
+def skip_unsupported(manifest: Manifest, plan: CellPlan, attack: Attack, crafted_on: Defense, data: Dataset,
+                     observer: Observer) -> bool:
     """Attacks written for one kind of defense (e.g. GAT's) are skipped elsewhere, with the reason."""
     reason = attack.unsupported(attack_target(crafted_on, 1, data.info.bounds, data.info.num_classes)[0])
     if reason:
-        manifest.setdefault("skipped", {})[plan.id] = reason
-        store.write_manifest(manifest)
+        manifest.skipped[plan.id] = reason
         observer.message(f"skipped {plan.id}: {reason}")
     return bool(reason)
+
+
+def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None = None,
+             observer: Observer | None = None, plans: list[tuple[CellPlan, Attack]] | None = None,
+             fail_fast: bool = False) -> Manifest:
+    """Run every unfinished cell of `grid` into `store` (verified finished cells are kept);
+    `plans` from an earlier `plan_cells(grid, data)` saves building the attacks again.
+
+    Every batch is seeded from the grid seed, its cell and its first sample, so a cell
+    split into shards (the Ray executor) gives the same records as one run here. A cell
+    that fails is recorded in `manifest.refused` and the grid goes on, unless `fail_fast`."""
+    observer = observer or Observer()
+    device = pick_device(grid.device)
+    plans = plans if plans is not None else plan_cells(grid, data)
+    with store.lock():
+        manifest = open_manifest(store, grid, plans, device, observer)
+        indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
+        models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
+        done = len(manifest.finished) + len(manifest.skipped)
+        if done:
+            observer.message(f"resuming: {done} of {len(plans)} cells already finished")
+        with observer.task("grid cells", len(plans) - done) as advance_cells:
+            for defense_spec in grid.defenses:
+                own = [(p, a) for p, a in plans if p.defense == defense_spec and p.id not in manifest.skipped]
+                if all(p.id in manifest.finished for p, _ in own):
+                    continue
+                try:
+                    defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
+                    describe_defense(manifest, defense_spec.id, defense, defense_spec.spec,
+                                     inputs[:grid.batch_size].to(device), observer,
+                                     models.checkpoints[(defense_spec.spec, defense_spec.weights, defense_spec.train)])
+                    clean = clean_predictions(defense, defense_spec.id, inputs, labels, grid, device)
+                except AdvbenchError as exc:
+                    for plan, _ in own:
+                        if plan.id not in manifest.finished:
+                            _refuse(manifest, store, plan, exc, observer)
+                            advance_cells(1)
+                    if fail_fast:
+                        raise
+                    continue
+                store.write_manifest(manifest)
+                for plan, attack in own:
+                    if plan.id in manifest.finished:
+                        continue
+                    try:
+                        observer.message(f"cell {plan.id}: {attack!r}")
+                        source = models.get(plan.attack.source) if plan.attack.source else None
+                        if skip_unsupported(manifest, plan, attack, source or defense, data, observer):
+                            store.write_manifest(manifest)
+                            advance_cells(1)
+                            continue
+                        records = run_cell(plan, attack, defense, indices, inputs, labels, clean,
+                                           batch_size=grid.batch_size, bounds=data.info.bounds,
+                                           num_classes=data.info.num_classes, device=device, observer=observer,
+                                           source=source, load_model=models.get, dataset=data.info.name,
+                                           seed=grid.seed)
+                        manifest.finished[plan.id] = store.write_cell(plan.id, records)
+                        manifest.refused.pop(plan.id, None)
+                        store.write_manifest(manifest)
+                    except AdvbenchError as exc:
+                        _refuse(manifest, store, plan, exc, observer)
+                        if fail_fast:
+                            raise
+                    advance_cells(1)
+    return manifest
+
+
+def _refuse(manifest: Manifest, store: RunStore, plan: CellPlan, error: Exception, observer: Observer) -> None:
+    manifest.refused[plan.id] = str(error)
+    store.write_manifest(manifest)
+    observer.message(f"cell {plan.id} failed: {error}")
+
+
+def clean_predictions(defense: Defense, defense_id: str, inputs: torch.Tensor, labels: torch.Tensor, grid: Grid,
+                      device: torch.device, offset: int = 0) -> Prediction:
+    """The defense's clean predictions (seeded per batch), refusing non-finite logits."""
+    clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels, seed=grid.seed,
+                            seed_key=defense_id, offset=offset)
+    bad = ~torch.isfinite(clean.logits).all(dim=1)
+    if bad.any():
+        raise AdvbenchError(f"{defense_id} returned non-finite logits (NaN or inf) on {int(bad.sum())} of "
+                            f"{len(bad)} clean inputs; its predictions cannot be evaluated")
+    return clean
 
 
 def batch_seed(seed: int | None, key: str, start: int) -> None:
@@ -289,28 +379,48 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     eot = plan.attack.eot or crafted_on.eot_samples
     target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
-    access = "transfer" if source is not None else "gradient" if attack.gradient_based else "decision"
+    access = Access.TRANSFER if source is not None else Access.GRADIENT if attack.gradient_based else Access.DECISION
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
+    guarded = {id(m): m for m in (defense, crafted_on)}.values()
+    digests = {id(m): state_digest(m) for m in guarded}
     rows: list[dict[str, Any]] = []
     with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
-            x, y = inputs[start:stop].to(device), labels[start:stop].to(device)
+            # the runner's own copies: the attack gets clones, so nothing it does to its
+            # inputs or labels reaches verification, the records or the next cell
+            x, y = inputs[start:stop].to(device).clone(), labels[start:stop].to(device).clone()
             batch_seed(seed, plan.id, offset + start)
-            grad_norms = (clean_gradient_norms(target, x, y) if access == "gradient"
+            grad_norms = (clean_gradient_norms(target, x, y) if access is Access.GRADIENT
                           else torch.full((len(x),), math.nan))
             for counter in counters:
                 counter.count = 0
-            output = attack_in_fitting_batches(attack, target, x, y, [e for e in epsilons if e is not None], observer)
+            output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(),
+                                               [e for e in epsilons if e is not None], observer)
+            for model in guarded:
+                check_untouched(model, digests[id(model)], plan.attack.id)
             queries = sum(counter.count for counter in counters) / len(x)
             gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
             seconds = output.seconds / len(x)
             for eps, adv in zip(epsilons, output.adversarials):
                 verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
                 rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
-                                     eot, seconds, queries, gradients, access, grad_norms))
+                                     eot, seconds, queries, gradients, access, grad_norms, observer))
             advance(len(x))
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+def check_untouched(model: nn.Module, digest: str, attack: str) -> None:
+    """An attack must leave the model as it found it: in eval mode, with the same weights.
+    The model is put back in eval mode either way, so a violation fails only this cell."""
+    training = [name or "the model" for name, module in model.named_modules() if module.training]
+    model.eval()
+    if training:
+        raise AttackIsolationError(f"{attack} left {training[0]} in training mode (it changes predictions); "
+                                   "this cell's records are discarded")
+    if state_digest(model) != digest:
+        raise AttackIsolationError(f"{attack} changed the defense's weights or buffers; this cell's records are "
+                                   "discarded")
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -339,19 +449,24 @@ def attack_in_fitting_batches(attack: Attack, target: AttackTarget, x: torch.Ten
 
 def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Tensor, y: torch.Tensor,
              x: torch.Tensor, adv: torch.Tensor, clean: Prediction, offset: int, defense: Defense, eot: int,
-             seconds: float, queries: float, gradients: float, access: str,
-             grad_norms: torch.Tensor) -> list[dict[str, Any]]:
+             seconds: float, queries: float, gradients: float, access: Access,
+             grad_norms: torch.Tensor, observer: Observer) -> list[dict[str, Any]]:
     pred = defense.predict(adv, samples=eot)
     delta = (adv - x).flatten(1)
-    l2, linf, x_l2 = delta.norm(dim=1).cpu(), delta.abs().amax(dim=1).cpu(), x.flatten(1).norm(dim=1).cpu()
+    l2, linf, x_l2 = Norm.L2.of(delta).cpu(), Norm.LINF.of(delta).cpu(), Norm.L2.of(x).cpu()
     adv_pred = pred.labels.cpu()
+    broken = ~torch.isfinite(pred.logits).all(dim=1).cpu()
+    if broken.any():  # no class at all: counted as a successful attack, never as robust
+        adv_pred[broken] = NO_CLASS
+        observer.message(f"warning: {plan.defense.id} returned non-finite logits on {int(broken.sum())} "
+                         f"adversarial input(s) of {plan.attack.id}; they count as misclassified")
     adv_score = pred.reject_score.cpu() if pred.reject_score is not None else None
     out = []
     for i in range(len(x)):
         j = offset + i
         out.append({
-            "cell": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "norm": str(attack.norm),
-            "kind": str(attack.kind), "epsilon": math.nan if eps is None else eps, "sample": int(index[i]),
+            "cell": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "norm": attack.norm.value,
+            "kind": attack.kind.value, "epsilon": math.nan if eps is None else eps, "sample": int(index[i]),
             "label": int(y[i]), "clean_pred": int(clean.labels[j]),
             "clean_score": float(clean.reject_score[j]) if clean.reject_score is not None else math.nan,
             "adv_pred": int(adv_pred[i]),
@@ -359,6 +474,6 @@ def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Ten
             "l2": float(l2[i]), "linf": float(linf[i]), "x_l2": float(x_l2[i]),
             "seconds": seconds, "queries": queries, "gradients": gradients,
             "certified_l2": float(clean.certified_l2[j]) if clean.certified_l2 is not None else math.nan,
-            "access": access, "grad_norm": float(grad_norms[i]),
+            "access": access.value, "grad_norm": float(grad_norms[i]),
         })
     return out

@@ -1,26 +1,38 @@
 """results/<run-id>/ on disk: manifest, per-cell record files, summary; atomic writes and resume.
 
 Every file is written to a temporary name in the same directory and renamed into
-place, so an interrupted run never leaves a half-written file and never damages
-an earlier one. A cell whose record file exists is finished; `--resume` skips it.
+place, so an interrupted run never leaves a half-written file and never damages an
+earlier one. Record files are named by a hash of their cell id (two ids never share a
+file) and a cell counts as finished only when the manifest holds its row count and
+checksum and the file still matches them. A lock file keeps two processes from
+running the same run at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import json
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 import pandas as pd
 
+from .contract import RECORD_COLUMNS, CellChecksum, Manifest
 from .errors import AdvbenchError
 
 MANIFEST = "manifest.json"
 RECORDS_DIR = "records"
+LOCK = "run.lock"
+
+
+class DamagedRecordsError(AdvbenchError):
+    """A finished cell's records file is missing, truncated, altered or belongs to another cell."""
 
 
 def _file_mode() -> int:
@@ -51,12 +63,41 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def default_results_dir() -> Path:
     return Path(os.environ.get("ADVBENCH_RESULTS", "results"))
 
 
 def cell_file_name(cell_id: str) -> str:
+    """A collision-free file name: a readable prefix plus a hash of the whole id."""
+    readable = re.sub(r"[^A-Za-z0-9_.=+-]", "_", cell_id)[:40]
+    return f"{readable}-{hashlib.sha256(cell_id.encode()).hexdigest()[:16]}.csv"
+
+
+def legacy_cell_file_name(cell_id: str) -> str:
+    """Schema-1 runs named files by the sanitised id alone (which could collide)."""
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", cell_id) + ".csv"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunStore:
@@ -71,6 +112,8 @@ class RunStore:
 
     @classmethod
     def create(cls, results_dir: Path, fingerprint: str) -> "RunStore":
+        """A new, empty run directory; its name is claimed atomically (two runs started in
+        the same second get different directories)."""
         results_dir = Path(results_dir)
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
@@ -79,52 +122,119 @@ class RunStore:
         except OSError as exc:
             raise AdvbenchError(f"results directory {results_dir} is not writable: {exc.strerror}") from None
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{fingerprint[:6]}"
-        path, n = results_dir / base, 1
-        while path.exists():
-            n += 1
-            path = results_dir / f"{base}-{n}"
-        (path / RECORDS_DIR).mkdir(parents=True)
+        base, n = f"{stamp}-{fingerprint[:6]}", 1
+        while True:
+            path = results_dir / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()  # fails if another process claimed the name first
+                break
+            except FileExistsError:
+                n += 1
+        (path / RECORDS_DIR).mkdir()
         return cls(path)
 
     @classmethod
     def open(cls, results_dir: Path, run_id: str | None = None) -> "RunStore":
-        """A named run, or the latest one when `run_id` is None."""
+        """A named run, or the latest one with at least one finished cell when `run_id` is None."""
         results_dir = Path(results_dir)
         if run_id is not None:
             candidate = Path(run_id) if Path(run_id).is_dir() else results_dir / run_id
             if not (candidate / MANIFEST).exists():
                 raise AdvbenchError(f"no run {run_id!r} in {results_dir}")
             return cls(candidate)
-        runs = list_runs(results_dir)
+        runs = [r for r in list_runs(results_dir) if r.readable_manifest() and r.manifest().finished]
         if not runs:
-            raise AdvbenchError(f"no runs in {results_dir}; start one with: advbench run")
+            raise AdvbenchError(f"no finished runs in {results_dir}; start one with: advbench run")
         return runs[-1]
 
     @classmethod
     def latest_matching(cls, results_dir: Path, fingerprint: str) -> "RunStore | None":
         for run in reversed(list_runs(results_dir)):
-            if run.manifest().get("fingerprint") == fingerprint:
+            manifest = run.readable_manifest()
+            if manifest is not None and manifest.fingerprint == fingerprint:
                 return run
         return None
 
-    def manifest(self) -> dict[str, Any]:
+    # ------------------------------------------------------------------ manifest
+    def manifest(self) -> Manifest:
+        path = self.path / MANIFEST
         try:
-            return json.loads((self.path / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise AdvbenchError(f"run {self.run_id}: unreadable manifest ({exc})") from None
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AdvbenchError(f"run {self.run_id} has no manifest ({path})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise AdvbenchError(f"run {self.run_id}: unreadable manifest {path} ({exc})") from None
+        manifest = Manifest.from_json(data, f"run {self.run_id}: {path}")
+        if manifest.legacy:
+            manifest.finished = self._legacy_finished(manifest)
+        return manifest
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_text(self.path / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
+    def readable_manifest(self) -> Manifest | None:
+        """The manifest, or None when it is damaged (a damaged run must not block the others)."""
+        try:
+            return self.manifest()
+        except AdvbenchError:
+            return None
 
-    def record_path(self, cell_id: str) -> Path:
-        return self.path / RECORDS_DIR / cell_file_name(cell_id)
+    def write_manifest(self, manifest: Manifest) -> None:
+        atomic_write_text(self.path / MANIFEST, json.dumps(manifest.to_json(), indent=2, default=str) + "\n")
 
-    def has_cell(self, cell_id: str) -> bool:
-        return self.record_path(cell_id).exists()
+    def _legacy_finished(self, manifest: Manifest) -> dict[str, CellChecksum]:
+        found = {}
+        for cell in manifest.cells:
+            path = self.path / RECORDS_DIR / legacy_cell_file_name(cell.id)
+            if path.exists():
+                found[cell.id] = CellChecksum(-1, "")  # unknown: schema 1 kept no checksums
+        return found
 
-    def write_cell(self, cell_id: str, records: pd.DataFrame) -> None:
-        atomic_write_text(self.record_path(cell_id), records.to_csv(index=False))
+    # ------------------------------------------------------------------ cells
+    def record_path(self, cell_id: str, legacy: bool = False) -> Path:
+        name = legacy_cell_file_name(cell_id) if legacy else cell_file_name(cell_id)
+        return self.path / RECORDS_DIR / name
+
+    def write_cell(self, cell_id: str, records: pd.DataFrame) -> CellChecksum:
+        """Write a cell's records atomically; the returned checksum goes into the manifest."""
+        if list(records.columns) != RECORD_COLUMNS:
+            raise AdvbenchError(f"cell {cell_id}: records do not follow the record schema")
+        if not (records["cell"] == cell_id).all():
+            raise AdvbenchError(f"cell {cell_id}: records carry another cell id")
+        data = records.to_csv(index=False).encode("utf-8")
+        atomic_write_bytes(self.record_path(cell_id), data)
+        return CellChecksum(len(records), sha256_bytes(data))
+
+    def cell_problem(self, cell_id: str, checksum: CellChecksum | None) -> str | None:
+        """Why a cell's records cannot be trusted, or None when the file matches its checksum."""
+        if checksum is None:
+            return "not finished"
+        if checksum.rows < 0:  # schema 1
+            return None if self.record_path(cell_id, legacy=True).exists() else "records file is missing"
+        path = self.record_path(cell_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return f"records file {path} is missing"
+        if sha256_bytes(data) != checksum.sha256:
+            return f"records file {path} was changed or damaged after it was written (checksum mismatch)"
+        return None
+
+    def read_cell(self, cell_id: str, checksum: CellChecksum) -> pd.DataFrame:
+        """A finished cell's records, checked against its checksum, row count and id."""
+        problem = self.cell_problem(cell_id, checksum)
+        if problem:
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: {problem}; rerun it with --resume")
+        legacy = checksum.rows < 0
+        path = self.record_path(cell_id, legacy=legacy)
+        try:
+            frame = pd.read_csv(io.BytesIO(path.read_bytes()))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: records file {path} does not parse "
+                                      f"({exc})") from None
+        if not legacy and len(frame) != checksum.rows:
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: {len(frame)} records, expected "
+                                      f"{checksum.rows}")
+        if "cell" not in frame or not (frame["cell"].astype(str) == cell_id).all():
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: file {path} holds another cell's records")
+        return frame
 
     def part_path(self, cell_id: str, start: int) -> Path:
         """A shard of a cell (samples from `start`), written by one distributed task."""
@@ -136,28 +246,61 @@ class RunStore:
     def write_part(self, cell_id: str, start: int, records: pd.DataFrame) -> None:
         atomic_write_text(self.part_path(cell_id, start), records.to_csv(index=False))
 
-    def merge_parts(self, cell_id: str, starts: list[int]) -> None:
+    def merge_parts(self, cell_id: str, starts: list[int]) -> CellChecksum:
         """Join a cell's shards, in sample order, into its cell file; then drop the shards."""
         parts = [self.part_path(cell_id, start) for start in sorted(starts)]
-        self.write_cell(cell_id, pd.concat([pd.read_csv(p) for p in parts], ignore_index=True))
+        checksum = self.write_cell(cell_id, pd.concat([pd.read_csv(p) for p in parts], ignore_index=True))
         for part in parts:
             part.unlink()
+        return checksum
 
     def records(self) -> pd.DataFrame:
-        """All finished cells' per-sample records, in manifest cell order."""
-        frames = []
-        for cell in self.manifest().get("cells", []):
-            path = self.record_path(cell["id"])
-            if path.exists():
-                frames.append(pd.read_csv(path))
+        """All finished cells' verified per-sample records, in manifest cell order."""
+        manifest = self.manifest()
+        frames = [self.read_cell(c.id, manifest.finished[c.id]) for c in manifest.cells if c.id in manifest.finished]
         if not frames:
             raise AdvbenchError(f"run {self.run_id} has no finished cells yet")
         return pd.concat(frames, ignore_index=True)
 
+    # ------------------------------------------------------------------ lock
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process: a second `--resume` of the same run stops at once
+        instead of duplicating work. A lock left by a dead process is taken over."""
+        path = self.path / LOCK
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = int(path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    holder = 0
+                if holder and holder != os.getpid() and _pid_alive(holder):
+                    raise AdvbenchError(f"run {self.run_id} is being run by process {holder}; wait for it or "
+                                        f"stop it (a stale {path} can be deleted)") from None
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            break
+        else:  # pragma: no cover - lost a race twice
+            raise AdvbenchError(f"could not lock run {self.run_id}")
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
 
 def list_runs(results_dir: Path) -> list[RunStore]:
+    """Runs in creation order; a run with a damaged manifest sorts by name and is skipped by readers."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         return []
     runs = [RunStore(p) for p in results_dir.iterdir() if (p / MANIFEST).is_file()]
-    return sorted(runs, key=lambda r: (r.manifest().get("created", ""), r.run_id))
+
+    def created(run: RunStore) -> tuple[str, str]:
+        manifest = run.readable_manifest()
+        return (manifest.created if manifest else "", run.run_id)
+
+    return sorted(runs, key=created)

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .contract import CellInfo, DefenseInfo
 from .metrics import is_minimum_norm, outcomes_at
+from .norms import Norm
 
 FLAG_COLUMNS = ["defense", "attack", "flag", "detail", "advice"]
 MARGIN = 0.02            # accuracy differences below 2 points (or 2 samples) are noise
@@ -39,7 +41,7 @@ def _significant(difference: float, samples: int) -> bool:
 
 def _is_large(norm: str, eps: float, cell: pd.DataFrame) -> bool:
     """An epsilon as large as the box (Linf) or as the images themselves (L2)."""
-    if norm == "linf":
+    if norm == Norm.LINF.value:
         return eps >= LARGE_LINF
     return eps >= cell["x_l2"].median()
 
@@ -110,20 +112,20 @@ def _blackbox_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
     return flags
 
 
-def _effort_flags(cells: dict[str, pd.DataFrame], hyperparameters: dict[str, dict[str, Any]]) -> list[Flag]:
+def _effort_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:
     """The same attack with more steps or restarts must not leave more accuracy, nor much less."""
     flags = []
     effort_keys = ("steps", "restarts")
     described = []
     for cell_id, cell in cells.items():
-        params = hyperparameters.get(cell_id)
-        if params is None or is_minimum_norm(cell):
+        info = infos.get(cell_id)
+        if info is None or is_minimum_norm(cell):
             continue
         first = cell.iloc[0]
-        rest = tuple(sorted((k, str(v)) for k, v in params["hyperparameters"].items() if k not in effort_keys))
-        rest += (("eot", str(params.get("eot"))), ("source", str(params.get("source"))))
-        effort = math.prod(int(params["hyperparameters"].get(k, 1) or 1) for k in effort_keys)
-        described.append((first["defense"], params["attack_name"], rest, effort, cell_id))
+        rest = tuple(sorted((k, str(v)) for k, v in info.hyperparameters.items() if k not in effort_keys))
+        rest += (("eot", str(info.eot)), ("source", str(info.source)))
+        effort = math.prod(int(info.hyperparameters.get(k, 1) or 1) for k in effort_keys)
+        described.append((first["defense"], info.attack_name, rest, effort, cell_id))
     groups: dict[tuple, list[tuple[int, str]]] = {}
     for defense, name, rest, effort, cell_id in described:
         groups.setdefault((defense, name, rest), []).append((effort, cell_id))
@@ -167,11 +169,11 @@ def _gradient_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
     return flags
 
 
-def _randomness_flags(cells: dict[str, pd.DataFrame], defenses: dict[str, dict[str, Any]]) -> list[Flag]:
+def _randomness_flags(cells: dict[str, pd.DataFrame], defenses: dict[str, DefenseInfo]) -> list[Flag]:
     flags = []
     for defense, info in defenses.items():
-        changed = info.get("nondeterministic")
-        if changed and not info.get("stochastic"):
+        changed = info.nondeterministic
+        if changed and not info.stochastic:
             for cell in cells.values():
                 if cell.iloc[0]["defense"] == defense:
                     flags.append(Flag(defense, cell.iloc[0]["attack"], "undeclared-randomness",
@@ -180,11 +182,10 @@ def _randomness_flags(cells: dict[str, pd.DataFrame], defenses: dict[str, dict[s
     return flags
 
 
-def attack_failure_flags(records: pd.DataFrame, manifest: dict[str, Any] | None = None) -> pd.DataFrame:
+def attack_failure_flags(records: pd.DataFrame, cell_infos: dict[str, CellInfo] | None = None,
+                         defenses: dict[str, DefenseInfo] | None = None) -> pd.DataFrame:
     """Every flag for every cell of a run (or combined runs)."""
-    manifest = manifest or {}
     cells = {cell_id: cell for cell_id, cell in records.groupby("cell", sort=False)}
-    hyperparameters = {c["id"]: c for c in manifest.get("cells", [])}
-    flags = (_large_epsilon_flags(cells) + _blackbox_flags(cells) + _effort_flags(cells, hyperparameters)
-             + _gradient_flags(cells) + _randomness_flags(cells, manifest.get("defenses", {})))
+    flags = (_large_epsilon_flags(cells) + _blackbox_flags(cells) + _effort_flags(cells, cell_infos or {})
+             + _gradient_flags(cells) + _randomness_flags(cells, defenses or {}))
     return pd.DataFrame([f.__dict__ for f in flags], columns=FLAG_COLUMNS)

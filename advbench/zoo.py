@@ -30,7 +30,10 @@ from .errors import AdvbenchError
 from .options import coerce_options
 from .progress import Observer
 from .registry import defenses
-from .store import atomic_write_bytes, atomic_write_text
+from .specs import DefenseRef
+from .store import atomic_write_bytes, atomic_write_text, sha256_bytes
+
+CHECKSUM_KEY = "checkpoint_sha256"
 
 
 @dataclass
@@ -88,6 +91,10 @@ def train(
     epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer)
     seconds = time.perf_counter() - start
     model.eval()
+    broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise AdvbenchError(f"training {defense_name} diverged: non-finite weights in {broken[0]} (and "
+                            f"{len(broken) - 1} more); lower the learning rate. Nothing was written to the zoo")
     hyper = dataclasses.asdict(config)
     card = Card(
         name=check_name(name or default_name(defense_name, data.info.name)), defense=defense_name, dataset=data.info.name,
@@ -114,14 +121,34 @@ def same_training(card: Card, defense_name: str, info: DataInfo, options: dict[s
         card.hyperparameters == resolved_hyperparameters(defense_name, info, options)
 
 
+def train_entry(defense_name: str, data: Dataset, *, options: dict[str, Any] | None = None, seed: int = 0,
+                name: str | None = None, zoo_dir: Path | None = None, device: torch.device = torch.device("cpu"),
+                observer: Observer | None = None, force: bool = False) -> tuple[Card, bool]:
+    """`advbench train`: train into the zoo, unless an entry with exactly these settings exists
+    (returned with `True`: reused). An entry with other settings needs `force`."""
+    entry = check_name(name or default_name(defense_name, data.info.name))
+    target = Path(zoo_dir or default_zoo_dir()) / f"{entry}.pt"
+    resolved_hyperparameters(defense_name, data.info, options)  # bad options fail before anything else
+    if target.exists() and not force:
+        existing = read_card(entry, zoo_dir)
+        if same_training(existing, defense_name, data.info, options, seed):
+            return existing, True
+        raise AdvbenchError(f"{target} exists with other settings; pass --force to overwrite it or --name to keep both")
+    return train(defense_name, data, options=options, seed=seed, name=entry, zoo_dir=zoo_dir, device=device,
+                 observer=observer), False
+
+
 def save(model: Defense, card: Card, zoo_dir: Path) -> Path:
+    """Write the checkpoint (weights + card) and its JSON card, which adds the checkpoint's sha256."""
     path = Path(zoo_dir) / f"{card.name}.pt"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     extra = {"reject_threshold": model.reject_threshold}
     buffer = io.BytesIO()
     torch.save({"card": dataclasses.asdict(card), "state_dict": state, "extra": extra}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    atomic_write_text(path.with_suffix(".json"), json.dumps(dataclasses.asdict(card), indent=2) + "\n")
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(
+        {**dataclasses.asdict(card), CHECKSUM_KEY: sha256_bytes(data)}, indent=2) + "\n")
     return path
 
 
@@ -151,14 +178,62 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return blob
 
 
-def load(name: str, zoo_dir: Path | None = None, *, info: DataInfo | None = None) -> tuple[Defense, Card]:
-    """Rebuild a zoo checkpoint on CPU, checking it fits the dataset in `info`."""
-    path = Path(zoo_dir or default_zoo_dir()) / f"{name}.pt"
-    blob = read_checkpoint(path)
+def _card(data: Any, where: str) -> Card:
     try:
-        card = Card(**blob["card"])
-    except TypeError as exc:
-        raise AdvbenchError(f"checkpoint {path} has an unreadable card: {exc}") from None
+        return Card(**{k: v for k, v in data.items() if k != CHECKSUM_KEY})
+    except (TypeError, AttributeError) as exc:
+        raise AdvbenchError(f"{where} has an unreadable card: {exc}") from None
+
+
+def verified_entry(name: str, zoo_dir: Path | None = None) -> tuple[Card, dict[str, Any]]:
+    """A zoo entry's card and checkpoint, after checking that they belong together: the card
+    inside the checkpoint names this entry and a registered defense, and the JSON card (what
+    people and `zoo list` read) records this checkpoint's sha256 and the same card."""
+    check_name(name)
+    path = Path(zoo_dir or default_zoo_dir()) / f"{name}.pt"
+    data = _read_bytes(path)
+    blob = read_checkpoint(path)
+    card = _card(blob["card"], f"checkpoint {path}")
+    if card.name != name:
+        raise AdvbenchError(f"checkpoint {path} holds zoo entry {card.name!r} ({card.defense}), not {name!r}: "
+                            "it was copied or renamed; retrain it or restore the original file")
+    if card.defense not in defenses:
+        raise AdvbenchError(f"checkpoint {path} is a {card.defense!r} model, which is not a registered defense")
+    json_path = path.with_suffix(".json")
+    if json_path.exists():
+        try:
+            stored = json.loads(json_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AdvbenchError(f"zoo card {json_path} is unreadable: {exc}") from None
+        recorded = stored.get(CHECKSUM_KEY) if isinstance(stored, dict) else None
+        if recorded is not None and recorded != sha256_bytes(data):
+            raise AdvbenchError(f"checkpoint {path} does not match its card {json_path} (sha256 differs): "
+                                "the weights were replaced; retrain it or restore the original file")
+        differing = sorted(k for k, v in dataclasses.asdict(card).items()
+                           if isinstance(stored, dict) and stored.get(k) != v)
+        if differing:
+            raise AdvbenchError(f"zoo card {json_path} disagrees with its checkpoint on {', '.join(differing)}: "
+                                "the card was edited; retrain or restore it")
+    return card, blob
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise AdvbenchError(f"checkpoint {path} does not exist") from None
+    except OSError as exc:
+        raise AdvbenchError(f"checkpoint {path} is unreadable: {exc.strerror}") from None
+
+
+def checkpoint_sha256(name: str, zoo_dir: Path | None = None) -> str:
+    return sha256_bytes(_read_bytes(Path(zoo_dir or default_zoo_dir()) / f"{name}.pt"))
+
+
+def load(name: str, zoo_dir: Path | None = None, *, info: DataInfo | None = None) -> tuple[Defense, Card]:
+    """Rebuild a verified zoo checkpoint on CPU, checking it fits the dataset in `info`."""
+    card, blob = verified_entry(name, zoo_dir)
+    path = Path(zoo_dir or default_zoo_dir()) / f"{name}.pt"
     if info is not None and (card.dataset != info.name or tuple(card.input_shape) != tuple(info.input_shape)):
         raise AdvbenchError(
             f"checkpoint {name} was trained on {card.dataset} {tuple(card.input_shape)}, "
@@ -183,98 +258,171 @@ def _load_state(model: torch.nn.Module, state: dict[str, Any], path: Path | str)
 
 
 def read_card(name: str, zoo_dir: Path | None = None) -> Card:
-    """A zoo entry's card from its JSON file, without loading the weights."""
-    path = Path(zoo_dir or default_zoo_dir()) / f"{name}.json"
-    try:
-        return Card(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise AdvbenchError(f"zoo card {path} does not exist") from None
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise AdvbenchError(f"zoo card {path} is unreadable: {exc}") from None
+    """A zoo entry's verified card (see `verified_entry`)."""
+    return verified_entry(name, zoo_dir)[0]
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A zoo listing row: the entry name, its verified card, or why it cannot be trusted."""
+
+    name: str
+    card: Card | None
+    problem: str | None = None
+
+
+def list_entries(zoo_dir: Path | None = None) -> list[ZooEntry]:
+    directory = Path(zoo_dir or default_zoo_dir())
+    entries = []
+    for path in sorted(directory.glob("*.pt")):
+        try:
+            entries.append(ZooEntry(path.stem, verified_entry(path.stem, directory)[0]))
+        except AdvbenchError as exc:
+            entries.append(ZooEntry(path.stem, None, str(exc)))
+    return entries
 
 
 def list_cards(zoo_dir: Path | None = None) -> list[Card]:
-    directory = Path(zoo_dir or default_zoo_dir())
-    cards = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            cards.append(Card(**json.loads(path.read_text())))
-        except (json.JSONDecodeError, TypeError):
+    """The verified cards of a zoo (entries that fail verification are left out)."""
+    return [e.card for e in list_entries(zoo_dir) if e.card is not None]
+
+
+# ----------------------------------------------------------------------------- defense specs -> models
+
+@dataclass(frozen=True)
+class DefensePlan:
+    """How a defense spec becomes a model, decided before anything runs: load zoo entry
+    `entry` (trained first when `needs_training`), build plugin class `cls` with `weights`,
+    or call a python factory."""
+
+    ref: DefenseRef
+    entry: str | None = None
+    train_options: tuple[tuple[str, Any], ...] = ()
+    needs_training: bool = False
+    weights: Path | None = None
+    defense_name: str | None = None  # the registered defense behind the spec
+
+
+def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None = None,
+                 weights: Path | str | None = None, train_options: dict[str, Any] | None = None) -> DefensePlan:
+    """Check a defense spec against the registry, the zoo and the data, without loading
+    weights or training: every problem is found before a run directory exists."""
+    ref = spec if isinstance(spec, DefenseRef) else DefenseRef.parse(spec)
+    zoo_dir = Path(zoo_dir or default_zoo_dir())
+    weights = Path(weights) if weights else None
+    if weights is not None and not weights.is_file():
+        raise AdvbenchError(f"weights file {weights} does not exist")
+    if ref.python_target:
+        _python_factory(ref.python_target)  # import errors surface now
+        return DefensePlan(ref, weights=weights)
+    if ref.name not in defenses:
+        if not (zoo_dir / f"{ref.name}.pt").exists():
+            defenses.get(ref.name)  # unknown: fails with suggestions
+        card = read_card(ref.name, zoo_dir)
+        _check_mode(ref, defenses.get(card.defense))
+        return DefensePlan(ref, entry=ref.name, defense_name=card.defense)
+    cls = defenses.get(ref.name)
+    _check_mode(ref, cls)
+    if weights is not None or not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
+        if weights is None and getattr(cls, "load", Defense.load) is Defense.load and _needs_weights(cls):
+            raise AdvbenchError(f"defense {ref.name} is not trainable by advbench: give its weights "
+                                f"(--weights FILE, or weights = \"FILE\" in a grid)")
+        return DefensePlan(ref, weights=weights, defense_name=ref.name)
+    options = dict(sorted((train_options or {}).items()))
+    resolved_hyperparameters(ref.name, info, options)  # bad training options fail now
+    suffix = "".join(f"-{k.replace('_', '-')}={v}" for k, v in options.items())
+    entry = check_name(default_name(ref.name, info.name) + suffix + (f"-seed{ref.seed}" if ref.seed else ""))
+    missing = not (zoo_dir / f"{entry}.pt").exists()
+    if missing and info.name != DEFAULT_DATASET:
+        flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items())
+        flags += f" --seed {ref.seed}" if ref.seed else ""
+        flags += f" --name {entry}" if (ref.seed or options) else ""
+        raise AdvbenchError(f"no checkpoint {zoo_dir / entry}.pt; train it first: "
+                            f"advbench train {ref.name} --dataset {info.name}{flags} --zoo-dir {zoo_dir}")
+    if not missing:
+        card = read_card(entry, zoo_dir)
+        if card.defense != ref.name:
+            raise AdvbenchError(f"zoo entry {entry} holds a {card.defense} model, not {ref.name}")
+    return DefensePlan(ref, entry=entry, train_options=tuple(options.items()), needs_training=missing,
+                       defense_name=ref.name)
+
+
+def _check_mode(ref: DefenseRef, cls: Any) -> None:
+    if ref.mode is not None and ref.mode not in getattr(cls, "modes", ()):
+        offered = ", ".join(getattr(cls, "modes", ())) or "none"
+        raise AdvbenchError(f"defense {ref}: no mode {ref.mode!r} (modes: {offered})")
+
+
+def _needs_weights(cls: Any) -> bool:
+    """A plugin class with parameters needs a weights file (random weights are no defense)."""
+    try:
+        model = _construct(cls, None)
+    except Exception:  # noqa: BLE001 - construction problems surface when it is loaded
+        return True
+    return any(True for _ in model.parameters())
+
+
+def train_missing(plans: list[DefensePlan], data: Dataset, *, zoo_dir: Path | None, device: torch.device,
+                  observer: Observer) -> list[Card]:
+    """Train every planned zoo entry that does not exist yet (digits only), with a message each."""
+    cards, done = [], set()
+    for plan in plans:
+        if not plan.needs_training or plan.entry in done or plan.defense_name is None:
             continue
+        done.add(plan.entry)
+        path = Path(zoo_dir or default_zoo_dir()) / f"{plan.entry}.pt"
+        if path.exists():  # trained meanwhile (e.g. by an earlier plan of the same entry)
+            continue
+        options = dict(plan.train_options)
+        observer.message(f"training {plan.defense_name} on {data.info.name} as zoo entry {plan.entry} "
+                         f"(seed {plan.ref.seed}{', ' + ', '.join(f'{k}={v}' for k, v in options.items()) if options else ''})")
+        cards.append(train(plan.defense_name, data, options=options, seed=plan.ref.seed, name=plan.entry,
+                           zoo_dir=zoo_dir, device=device, observer=observer))
     return cards
 
 
-def parse_spec(spec: str) -> tuple[str, str | None, int]:
-    """`name[:mode][@seed]` -> (name, mode, seed); `@N` names an independently trained copy."""
-    body, at, seed_text = spec.partition("@")
-    seed = 0
-    if at:
-        try:
-            seed = int(seed_text)
-        except ValueError:
-            raise AdvbenchError(f"defense {spec!r}: the part after @ must be an integer seed") from None
-    base, _, mode = body.partition(":")
-    return base, mode or None, seed
+def load_defense(plan: DefensePlan, data: Dataset, *, zoo_dir: Path | None = None,
+                 device: torch.device = torch.device("cpu")) -> Defense:
+    """The model a plan describes, on `device` in eval mode; never trains."""
+    from .defenses.logit_detection import with_logit_detection
+
+    ref = plan.ref
+    if ref.python_target:
+        model = _from_python_factory(ref.python_target, data.info, plan.weights)
+    elif plan.entry is not None:
+        if plan.needs_training and not (Path(zoo_dir or default_zoo_dir()) / f"{plan.entry}.pt").exists():
+            raise AdvbenchError(f"zoo entry {plan.entry} has not been trained yet; train it first: "
+                                f"advbench train {plan.defense_name}")
+        model, _ = load(plan.entry, zoo_dir, info=data.info)
+    else:
+        model = defenses.get(ref.name).load(data.info, plan.weights)
+        if not isinstance(model, Defense):
+            raise AdvbenchError(f"defense {ref.name}: load() returned {type(model).__name__}, not a Defense")
+    model.select_mode(ref.mode, ref.mode_argument)
+    model = model.to(device).eval()
+    if ref.detect_rate is not None:  # `DEFENSE+detect[=FPR]`: paper 002's logit-based detection on top
+        torch.manual_seed(0)  # stochastic logits: the same calibration every time
+        model = with_logit_detection(model, data.train_x, data.train_y, data.info.num_classes, ref.detect_rate)
+    return model.to(device).eval()
 
 
 def resolve_defense(
     spec: str, data: Dataset, *, zoo_dir: Path | None = None, weights: Path | None = None,
     device: torch.device = torch.device("cpu"), observer: Observer | None = None,
-    train_options: dict[str, Any] | None = None,
+    train_options: dict[str, Any] | None = None, train_if_missing: bool = False,
 ) -> Defense:
-    """Turn a defense spec from the CLI or a grid into a ready model.
-
-    `name[:mode][@seed][+detect[=FPR]]` (a registered defense, looked up as `<name>-<dataset>[-seed<N>]` in
-    the zoo, or a zoo entry name), or `python:pkg.module:factory` with optional weights.
-    `train_options` select a zoo entry trained with those hyperparameters
-    (`<name>-<dataset>-key=value...`). A missing digits checkpoint is trained on the spot;
-    others stop with the command that trains them.
-    """
-    from .defenses.logit_detection import parse_detect_suffix, with_logit_detection
-
-    observer = observer or Observer()
-    spec, detect_rate = parse_detect_suffix(spec)
-    if detect_rate is not None:  # `DEFENSE+detect[=FPR]`: paper 002's logit-based detection on top
-        model = resolve_defense(spec, data, zoo_dir=zoo_dir, weights=weights, device=device, observer=observer,
-                                train_options=train_options)
-        torch.manual_seed(0)  # stochastic logits: the same calibration every time
-        return with_logit_detection(model, data.train_x, data.train_y, data.info.num_classes, detect_rate)
-    zoo_dir = Path(zoo_dir or default_zoo_dir())
-    if spec.startswith("python:"):
-        return _from_python_factory(spec[len("python:"):], data.info, weights).to(device).eval()
-    base, mode, seed = parse_spec(spec)
-    if weights is not None:
-        cls = defenses.get(base)
-        model = cls.build(data.info, cls.resolve_config(cls.Config(), data.info))
-        _load_state(model, _read_weights(Path(weights)), weights)
-    elif (zoo_dir / f"{base}.pt").exists() and base not in defenses:
-        model, _ = load(base, zoo_dir, info=data.info)
-    else:
-        defenses.get(base)  # unknown names fail here, with suggestions
-        options = dict(train_options or {})
-        suffix = "".join(f"-{k.replace('_', '-')}={v}" for k, v in sorted(options.items()))
-        name = check_name(default_name(base, data.info.name) + suffix + (f"-seed{seed}" if seed else ""))
-        if not (zoo_dir / f"{name}.pt").exists():
-            if data.info.name != DEFAULT_DATASET:
-                flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in sorted(options.items()))
-                if seed:
-                    flags += f" --seed {seed}"
-                if seed or options:
-                    flags += f" --name {name}"
-                raise AdvbenchError(
-                    f"no checkpoint {zoo_dir / name}.pt; train it first: "
-                    f"advbench train {base} --dataset {data.info.name}{flags} --zoo-dir {zoo_dir}"
-                )
-            observer.message(f"no checkpoint {name} in {zoo_dir}: training {base} on {data.info.name} "
-                             f"(seed {seed}{', ' + suffix[1:] if suffix else ''})")
-            train(base, data, options=options, seed=seed, name=name, zoo_dir=zoo_dir, device=device,
-                  observer=observer)
-        model, _ = load(name, zoo_dir, info=data.info)
-    model.select_mode(mode)
-    return model.to(device).eval()
+    """A ready model from a defense spec (see `advbench.specs`): plan, train only when
+    `train_if_missing` says so (reported through `observer`), load."""
+    plan = plan_defense(spec, data.info, zoo_dir=zoo_dir, weights=weights, train_options=train_options)
+    if plan.needs_training:
+        if not train_if_missing:
+            raise AdvbenchError(f"no checkpoint {plan.entry} in {zoo_dir or default_zoo_dir()}; train it first: "
+                                f"advbench train {plan.defense_name}")
+        train_missing([plan], data, zoo_dir=zoo_dir, device=device, observer=observer or Observer())
+    return load_defense(plan, data, zoo_dir=zoo_dir, device=device)
 
 
-def _read_weights(path: Path) -> dict[str, Any]:
+def read_weights(path: Path) -> dict[str, Any]:
     blob = _torch_load(path, "weights file", "a torch state dict")
     if isinstance(blob, dict) and "state_dict" in blob:
         blob = blob["state_dict"]
@@ -283,19 +431,31 @@ def _read_weights(path: Path) -> dict[str, Any]:
     return blob
 
 
-def _from_python_factory(target: str, info: DataInfo, weights: Path | None) -> Defense:
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load a state-dict file into `model`, with one-line errors."""
+    _load_state(model, read_weights(Path(path)), path)
+
+
+def _construct(factory: Any, info: DataInfo | None) -> Any:
+    """Call a model factory or class with the dataset facts it asks for by name."""
+    accepted = inspect.signature(factory).parameters
+    facts = {} if info is None else {"input_shape": tuple(info.input_shape), "num_classes": info.num_classes,
+                                     "info": info}
+    return factory(**{k: v for k, v in facts.items() if k in accepted})
+
+
+def _python_factory(target: str) -> Any:
     module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise AdvbenchError(f"python defense {target!r} must look like python:package.module:factory")
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise AdvbenchError(f"cannot load python defense {target!r}: {exc}") from None
-    accepted = inspect.signature(factory).parameters
-    kwargs = {k: v for k, v in {"input_shape": info.input_shape, "num_classes": info.num_classes}.items() if k in accepted}
-    model = factory(**kwargs)
+
+
+def _from_python_factory(target: str, info: DataInfo, weights: Path | None) -> Defense:
+    model = _construct(_python_factory(target), info)
     if not isinstance(model, torch.nn.Module):
         raise AdvbenchError(f"python defense {target!r} returned {type(model).__name__}, not a torch module")
     if weights is not None:
-        _load_state(model, _read_weights(Path(weights)), weights)
+        load_weights(model, weights)
     return model if isinstance(model, Defense) else ModelDefense(model)

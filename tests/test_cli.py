@@ -59,7 +59,9 @@ def test_run_grid_file_and_resume(isolated):
     first = invoke("run", str(grid), "--format", "csv")
     assert first.exit_code == 0, first.output
     (run_dir,) = (isolated / "results").iterdir()
-    (run_dir / "records" / "cnn__deepfool-l2.csv").unlink()
+    from advbench.store import RunStore
+
+    RunStore(run_dir).record_path("cnn__deepfool-l2").unlink()
     again = invoke("run", str(grid), "--format", "csv", "--resume")
     assert again.exit_code == 0
     assert "resuming: 1 of 2 cells already finished" in again.stderr
@@ -98,7 +100,7 @@ BAD_INPUTS = [
     (["attack", "cnn", "--attack", "fgsm", "--dataset", "mnist", "--data-dir", "nowhere"], "pass --download"),
     (["run", "missing.toml"], "does not exist"),
     (["report", "no-such-run"], "no run 'no-such-run'"),
-    (["train", "cnn", "--epochs", "0"], "epochs must be at least 1"),
+    (["train", "cnn", "--epochs", "0"], "epochs=0 is out of range: it must be >= 1"),
     (["attack", "cnn", "--attack", "fgsm", "--device", "tpu"], "unknown device"),
 ]
 
@@ -197,27 +199,34 @@ def test_interrupted_run_resumes(isolated, monkeypatch):
     from advbench.registry import Entry, attacks
 
     class Interrupting(FGSM):
-        def run(self, target, x, y, epsilon):
+        def run(self, target, x, y, *, epsilon):
             if InterruptOnce.armed:
                 raise KeyboardInterrupt
-            return super().run(target, x, y, epsilon)
+            return super().run(target, x, y, epsilon=epsilon)
 
-    attacks.entries()
-    monkeypatch.setitem(attacks._entries, "ctrl-c", Entry("ctrl-c", "test", "test", Interrupting))
+    monkeypatch.setattr(InterruptOnce, "armed", True)
+    with attacks.temporarily("ctrl-c", Interrupting):
+        _interrupt_then_resume(isolated)
+
+
+def _interrupt_then_resume(isolated):
+    from advbench.store import RunStore
+
     grid = isolated / "grid.toml"
     grid.write_text('samples = 20\n[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
                     '[[attacks]]\nname = "ctrl-c"\nepsilons = [0.1]\n')
     first = invoke("run", str(grid))
     assert first.exit_code == 130 and "rerun the same command with --resume" in first.output
     (run_dir,) = (isolated / "results").iterdir()
-    done = run_dir / "records" / "cnn__fgsm.csv"
-    assert done.exists() and not (run_dir / "records" / "cnn__ctrl-c.csv").exists()
+    store = RunStore(run_dir)
+    done = store.record_path("cnn__fgsm")
+    assert done.exists() and not store.record_path("cnn__ctrl-c").exists()
     before = done.stat().st_mtime_ns
     InterruptOnce.armed = False
     again = invoke("run", str(grid), "--resume", "--format", "csv")
     assert again.exit_code == 0, again.output
     assert "resuming: 1 of 2 cells already finished" in again.stderr
-    assert done.stat().st_mtime_ns == before and (run_dir / "records" / "cnn__ctrl-c.csv").exists()
+    assert done.stat().st_mtime_ns == before and store.record_path("cnn__ctrl-c").exists()
 
 
 def test_ray_executor_without_ray_says_how_to_install(isolated, monkeypatch):

@@ -122,7 +122,7 @@ def test_gat_modes_thresholds_and_round_trip(tiny_gat, digits, trained_zoo):
     pred = tiny_gat.predict(x)
     routed = z.gather(1, tiny_gat.classifier(x).argmax(1, keepdim=True)).squeeze(1)
     assert torch.equal(pred.labels, tiny_gat.classifier(x).argmax(1)) and torch.allclose(pred.reject_score, -routed)
-    tiny_gat.select_mode("generative:1.5")
+    tiny_gat.select_mode("generative", "1.5")
     assert tiny_gat.reject_threshold == -1.5
     tiny_gat.select_mode("ovr")
     assert tiny_gat.predict(x).reject_score is None and tiny_gat.reject_threshold is None
@@ -183,7 +183,7 @@ def test_gat_attacks_run_in_grids_and_are_skipped_on_plain_classifiers(tiny_gat,
     (run,) = list_runs(isolated / "results")
     assert set(run.records()["cell"]) == {"gat-digits:integrated__gat-linf", "gat-digits:integrated__pgd-linf",
                                           "cnn__pgd-linf"}
-    assert run.manifest()["skipped"] == {"cnn__gat-linf": "needs a gat model (classifier and detectors)"}
+    assert run.manifest().skipped == {"cnn__gat-linf": "needs a gat model (classifier and detectors)"}
     assert (run.path / "detection.png").stat().st_size > 0
 
 

@@ -9,7 +9,8 @@ from torch import nn
 from advbench.attacks import make_attack
 from advbench.attacks.zoo_attack import coordinate_differences, hinge_on_log_probabilities
 from advbench.defenses.latent_variable import DiscriminativeClassifier, GenerativeClassifier
-from advbench.defenses.logit_detection import LogitDetection, parse_detect_suffix
+from advbench.defenses.logit_detection import LogitDetection
+from advbench.specs import DefenseRef
 from advbench.errors import AdvbenchError
 from advbench.progress import Observer
 from advbench.runner import attack_target
@@ -65,9 +66,9 @@ def test_detect_suffix_wraps_any_defense(digits, trained_zoo):
     assert isinstance(model, LogitDetection) and model.reject_threshold is not None
     prediction = model.predict(digits.test_x[:50])
     assert prediction.reject_score is not None and prediction.reject_score.shape == (50,)
-    assert parse_detect_suffix("gfz:x@1+detect") == ("gfz:x@1", 0.05)
+    assert DefenseRef.parse("gfz:x@1+detect") == DefenseRef("gfz", "x", seed=1, detect_rate=0.05)
     with pytest.raises(AdvbenchError, match="between 0 and 1"):
-        parse_detect_suffix("cnn+detect=2")
+        DefenseRef.parse("cnn+detect=2")
 
 
 def test_coordinate_differences_match_autograd_on_a_smooth_model():

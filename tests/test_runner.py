@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from advbench.attacks.base import Attack
+from advbench.contract import SCHEMA_VERSION, AttackKind
 from advbench.config import grid_from_dict, load_grid, preset_path
 from advbench.errors import AttackVerificationError
 from advbench.metrics import summarize
@@ -48,8 +49,13 @@ def test_records_hold_every_sample_and_epsilon(tmp_path, trained_zoo, digits):
     assert (fgsm["linf"] <= fgsm["epsilon"] + 1e-5).all()
     assert records["sample"].nunique() == 40
     manifest = store.manifest()
-    assert manifest["grid"]["seed"] == 3 and manifest["versions"]["torch"] == torch.__version__
-    assert [c["id"] for c in manifest["cells"]] == ["cnn__fgsm", "cnn__pgd-l2", "cnn__deepfool-l2"]
+    assert manifest.grid["seed"] == 3 and manifest.versions["torch"] == torch.__version__
+    assert manifest.schema_version == SCHEMA_VERSION and manifest.versions["foolbox"]
+    assert [c.id for c in manifest.cells] == ["cnn__fgsm", "cnn__pgd-l2", "cnn__deepfool-l2"]
+    assert manifest.cells[2].kind is AttackKind.MINIMUM_NORM and manifest.cells[1].norm is Norm.L2
+    assert manifest.defenses["cnn"].weights_sha256 and manifest.defenses["cnn"].checkpoint_sha256
+    assert {c: r.rows for c, r in manifest.finished.items()} == {"cnn__fgsm": 80, "cnn__pgd-l2": 40,
+                                                                 "cnn__deepfool-l2": 40}
 
 
 def test_same_grid_and_seed_give_same_numbers(tmp_path, trained_zoo, digits):
@@ -79,21 +85,20 @@ class CheatingAttack(Attack):
 
 
 def test_out_of_ball_attack_fails_its_cell_and_keeps_earlier_cells(tmp_path, trained_zoo, digits, monkeypatch):
-    attacks.entries()
-    monkeypatch.setitem(attacks._entries, "cheat", Entry("cheat", "test attack", "test", CheatingAttack))
-    grid = {**GRID, "attacks": [{"name": "fgsm", "epsilons": [0.1]}, {"name": "cheat", "epsilons": [0.1]}]}
-    store = None
-    with pytest.raises(AttackVerificationError, match="left its linf ball"):
-        parsed = grid_from_dict(grid)
-        store = RunStore.create(tmp_path, parsed.fingerprint())
-        run_grid(parsed, digits, store, zoo_dir=trained_zoo)
-    assert store.has_cell("cnn__fgsm") and not store.has_cell("cnn__cheat")
+    grid = grid_from_dict({**GRID, "attacks": [{"name": "cheat", "epsilons": [0.1]}, {"name": "fgsm", "epsilons": [0.1]}]})
+    with attacks.temporarily("cheat", CheatingAttack):
+        store = RunStore.create(tmp_path, grid.fingerprint())
+        manifest = run_grid(grid, digits, store, zoo_dir=trained_zoo)
+        assert "left its linf ball" in manifest.refused["cnn__cheat"]
+        assert "cnn__fgsm" in manifest.finished and "cnn__cheat" not in manifest.finished  # the grid went on
+        with pytest.raises(AttackVerificationError, match="left its linf ball"):
+            run_grid(grid, digits, RunStore.create(tmp_path, grid.fingerprint()), zoo_dir=trained_zoo, fail_fast=True)
 
 
 def test_minimum_norm_summary_reads_accuracy_off_norms(tmp_path, trained_zoo, digits):
     store = run(tmp_path, trained_zoo, digits)
     records = store.records()
-    summary = summarize(records, {c["id"]: c["epsilons"] for c in store.manifest()["cells"]})
+    summary = summarize(records, {c.id: list(c.epsilons) for c in store.manifest().cells})
     deepfool = summary[summary.attack == "deepfool-l2"].set_index("epsilon")
     assert list(deepfool.index) == [0.5, 1.0, float("inf")]
     assert deepfool["robust_accuracy"].is_monotonic_decreasing
@@ -115,13 +120,13 @@ class _MemoryHungryFGSM(Attack):
     norm = Norm.LINF
     batches: list[int] = []
 
-    def run(self, target, x, y, epsilon):
+    def run(self, target, x, y, *, epsilon):
         if len(x) > 8:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         _MemoryHungryFGSM.batches.append(len(x))
         from advbench.attacks import make_attack
 
-        return make_attack("fgsm").run(target, x, y, epsilon)
+        return make_attack("fgsm").run(target, x, y, epsilon=epsilon)
 
 
 def test_out_of_memory_batches_are_halved_with_a_warning(tmp_path, trained_zoo, digits):
@@ -135,15 +140,12 @@ def test_out_of_memory_batches_are_halved_with_a_warning(tmp_path, trained_zoo, 
 
     hungry = _MemoryHungryFGSM
     hungry.batches.clear()
-    attacks._entries["hungry-fgsm"] = Entry("hungry-fgsm", "test", "test", _MemoryHungryFGSM)
-    try:
+    with attacks.temporarily("hungry-fgsm", _MemoryHungryFGSM):
         grid = grid_from_dict({"samples": 30, "batch_size": 30, "seed": 0, "defenses": ["cnn"],
                                "attacks": [{"name": "hungry-fgsm", "epsilons": [0.1]},
                                            {"name": "fgsm", "epsilons": [0.1]}]})
         store = RunStore.create(tmp_path, grid.fingerprint())
         run_grid(grid, digits, store, zoo_dir=trained_zoo, observer=Recorder())
-    finally:
-        del attacks._entries["hungry-fgsm"]
     records = store.records()
     assert sorted(hungry.batches) == [7, 7, 8, 8] and any("out of memory" in m for m in messages)
     hungry_rows = records[records.attack == "hungry-fgsm"].reset_index(drop=True)

@@ -8,6 +8,8 @@ from advbench.check import check_grid
 from advbench.config import grid_from_dict
 from advbench.runner import run_grid
 from advbench.store import RunStore
+from advbench.contract import AttackKind, CellInfo
+from advbench.norms import Norm
 from advbench.trust import attack_failure_flags
 
 ROOT_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
@@ -16,7 +18,8 @@ ROOT_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
 def flags_of(tmp_path, digits, grid) -> pd.DataFrame:
     store = RunStore.create(tmp_path, grid.fingerprint())
     run_grid(grid, digits, store, zoo_dir=ROOT_ZOO)
-    return attack_failure_flags(store.records(), store.manifest())
+    manifest = store.manifest()
+    return attack_failure_flags(store.records(), {c.id: c for c in manifest.cells}, manifest.defenses)
 
 
 def small_grid(defense: str, attacks: list[dict], samples: int = 40) -> object:
@@ -68,13 +71,10 @@ def test_more_effort_raising_accuracy_is_flagged_from_records():
                          "adv_pred": 1 if sample < robust else 2, "adv_score": float("nan"), "l2": 0.5,
                          "linf": 0.1, "x_l2": 3.0, "seconds": 0.0, "queries": 1.0, "gradients": 1.0,
                          "certified_l2": float("nan"), "access": "gradient", "grad_norm": 1.0})
-    manifest = {"cells": [
-        {"id": "d__pgd", "attack_name": "pgd-linf", "hyperparameters": {"steps": 10, "restarts": 1}, "eot": None,
-         "source": None},
-        {"id": "d__pgd-more", "attack_name": "pgd-linf", "hyperparameters": {"steps": 40, "restarts": 2},
-         "eot": None, "source": None},
-    ], "defenses": {}}
-    flags = attack_failure_flags(pd.DataFrame(rows), manifest)
+    cells = {cell_id: CellInfo(cell_id, "d", cell_id[3:], "pgd-linf", Norm.LINF, AttackKind.FIXED_EPSILON, (0.1,),
+                               {"steps": steps, "restarts": restarts})
+             for cell_id, steps, restarts in (("d__pgd", 10, 1), ("d__pgd-more", 40, 2))}
+    flags = attack_failure_flags(pd.DataFrame(rows), cells)
     assert list(flags["flag"]) == ["more-effort-more-accuracy"]
     assert flags["attack"].iloc[0] == "pgd-more"
 

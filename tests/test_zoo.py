@@ -61,7 +61,10 @@ def test_missing_digits_checkpoint_is_trained_on_demand(tmp_path, digits):
         def message(self, text):
             messages.append(text)
 
-    model = zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path, observer=Recorder())
+    with pytest.raises(AdvbenchError, match="train it first"):  # resolving never trains as a side effect
+        zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path)
+    assert not (tmp_path / "cnn-digits.pt").exists()
+    model = zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path, observer=Recorder(), train_if_missing=True)
     assert (tmp_path / "cnn-digits.pt").exists() and (tmp_path / "cnn-digits.json").exists()
     assert any("training cnn" in m for m in messages)
     assert model(digits.test_x[:2]).shape == (2, 10)

@@ -12,23 +12,15 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, final
 
 import torch
 from torch import nn
 
+from ..contract import AttackKind
 from ..norms import Norm
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class AttackKind(str, Enum):
-    FIXED_EPSILON = "fixed-epsilon"
-    MINIMUM_NORM = "minimum-norm"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -66,7 +58,10 @@ class AttackOutput:
 
 
 class Attack(ABC):
-    """Base class. Hyperparameters are keyword-only `__init__` arguments with defaults."""
+    """Base class. Hyperparameters are keyword-only `__init__` arguments with defaults.
+
+    Subclass `FixedEpsilonAttack` (implement `run(target, x, y, *, epsilon)`) or
+    `MinimumNormAttack` (implement `run(target, x, y)`); `__call__` is final."""
 
     description: ClassVar[str] = ""
     kind: ClassVar[AttackKind] = AttackKind.FIXED_EPSILON
@@ -74,6 +69,11 @@ class Attack(ABC):
     gradient_based: ClassVar[bool] = True
     # attacks written for one kind of defense name it ("gat": needs its surfaces; "reject-option")
     requires: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__call__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides Attack.__call__, which does the shared work; implement run")
 
     def unsupported(self, target: AttackTarget) -> str | None:
         """Why this attack cannot run on `target` (a missing capability), or None."""
@@ -91,23 +91,35 @@ class Attack(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"
 
+    @final
     def __call__(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilons: list[float]) -> AttackOutput:
         start = time.perf_counter()
         if self.kind is AttackKind.MINIMUM_NORM:
-            adversarials = [self.run(target, x, y, None)]
+            adversarials = [self.run(target, x, y)]
         else:
-            adversarials = [x.clone() if eps == 0 else self.run(target, x, y, eps) for eps in epsilons]
-        for adv in adversarials:
-            if adv.shape != x.shape:
-                raise RuntimeError(f"{self!r} returned shape {tuple(adv.shape)} for inputs {tuple(x.shape)}")
+            adversarials = [x.clone() if eps == 0 else self.run(target, x, y, epsilon=eps) for eps in epsilons]
         return AttackOutput([adv.detach() for adv in adversarials], time.perf_counter() - start)
 
     @abstractmethod
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
-        """Adversarial inputs for one epsilon (None for minimum-norm attacks)."""
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Adversarial inputs for `x` (see the two subclasses for the signature)."""
+
+
+class FixedEpsilonAttack(Attack):
+    """Runs once per epsilon; every example must lie in its epsilon ball (the runner checks)."""
+
+    kind = AttackKind.FIXED_EPSILON
+
+    @abstractmethod
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+        """Adversarial inputs within `epsilon` of `x`."""
 
 
 class MinimumNormAttack(Attack):
     """Runs once, unbounded; accuracy at every epsilon is read off the found norms."""
 
     kind = AttackKind.MINIMUM_NORM
+
+    @abstractmethod
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Adversarial inputs, as close to `x` as the attack can find."""

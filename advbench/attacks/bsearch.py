@@ -53,7 +53,7 @@ class BinarySearchL2(MinimumNormAttack):
             accepted = target.reject_score(x_adv) <= target.reject_threshold
         return wrong & accepted
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.search(target, x, y)[0]
 
     def search(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

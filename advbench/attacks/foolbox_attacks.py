@@ -20,7 +20,7 @@ class _FoolboxAttack(MinimumNormAttack):
     def _foolbox_attack(self, target: AttackTarget):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         import foolbox as fb
 
         with warnings.catch_warnings():

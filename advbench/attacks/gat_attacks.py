@@ -14,7 +14,7 @@ from torch import nn
 from ..errors import AdvbenchError
 from ..norms import Norm
 from ..registry import register_attack
-from .base import Attack, AttackTarget
+from .base import FixedEpsilonAttack, AttackTarget
 from .losses import margin, max_other
 from .pgd import STEP_RULES, pgd
 
@@ -58,7 +58,7 @@ class _ClassifierAndDetectors(nn.Module):
         return torch.cat([self.classifier(x), self.detectors(x)], dim=1)
 
 
-class _GATPGD(Attack):
+class _GATPGD(FixedEpsilonAttack):
     """PGD on a GAT model with one of the paper 001 objectives (classifier, detectors, combined, switch)."""
 
     requires = "gat"
@@ -73,8 +73,7 @@ class _GATPGD(Attack):
         self.objective, self.steps, self.step_size, self.rel_step_size = objective, steps, step_size, rel_step_size
         self.random_start, self.restarts, self.step_rule = random_start, restarts, step_rule
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
-        assert epsilon is not None
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
         surfaces = target.surfaces
         if not {"classifier", "detectors"} <= set(surfaces):
             raise AdvbenchError("gat attacks need a defense with classifier and detectors (a gat model)")

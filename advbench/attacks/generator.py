@@ -25,7 +25,7 @@ class GeneratorAttack(MinimumNormAttack):
             raise AdvbenchError("pgn attack: scale must be positive")
         self.generator, self.scale = generator, scale
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if target.load_model is None:
             raise AdvbenchError("pgn attack needs a model loader (run it through advbench)")
         name = self.generator or f"pgn-{target.dataset}"

@@ -11,12 +11,12 @@ import torch
 from ..errors import AdvbenchError
 from ..norms import Norm
 from ..registry import register_attack
-from .base import Attack, AttackTarget
+from .base import FixedEpsilonAttack, AttackTarget
 from .losses import pick_loss
 from .pgd import STEP_RULES, pgd
 
 
-class _GradientAttack(Attack):
+class _GradientAttack(FixedEpsilonAttack):
     def _check(self) -> None:
         if getattr(self, "steps", 1) < 1:
             raise AdvbenchError(f"{type(self).__name__}: steps must be at least 1")
@@ -36,8 +36,7 @@ class _PGD(_GradientAttack):
         self.random_start, self.restarts, self.loss, self.step_rule = random_start, restarts, loss, step_rule
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
-        assert epsilon is not None
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
         step = self.step_size or self.rel_step_size * epsilon / self.steps
         loss_fn, untargeted = pick_loss(self.loss, target.loss)
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step,
@@ -60,8 +59,7 @@ class _SingleStep(_GradientAttack):
         self.loss = loss
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
-        assert epsilon is not None
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
         loss_fn, untargeted = pick_loss(self.loss, target.loss)
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=1, step_size=epsilon,
                    loss_fn=loss_fn, bounds=target.bounds, random_init=False, prefer_misclassified=untargeted)
@@ -84,8 +82,7 @@ class _MIM(_GradientAttack):
         self.steps, self.step_size, self.decay, self.loss = steps, step_size, decay, loss
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
-        assert epsilon is not None
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
         loss_fn, untargeted = pick_loss(self.loss, target.loss)
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps,
                    step_size=self.step_size or epsilon / self.steps, loss_fn=loss_fn, bounds=target.bounds,

@@ -70,11 +70,11 @@ class _EstimatedPGD(_PGD):
             raise AdvbenchError(f"{type(self).__name__}: samples must be at least 1 and sigma positive")
         self.samples, self.sigma = samples, sigma
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
         estimated = EstimatedGradientModel(target.decision_model, self.samples, self.sigma)
         # the defense's own attack loss is kept ("auto"): it is a function of logits, not of gradients
         blind = AttackTarget(estimated, target.decision_model, target.bounds, target.num_classes, loss=target.loss)
-        return super().run(blind, x, y, epsilon)
+        return super().run(blind, x, y, epsilon=epsilon)
 
 
 @register_attack("pgd-est", description="Linf PGD on gradients estimated by finite differences (NES, antithetic "
@@ -117,7 +117,7 @@ class Boundary(MinimumNormAttack):
         self.steps, self.spherical_step, self.source_step = steps, spherical_step, source_step
         self.step_adaptation = step_adaptation
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         import foolbox as fb
 
         starts, found = other_class_starts(target.decision_model, x, y)

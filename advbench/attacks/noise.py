@@ -27,7 +27,7 @@ class GaussianNoise(MinimumNormAttack):
         return {**super().hyperparameters(), "norm": self.norm.value}
 
     @torch.no_grad()
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         low, high = target.bounds
         best = x.clone()
         best_norm = torch.full((len(x),), float("inf"), device=x.device)

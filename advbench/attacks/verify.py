@@ -10,9 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import AttackVerificationError
-from ..norms import Norm
+from ..norms import BALL_TOLERANCE, Norm
 
-BALL_TOLERANCE = 1e-5
 BOUNDS_TOLERANCE = 1e-6
 
 

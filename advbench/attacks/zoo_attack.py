@@ -73,7 +73,7 @@ class ZerothOrderOptimization(MinimumNormAttack):
         self.beta1, self.beta2 = beta1, beta2
 
     @torch.no_grad()
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilon: float | None) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         low, high = target.bounds
         best = x.clone()
         best_norm = torch.full((len(x),), float("inf"), device=x.device)

@@ -116,10 +116,10 @@ class AnalysisBySynthesis(TrainableDefense):
         return cls(info, config)
 
     # ------------------------------------------------------------------ inference
-    def select_mode(self, mode: str | None) -> None:
-        super().select_mode(mode)
+    def select_mode(self, mode: str | None, argument: str | None = None) -> None:
+        super().select_mode(mode, argument)
         variational = self.mode == "variational"
-        self.stochastic = variational  # type: ignore[misc]  (per instance: the mode decides)
+        self.stochastic = variational  # per instance: the mode decides
         self.eot_samples = self.config.eot_samples if variational else 1
 
     def point_cost(self, z: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,9 @@ only ever talk to this interface; they never ask which defense they hold.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -41,14 +43,19 @@ class Defense(nn.Module):
     - `attack_loss()`: a per-sample loss `(logits, labels) -> loss` that gradient attacks
       maximise instead of cross-entropy, for defenses whose honest attack needs one.
     - `modes`: named variants of one checkpoint, selected as `name:mode`.
+    - `load(info, weights)`: how a registered class becomes a ready model by name
+      (default: construct it and load the weights file).
+
+    A plugin needs only `forward` (and weights): `advbench attack NAME --weights FILE`.
     """
 
     description: ClassVar[str] = ""
-    stochastic: ClassVar[bool] = False
     modes: ClassVar[tuple[str, ...]] = ()
+    stochastic: bool = False  # a class default; an instance may change it (e.g. per inference mode)
 
     def __init__(self) -> None:
         super().__init__()
+        self.stochastic = type(self).stochastic
         self.eot_samples: int = 1
         self.reject_threshold: float | None = None
         self.mode: str | None = None
@@ -73,19 +80,34 @@ class Defense(nn.Module):
         written against this family of defenses; generic attacks ignore them."""
         return {}
 
-    def select_mode(self, mode: str | None) -> None:
+    def select_mode(self, mode: str | None, argument: str | None = None) -> None:
+        """Switch to a named inference mode (`name:mode[:argument]` in a defense spec)."""
         if mode is None:
             return
         if mode not in self.modes:
             offered = ", ".join(self.modes) if self.modes else "none"
             raise AdvbenchError(f"defense {type(self).__name__} has no mode {mode!r} (modes: {offered})")
+        if argument is not None:
+            raise AdvbenchError(f"defense {type(self).__name__}: mode {mode} takes no argument (got {argument!r})")
         self.mode = mode
+
+    @classmethod
+    def load(cls, info: Any, weights: Path | None) -> "Defense":
+        """A ready model of this class for data `info`: constructed with the facts its
+        `__init__` asks for by name (`input_shape`, `num_classes`, `info`), then the weights
+        file loaded. Pre-trained wrappers override this to fetch their own weights."""
+        from ..zoo import _construct, load_weights
+
+        model = _construct(cls, info)
+        if weights is not None:
+            load_weights(model, weights)
+        return model
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, samples: int | None = None) -> Prediction:
         """Labels from logits averaged over EOT samples when the defense is stochastic."""
         n = (samples or self.eot_samples) if self.stochastic else 1
-        logits = torch.stack([self(x) for _ in range(n)]).mean(0)
+        logits = ExpectationOverTransformation(self, n)(x)
         return Prediction(logits, logits.argmax(dim=1), self.reject_score(x, logits))
 
 
@@ -112,7 +134,20 @@ class ExpectationOverTransformation(nn.Module):
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.samples == 1:
+            return self.model(x)
         return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 of a model's parameters and buffers (names, shapes, dtypes and values): names
+    the exact weights a run attacked, and shows whether an attack changed them."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 class TrainableDefense(Defense):

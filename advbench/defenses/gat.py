@@ -179,23 +179,25 @@ class GenerativeAdversarialTraining(TrainableDefense):
         return cls(info, config)
 
     # ------------------------------------------------------------------ inference and modes
-    def select_mode(self, mode: str | None) -> None:
+    def select_mode(self, mode: str | None, argument: str | None = None) -> None:
+        """`generative`, `integrated` or `ovr`; the argument is a detection threshold T
+        (default: the 95%-TPR threshold found at training)."""
         if mode is None:
             return
-        name, _, threshold = mode.partition(":")
-        super().select_mode(name)
-        if threshold:
+        super().select_mode(mode)
+        self.mode_argument = argument
+        if argument is not None:
             try:
-                value = float(threshold)
+                value = float(argument)
             except ValueError:
-                raise AdvbenchError(f"gat mode {mode!r}: the threshold after the second colon must be a number") from None
+                raise AdvbenchError(f"gat mode {mode}:{argument}: the threshold T must be a number") from None
         else:
-            value = float(self.thresholds[MODES.index(name)]) if name != "ovr" else math.nan
-        self.reject_threshold = None if name == "ovr" else -value  # reject scores are -z, so T -> -T
+            value = float(self.thresholds[MODES.index(mode)]) if mode != "ovr" else math.nan
+        self.reject_threshold = None if mode == "ovr" else -value  # reject scores are -z, so T -> -T
 
     def load_state_dict(self, state, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state, strict=strict, assign=assign)
-        self.select_mode(self.mode)  # thresholds arrive with the weights
+        self.select_mode(self.mode, getattr(self, "mode_argument", None))  # thresholds arrive with the weights
         return result
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

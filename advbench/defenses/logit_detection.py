@@ -16,25 +16,7 @@ from torch import nn
 from ..errors import AdvbenchError
 from .base import Defense
 
-DEFAULT_FALSE_POSITIVE_RATE = 0.05
 CALIBRATION_SAMPLES = 2000
-
-
-def parse_detect_suffix(spec: str) -> tuple[str, float | None]:
-    """`cnn+detect=0.01` -> ("cnn", 0.01); a spec without the suffix -> (spec, None)."""
-    base, plus, suffix = spec.rpartition("+")
-    if not plus or not suffix.startswith("detect"):
-        return spec, None
-    name, _, value = suffix.partition("=")
-    if name != "detect":
-        raise AdvbenchError(f"defense {spec!r}: the suffix must be +detect or +detect=FPR")
-    try:
-        rate = float(value) if value else DEFAULT_FALSE_POSITIVE_RATE
-    except ValueError:
-        raise AdvbenchError(f"defense {spec!r}: +detect=FPR needs a number, e.g. +detect=0.05") from None
-    if not 0 < rate < 1:
-        raise AdvbenchError(f"defense {spec!r}: the false-positive rate must be between 0 and 1")
-    return base, rate
 
 
 def standardized_logits(logits: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -51,7 +33,7 @@ class LogitDetection(Defense):
     def __init__(self, base: Defense, num_classes: int) -> None:
         super().__init__()
         self.base = base
-        self.stochastic = base.stochastic  # type: ignore[misc]
+        self.stochastic = base.stochastic
         self.eot_samples = base.eot_samples
         self.card = base.card
         self.register_buffer("class_mean", torch.zeros(num_classes))

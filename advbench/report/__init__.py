@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import TextIO
@@ -16,6 +16,7 @@ from typing import TextIO
 import pandas as pd
 
 from ..comparisons import mcnemar_table
+from ..contract import SCHEMA_VERSION, CellInfo, DefenseInfo, Manifest
 from ..errors import AdvbenchError
 from ..metrics import certified_summary, epsilon_at_accuracy, reject_summary, reject_tradeoff, robustness_curves, summarize
 from ..stats import DEFAULT_ALPHA
@@ -49,6 +50,7 @@ class Report:
     runs: list[str] = field(default_factory=list)
     certified: pd.DataFrame = field(default_factory=pd.DataFrame)
     flags: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notices: list[str] = field(default_factory=list)  # e.g. "INCOMPLETE run ...: 3 of 5 cells"
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
@@ -61,44 +63,73 @@ class Report:
 DEFENSE_COLUMNS = ["defense", "model", "benign_accuracy", "seconds_per_epoch", "train_seconds", "norm", "eps"]
 
 
-def _defense_row(name: str, info: dict) -> dict[str, object]:
+def _defense_row(name: str, info: DefenseInfo) -> dict[str, object]:
     """What the zoo card says about a defense: the paper 003 Table 2 benign accuracy and sec/epoch."""
-    card = info.get("card") or {}
-    return {"defense": name, "model": card.get("name", info.get("spec")), "benign_accuracy": card.get("clean_accuracy"),
+    card = info.card or {}
+    return {"defense": name, "model": card.get("name", info.spec), "benign_accuracy": card.get("clean_accuracy"),
             "seconds_per_epoch": card.get("seconds_per_epoch"), "train_seconds": card.get("train_seconds"),
             "norm": card.get("norm"), "eps": card.get("eps")}
 
 
-def _combined_records(stores: list[RunStore]) -> tuple[pd.DataFrame, dict[str, list[float]], dict[str, dict],
-                                                      list[dict]]:
-    """Records of one or more runs; runs are combined only when they evaluated the same samples."""
-    frames, epsilons, defenses, samples, cells = [], {}, {}, None, []
-    ids = [s.run_id for s in stores]
-    if len(set(ids)) != len(ids):
-        raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
-    for store in stores:
-        manifest = store.manifest()
-        records = store.records()
-        run_samples = (manifest["grid"]["dataset"], frozenset(records["sample"]))
-        if samples is not None and run_samples != samples:
-            raise AdvbenchError(f"run {store.run_id} evaluated other samples than {stores[0].run_id}; "
-                                "combine only runs with the same dataset, samples and seed")
-        samples = run_samples
-        if len(stores) > 1:
-            records = records.assign(cell=store.run_id + "/" + records["cell"])
-        frames.append(records)
-        for cell in manifest.get("cells", []):
-            cell_id = (store.run_id + "/" if len(stores) > 1 else "") + cell["id"]
-            epsilons[cell_id] = cell["epsilons"]
-            cells.append({**cell, "id": cell_id})
-        defenses.update(manifest.get("defenses", {}))
-    records = pd.concat(frames, ignore_index=True)
-    duplicated = records.drop_duplicates("cell").duplicated(["defense", "attack"])
-    if duplicated.any():
-        pair = records.drop_duplicates("cell")[duplicated].iloc[0]
-        raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
-                            "label one of them differently to combine the runs")
-    return records, epsilons, defenses, cells
+@dataclass
+class Run:
+    """The read model of one or more runs: verified records with their typed cells and defenses."""
+
+    records: pd.DataFrame
+    cells: dict[str, CellInfo]
+    defenses: dict[str, DefenseInfo]
+    notices: list[str]
+
+    @property
+    def epsilons(self) -> dict[str, list[float]]:
+        return {cell_id: list(cell.epsilons) for cell_id, cell in self.cells.items()}
+
+    @classmethod
+    def open(cls, stores: list[RunStore]) -> "Run":
+        """Records of one or more runs; runs are combined only when they evaluated the same samples."""
+        frames, cells, defenses, notices, samples = [], {}, {}, [], None
+        ids = [s.run_id for s in stores]
+        if len(set(ids)) != len(ids):
+            raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
+        for store in stores:
+            manifest = store.manifest()
+            records = store.records()
+            run_samples = (manifest.grid.get("dataset"), frozenset(records["sample"]))
+            if samples is not None and run_samples != samples:
+                raise AdvbenchError(f"run {store.run_id} evaluated other samples than {stores[0].run_id}; "
+                                    "combine only runs with the same dataset, samples and seed")
+            samples = run_samples
+            prefix = store.run_id + "/" if len(stores) > 1 else ""
+            if prefix:
+                records = records.assign(cell=prefix + records["cell"])
+            frames.append(records)
+            for cell in manifest.cells:
+                if cell.id in manifest.finished:
+                    cells[prefix + cell.id] = replace(cell, id=prefix + cell.id)
+            defenses.update(manifest.defenses)
+            notices += run_notices(store.run_id, manifest)
+        records = pd.concat(frames, ignore_index=True)
+        pairs = records.drop_duplicates("cell")
+        duplicated = pairs.duplicated(["defense", "attack"])
+        if duplicated.any():
+            pair = pairs[duplicated].iloc[0]
+            raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
+                                "label one of them differently to combine the runs")
+        return cls(records, cells, defenses, notices)
+
+
+def run_notices(run_id: str, manifest: Manifest) -> list[str]:
+    """What a reader must know before trusting a run's tables: missing cells, old schema."""
+    notices = []
+    total = len(manifest.cells) - len(manifest.skipped)
+    finished = sum(1 for c in manifest.cells if c.id in manifest.finished)
+    if finished < total:
+        detail = "; ".join(f"{cell}: {reason}" for cell, reason in manifest.refused.items())
+        notices.append(f"INCOMPLETE run {run_id}: {finished} of {total} cells"
+                       + (f" (failed: {detail})" if detail else " (the rest did not run; continue with --resume)"))
+    if manifest.legacy:
+        notices.append(f"run {run_id} was written before run schema {SCHEMA_VERSION}: its records carry no checksums")
+    return notices
 
 
 def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05) -> Report:
@@ -106,10 +137,11 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")
     if not 0 < false_alarm < 1:
         raise AdvbenchError(f"false-alarm rate must be between 0 and 1, got {false_alarm}")
-    records, epsilons, defenses, cells = _combined_records(stores)
-    thresholds = {name: info.get("reject_threshold") for name, info in defenses.items()}
+    run = Run.open(stores)
+    records, epsilons = run.records, run.epsilons
+    thresholds = {name: info.reject_threshold for name, info in run.defenses.items()}
     summary = summarize(records, epsilons)
-    flags = attack_failure_flags(records, {"cells": cells, "defenses": defenses})
+    flags = attack_failure_flags(records, run.cells, run.defenses)
     summary = summary.assign(flags=[
         ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
         for d, a in zip(summary["defense"], summary["attack"])])
@@ -118,8 +150,8 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
-        defenses=pd.DataFrame([_defense_row(n, i) for n, i in defenses.items()], columns=DEFENSE_COLUMNS),
-        certified=certified_summary(records), flags=flags,
+        defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
+        certified=certified_summary(records), flags=flags, notices=run.notices,
     )
 
 
@@ -143,12 +175,15 @@ def render(report: Report, fmt: Format | str, out: TextIO, view: View | str = Vi
     if fmt is Format.CSV:
         report.summary.to_csv(out, index=False)
     elif fmt is Format.JSON:
-        json.dump({name: _json_rows(frame) for name, frame in report.tables().items()}, out, indent=2)
+        json.dump({"notices": report.notices, **{name: _json_rows(frame) for name, frame in report.tables().items()}},
+                  out, indent=2)
         out.write("\n")
     else:
         from .tables import paper_tables, summary_tables
         from .terminal import write_tables
 
+        for notice in report.notices:
+            out.write(f"{'> **' if fmt is Format.MARKDOWN else '!! '}{notice}{'**' if fmt is Format.MARKDOWN else ''}\n\n")
         tables = paper_tables(report) if View(view) is View.PAPER else summary_tables(report)
         write_tables(tables, out, markdown=fmt is Format.MARKDOWN)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attacks.pgd import pgd
-from .norms import Norm
+from ..attacks.pgd import pgd
+from ..errors import AdvbenchError
+from ..norms import Norm
 
 
 def logit_of(target_class: int):
@@ -35,6 +36,8 @@ def targeted_grid(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor
                   seed: int = 0) -> tuple[torch.Tensor, list[str]]:
     """Images (rows = target classes, columns = clean then each model's perturbed version of
     `per_class` inputs from other classes) and the column titles."""
+    if steps < 1 or per_class < 1:
+        raise AdvbenchError("steps and per-class must be at least 1")
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for t in range(num_classes):
@@ -46,3 +49,13 @@ def targeted_grid(models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor
         rows.append(torch.stack(row, dim=1))  # (per_class, 1 + models, C, H, W)
     titles = ["clean", *models]
     return torch.stack(rows), titles  # (K, per_class, 1 + models, C, H, W)
+
+
+def default_models(zoo_dir, dataset: str) -> tuple[str, ...]:
+    """gat, and pgd-at beside it when the zoo has one for `dataset` (paper 000 Fig. 4)."""
+    from pathlib import Path
+
+    from ..zoo import default_name, default_zoo_dir
+
+    zoo_path = Path(zoo_dir or default_zoo_dir())
+    return ("gat",) + (("pgd-at",) if (zoo_path / f"{default_name('pgd-at', dataset)}.pt").exists() else ())

@@ -8,22 +8,22 @@ the right is a better defense at every benign accuracy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import zoo
-from .config import AttackSpec, DefenseSpec, Grid, validate
-from .data import Dataset
-from .errors import AdvbenchError
-from .metrics import summarize
-from .options import coerce_options
-from .progress import Observer
-from .registry import defenses
-from .runner import run_grid
-from .store import RunStore
+from .. import zoo
+from ..config import AttackSpec, DefenseSpec, Grid, validate
+from ..data import Dataset
+from ..errors import AdvbenchError
+from ..evaluate import Paths, evaluate
+from ..options import coerce_options
+from ..progress import Observer
+from ..registry import defenses
+from ..runner import pick_device
+from ..store import RunStore
 
 SWEEP_COLUMNS = ["defense", "parameter", "value", "model", "benign_accuracy", "rho_cw", "median_l2", "success_rate",
                  "seconds_per_epoch"]
@@ -59,14 +59,11 @@ def plan_sweep(defense_names: list[str], params: list[str]) -> list[SweepPoint]:
 
 
 def run_sweep(points: list[SweepPoint], data: Dataset, *, samples: int, seed: int, batch_size: int,
-              zoo_dir: Path | None, results_dir: Path, train_options: dict[str, Any], attack_options: dict[str, Any],
-              device: str, observer: Observer) -> tuple[pd.DataFrame, RunStore]:
-    zoo_dir = Path(zoo_dir or zoo.default_zoo_dir())
-    import torch
-
-    from .runner import pick_device
-
-    torch_device = pick_device(device) if device != "auto" else torch.device("cpu")
+              paths: Paths, train_options: dict[str, Any], attack_options: dict[str, Any], device: str,
+              observer: Observer) -> tuple[pd.DataFrame, RunStore]:
+    """Train (or reuse) one model per sweep point, attack them all with cw-l2 through the front
+    door (resuming an earlier run of the same sweep), and tabulate benign accuracy vs rho_cw."""
+    zoo_dir = Path(paths.zoo_dir or zoo.default_zoo_dir())
     for point in points:
         name = point.model_name(data.info.name)
         if (zoo_dir / f"{name}.pt").exists():
@@ -74,16 +71,18 @@ def run_sweep(points: list[SweepPoint], data: Dataset, *, samples: int, seed: in
             continue
         observer.message(f"training {name}")
         zoo.train(point.defense, data, options={**train_options, point.parameter: point.value}, seed=seed,
-                  name=name, zoo_dir=zoo_dir, device=torch_device, observer=observer)
+                  name=name, zoo_dir=zoo_dir, device=pick_device(device), observer=observer)
     names = [p.model_name(data.info.name) for p in points]
     grid = validate(Grid(
         defenses=tuple(DefenseSpec(n) for n in names),
         attacks=(AttackSpec("cw-l2", options=tuple(sorted(attack_options.items()))),),
         dataset=data.info.name, samples=samples, batch_size=batch_size, seed=seed, device=device,
     ))
-    store = RunStore.latest_matching(results_dir, grid.fingerprint()) or RunStore.create(results_dir, grid.fingerprint())
-    run_grid(grid, data, store, zoo_dir=zoo_dir, observer=observer)
-    summary = summarize(store.records(), {}).set_index("defense")
+    result = evaluate(grid, paths=replace(paths, zoo_dir=zoo_dir), resume=True, observer=observer, artifacts=False)
+    if result.report is None:
+        raise AdvbenchError(f"the sweep's cw-l2 cells all failed: {result.failed}")
+    summary = result.report.summary
+    summary = summary[summary["epsilon"] == float("inf")].set_index("defense")  # unbounded: every example found
     rows = []
     for point, name in zip(points, names):
         card = zoo.read_card(name, zoo_dir)
@@ -92,12 +91,23 @@ def run_sweep(points: list[SweepPoint], data: Dataset, *, samples: int, seed: in
                      "model": name, "benign_accuracy": card.clean_accuracy, "rho_cw": row["mean_l2"],
                      "median_l2": row["median_l2"], "success_rate": row["success_rate"],
                      "seconds_per_epoch": card.seconds_per_epoch})
-    return pd.DataFrame(rows, columns=SWEEP_COLUMNS), store
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS), result.store
+
+
+def sweep_table(table: pd.DataFrame):
+    """The terminal table of a sweep."""
+    from ..report.tables import number, percent
+    from ..report.terminal import TextTable
+
+    rows = [[r.defense, f"{r.parameter}={r.value}", percent(r.benign_accuracy), number(r.rho_cw),
+             number(r.median_l2), number(r.seconds_per_epoch, 3)] for r in table.itertuples()]
+    return TextTable("Robustness curve: benign accuracy vs rho_cw (cw-l2)",
+                     ["defense", "setting", "benign acc", "rho_cw", "median L2", "s/epoch"], rows, left_columns=2)
 
 
 def plot_sweep(table: pd.DataFrame, path: Path) -> Path:
     """One line per defense: x benign accuracy, y rho_cw, points labelled with their value."""
-    from .report.plots import pyplot, save_figure
+    from ..report.plots import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .data import Dataset
-from .defenses.gat import attack_detectors, detector_aucs, sample_per_detector
-from .errors import AdvbenchError
-from .norms import parse_norm
-from .progress import Observer
+from ..data import Dataset
+from ..defenses.gat import attack_detectors, detector_aucs, sample_per_detector
+from ..errors import AdvbenchError
+from ..norms import parse_norm
+from ..progress import Observer
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class DetectorAttack:
     @classmethod
     def parse(cls, text: str) -> "DetectorAttack":
         """`norm:eps:steps:step-size[:restarts[:rule]]`, e.g. `linf:0.3:100:0.01:5:sign`."""
-        from .norms import parse_epsilon
+        from ..norms import parse_epsilon
 
         parts = text.split(":")
         if not 4 <= len(parts) <= 6:
@@ -84,3 +84,14 @@ def detector_auc_table(model, data: Dataset, configs: list[DetectorAttack], *, s
                          "mean": float(aucs.mean())})
             advance(1)
     return pd.DataFrame(rows)
+
+
+def default_detector_attacks(model) -> list[DetectorAttack]:
+    """The model's own training attack with 100 steps, and 500 steps of half the size with 5
+    restarts (paper 001 Table 2's two rows)."""
+    if not hasattr(model, "detectors"):
+        raise AdvbenchError("this model has no detectors (use a gat model)")
+    hyper = (model.card or {}).get("hyperparameters", {})
+    norm, eps = hyper.get("norm", "linf"), hyper.get("eps", 0.3)
+    step = 2.5 * eps / 100
+    return [DetectorAttack(norm, eps, 100, step), DetectorAttack(norm, eps, 500, step / 2, restarts=5)]

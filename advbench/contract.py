@@ -1,0 +1,190 @@
+"""The run contract: what a run directory holds, typed and versioned.
+
+Writers (the runner and executors) and readers (metrics, trust checks, reports) share
+these types instead of nested dicts and string literals. The manifest records, for
+every finished cell, the row count and sha256 of its records file: a truncated,
+garbled or swapped file is named on read instead of being counted, and `--resume`
+reruns it. Schema 1 (runs before this module) is still read for reports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from .errors import AdvbenchError
+from .norms import Norm, parse_norm
+
+SCHEMA_VERSION = 2
+
+
+class AttackKind(str, Enum):
+    FIXED_EPSILON = "fixed-epsilon"
+    MINIMUM_NORM = "minimum-norm"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Access(str, Enum):
+    """What of the defense an attack used: its gradients, only its decisions, or another model."""
+
+    GRADIENT = "gradient"
+    DECISION = "decision"
+    TRANSFER = "transfer"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunStatus(str, Enum):
+    RUNNING = "running"
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# One record per sample per cell (per epsilon for fixed-epsilon attacks), in this column order.
+RECORD_SCHEMA: dict[str, str] = {
+    "cell": "str", "defense": "str", "attack": "str", "norm": "str", "kind": "str", "epsilon": "float",
+    "sample": "int", "label": "int", "clean_pred": "int", "clean_score": "float", "adv_pred": "int",
+    "adv_score": "float", "l2": "float", "linf": "float", "x_l2": "float", "seconds": "float", "queries": "float",
+    "gradients": "float", "certified_l2": "float", "access": "str", "grad_norm": "float",
+}
+RECORD_COLUMNS: list[str] = list(RECORD_SCHEMA)
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """One defense x attack cell as planned: everything needed to read its records."""
+
+    id: str
+    defense: str
+    attack: str
+    attack_name: str
+    norm: Norm
+    kind: AttackKind
+    epsilons: tuple[float, ...]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    eot: int | None = None
+    source: str | None = None
+
+    @property
+    def minimum_norm(self) -> bool:
+        return self.kind is AttackKind.MINIMUM_NORM
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "norm": self.norm.value, "kind": self.kind.value, "epsilons": list(self.epsilons)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "CellInfo":
+        return cls(id=str(data["id"]), defense=str(data["defense"]), attack=str(data["attack"]),
+                   attack_name=str(data.get("attack_name", data["attack"])), norm=parse_norm(data["norm"]),
+                   kind=AttackKind(data["kind"]), epsilons=tuple(float(e) for e in data.get("epsilons", ())),
+                   hyperparameters=dict(data.get("hyperparameters", {})), eot=data.get("eot"),
+                   source=data.get("source"))
+
+
+@dataclass(frozen=True)
+class CellChecksum:
+    """What a finished cell's records file must contain: `rows` records hashing to `sha256`."""
+
+    rows: int
+    sha256: str
+
+
+@dataclass
+class DefenseInfo:
+    """What the report and the trust checks need to know about an evaluated defense."""
+
+    spec: str
+    stochastic: bool = False
+    eot_samples: int = 1
+    reject_threshold: float | None = None
+    card: dict[str, Any] | None = None
+    weights_sha256: str | None = None  # digest of the parameters and buffers that were attacked
+    checkpoint_sha256: str | None = None  # digest of the zoo checkpoint file, when it came from one
+    nondeterministic: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "DefenseInfo":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Manifest:
+    """A run's manifest.json: the grid, its cells, the defenses used and which cells are done."""
+
+    fingerprint: str
+    created: str
+    grid: dict[str, Any]
+    device: str
+    versions: dict[str, str | None]
+    cells: list[CellInfo]
+    git_commit: str | None = None
+    defenses: dict[str, DefenseInfo] = field(default_factory=dict)
+    finished: dict[str, CellChecksum] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)  # cell -> why it failed (the grid went on)
+    skipped: dict[str, str] = field(default_factory=dict)  # cell -> why the attack does not apply
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def legacy(self) -> bool:
+        """Written before cells were checksummed (schema 1): readable, not resumable."""
+        return self.schema_version < SCHEMA_VERSION
+
+    def cell(self, cell_id: str) -> CellInfo:
+        for cell in self.cells:
+            if cell.id == cell_id:
+                return cell
+        raise AdvbenchError(f"the manifest has no cell {cell_id!r}")
+
+    def pending(self) -> list[CellInfo]:
+        """Cells neither finished nor skipped (refused cells are pending: a resume retries them)."""
+        return [c for c in self.cells if c.id not in self.finished and c.id not in self.skipped]
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus.COMPLETE if not self.pending() else RunStatus.INCOMPLETE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version, "fingerprint": self.fingerprint, "created": self.created,
+            "status": self.status.value, "grid": self.grid, "device": self.device, "versions": self.versions,
+            "git_commit": self.git_commit, "cells": [c.to_json() for c in self.cells],
+            "defenses": {k: asdict(v) for k, v in self.defenses.items()},
+            "finished": {k: asdict(v) for k, v in self.finished.items()},
+            "refused": self.refused, "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> "Manifest":
+        """Parse a manifest (schema 1 or 2); anything malformed is one error naming `where`."""
+        try:
+            version = int(data.get("schema_version", 1))
+            if version > SCHEMA_VERSION:
+                raise AdvbenchError(f"{where} was written by a newer advbench (run schema {version}); upgrade advbench")
+            return cls(
+                fingerprint=str(data["fingerprint"]), created=str(data["created"]), grid=dict(data["grid"]),
+                device=str(data.get("device", "")), versions=dict(data.get("versions", {})),
+                cells=[CellInfo.from_json(c) for c in data["cells"]], git_commit=data.get("git_commit"),
+                defenses={k: DefenseInfo.from_json(v) for k, v in data.get("defenses", {}).items()},
+                finished={k: CellChecksum(int(v["rows"]), str(v["sha256"]))
+                          for k, v in data.get("finished", {}).items()},
+                refused=dict(data.get("refused", {})), skipped=dict(data.get("skipped", {})),
+                schema_version=version,
+            )
+        except AdvbenchError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise AdvbenchError(f"{where} is not a valid run manifest ({type(exc).__name__}: {exc})") from None
+
+
+def epsilon_or_none(value: float) -> float | None:
+    """Records store a minimum-norm attack's epsilon as NaN; code reads it as None."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)

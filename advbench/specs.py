@@ -1,0 +1,90 @@
+"""The defense spec mini-language, parsed in one place.
+
+    name[:mode[:argument]][@seed][+detect[=FPR]]      a registered defense or a zoo entry
+    python:package.module:factory[+detect[=FPR]]      a model from your own code
+
+`@N` names an independently trained copy (zoo entry `<name>-<dataset>-seed<N>`), `:mode`
+one of a defense's inference modes (with an argument such as GAT's threshold T), and
+`+detect` adds paper 002's logit-based detection on top.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import AdvbenchError
+
+PYTHON_PREFIX = "python:"
+DEFAULT_DETECT_RATE = 0.05
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
+
+
+@dataclass(frozen=True)
+class DefenseRef:
+    """A parsed defense spec; `str(ref)` gives the spec back."""
+
+    name: str
+    mode: str | None = None
+    mode_argument: str | None = None
+    seed: int = 0
+    detect_rate: float | None = None
+    python_target: str | None = None  # "package.module:factory" for python: specs
+
+    @classmethod
+    def parse(cls, text: str) -> "DefenseRef":
+        spec = str(text).strip()
+        if not spec:
+            raise AdvbenchError("empty defense spec")
+        body, detect_rate = _split_detect(spec)
+        if body.startswith(PYTHON_PREFIX):
+            target = body[len(PYTHON_PREFIX):]
+            module, _, factory = target.partition(":")
+            if not module or not factory or ":" in factory:
+                raise AdvbenchError(f"python defense {spec!r} must look like python:package.module:factory")
+            return cls(name=target, detect_rate=detect_rate, python_target=target)
+        body, at, seed_text = body.partition("@")
+        seed = 0
+        if at:
+            if not seed_text.isdigit():
+                raise AdvbenchError(f"defense {spec!r}: the part after @ must be a non-negative integer seed")
+            seed = int(seed_text)
+        name, _, rest = body.partition(":")
+        mode, _, argument = rest.partition(":")
+        if not _NAME.fullmatch(name):
+            raise AdvbenchError(f"defense {spec!r}: {name!r} is not a defense or zoo entry name")
+        if rest and not mode:
+            raise AdvbenchError(f"defense {spec!r}: an empty mode after ':'")
+        return cls(name=name, mode=mode or None, mode_argument=argument or None, seed=seed, detect_rate=detect_rate)
+
+    @property
+    def base(self) -> "DefenseRef":
+        """The spec without `+detect` (the model the detector wraps)."""
+        return DefenseRef(self.name, self.mode, self.mode_argument, self.seed, None, self.python_target)
+
+    def __str__(self) -> str:
+        if self.python_target:
+            text = PYTHON_PREFIX + self.python_target
+        else:
+            text = self.name + (f":{self.mode}" if self.mode else "") + (
+                f":{self.mode_argument}" if self.mode_argument else "") + (f"@{self.seed}" if self.seed else "")
+        if self.detect_rate is not None:
+            text += "+detect" + ("" if self.detect_rate == DEFAULT_DETECT_RATE else f"={self.detect_rate:g}")
+        return text
+
+
+def _split_detect(spec: str) -> tuple[str, float | None]:
+    """`cnn+detect=0.01` -> ("cnn", 0.01); a spec without the suffix -> (spec, None)."""
+    base, plus, suffix = spec.rpartition("+")
+    if not plus or not suffix.startswith("detect"):
+        return spec, None
+    name, _, value = suffix.partition("=")
+    if name != "detect":
+        raise AdvbenchError(f"defense {spec!r}: the suffix must be +detect or +detect=FPR")
+    try:
+        rate = float(value) if value else DEFAULT_DETECT_RATE
+    except ValueError:
+        raise AdvbenchError(f"defense {spec!r}: +detect=FPR needs a number, e.g. +detect=0.05") from None
+    if not 0 < rate < 1:
+        raise AdvbenchError(f"defense {spec!r}: the false-positive rate must be between 0 and 1")
+    return base, rate
