@@ -383,6 +383,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
     guarded = {id(m): m for m in (defense, crafted_on)}.values()
     digests = {id(m): state_digest(m) for m in guarded}
+    snapshots = {id(m): {k: v.detach().clone() for k, v in m.state_dict().items()} for m in guarded}
     rows: list[dict[str, Any]] = []
     with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
         for start in range(0, len(inputs), batch_size):
@@ -398,7 +399,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
             output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(),
                                                [e for e in epsilons if e is not None], observer)
             for model in guarded:
-                check_untouched(model, digests[id(model)], plan.attack.id)
+                check_untouched(model, digests[id(model)], snapshots[id(model)], plan.attack.id)
             queries = sum(counter.count for counter in counters) / len(x)
             gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
             seconds = output.seconds / len(x)
@@ -410,15 +411,17 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
-def check_untouched(model: nn.Module, digest: str, attack: str) -> None:
+def check_untouched(model: nn.Module, digest: str, snapshot: dict[str, torch.Tensor], attack: str) -> None:
     """An attack must leave the model as it found it: in eval mode, with the same weights.
-    The model is put back in eval mode either way, so a violation fails only this cell."""
+    The model is put back (eval mode, the weights of `snapshot`) either way, so a violation
+    fails only this cell."""
     training = [name or "the model" for name, module in model.named_modules() if module.training]
     model.eval()
     if training:
         raise AttackIsolationError(f"{attack} left {training[0]} in training mode (it changes predictions); "
                                    "this cell's records are discarded")
     if state_digest(model) != digest:
+        model.load_state_dict(snapshot)
         raise AttackIsolationError(f"{attack} changed the defense's weights or buffers; this cell's records are "
                                    "discarded")
 
