@@ -324,7 +324,7 @@ def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None
     cls = defenses.get(ref.name)
     _check_mode(ref, cls)
     if weights is not None or not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
-        if weights is None and getattr(cls, "load", Defense.load) is Defense.load and _needs_weights(cls):
+        if weights is None and cls.load.__func__ is Defense.load.__func__ and _needs_weights(cls, info):
             raise AdvbenchError(f"defense {ref.name} is not trainable by advbench: give its weights "
                                 f"(--weights FILE, or weights = \"FILE\" in a grid)")
         return DefensePlan(ref, weights=weights, defense_name=ref.name)
@@ -353,10 +353,10 @@ def _check_mode(ref: DefenseRef, cls: Any) -> None:
         raise AdvbenchError(f"defense {ref}: no mode {ref.mode!r} (modes: {offered})")
 
 
-def _needs_weights(cls: Any) -> bool:
+def _needs_weights(cls: Any, info: DataInfo) -> bool:
     """A plugin class with parameters needs a weights file (random weights are no defense)."""
     try:
-        model = _construct(cls, None)
+        model = _construct(cls, info)
     except Exception:  # noqa: BLE001 - construction problems surface when it is loaded
         return True
     return any(True for _ in model.parameters())
