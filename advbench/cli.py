@@ -116,7 +116,9 @@ def list_command(kind: str | None, params: bool) -> None:
             click.echo(f"  {entry.name:<16} {status}  [{entry.origin}]")
             if params and not entry.broken and isinstance(entry.obj, type):
                 target = getattr(entry.obj, "Config", None) or entry.obj.__init__
-                settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in declared_defaults(target).items())
+                fixed = dict(entry.preset)
+                settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in declared_defaults(target).items()
+                                     if k not in fixed)
                 click.echo(f"  {'':<16} {settings or '(no options)'}")
 
 

@@ -20,32 +20,29 @@ from .norms import Norm, parse_norm
 SCHEMA_VERSION = 2
 
 
-class AttackKind(str, Enum):
-    FIXED_EPSILON = "fixed-epsilon"
-    MINIMUM_NORM = "minimum-norm"
+class _TextEnum(str, Enum):
+    """An enum stored as its text in records and manifests."""
 
     def __str__(self) -> str:
         return self.value
 
 
-class Access(str, Enum):
+class AttackKind(_TextEnum):
+    FIXED_EPSILON = "fixed-epsilon"
+    MINIMUM_NORM = "minimum-norm"
+
+
+class Access(_TextEnum):
     """What of the defense an attack used: its gradients, only its decisions, or another model."""
 
     GRADIENT = "gradient"
     DECISION = "decision"
     TRANSFER = "transfer"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RunStatus(str, Enum):
-    RUNNING = "running"
+class RunStatus(_TextEnum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # One record per sample per cell (per epsilon for fixed-epsilon attacks), in this column order.

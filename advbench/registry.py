@@ -30,6 +30,7 @@ class Entry:
     origin: str
     obj: Any = None
     error: str | None = None
+    preset: tuple[tuple[str, Any], ...] = ()  # keyword arguments fixed by this name (e.g. norm="l2")
     traceback: str | None = None  # of a plugin that failed to import, for --debug
 
     @property
@@ -53,19 +54,28 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry] = {}
         self._loaded = False
 
-    def register(self, name: str, *, description: str | None = None) -> Callable[[T], T]:
-        """Decorator used by built-ins; a duplicate name is a programming error."""
+    def register(self, name: str, *, description: str | None = None, **preset: Any) -> Callable[[T], T]:
+        """Decorator used by built-ins; a duplicate name is a programming error. `preset`
+        fixes keyword arguments for this name, so one class can serve several names that
+        differ only in, say, the norm (`pgd-linf` and `pgd-l2`)."""
 
         def decorate(obj: T) -> T:
-            self.add(name, obj, description=description)
+            self.add(name, obj, description=description, preset=preset)
             return obj
 
         return decorate
 
-    def add(self, name: str, obj: Any, *, description: str | None = None, origin: str = BUILTIN) -> None:
+    def add(self, name: str, obj: Any, *, description: str | None = None, origin: str = BUILTIN,
+            preset: dict[str, Any] | None = None) -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice ({self._entries[name].origin} and {origin})")
-        self._entries[name] = Entry(name, description or _first_line(obj), origin, obj)
+        self._entries[name] = Entry(name, description or _first_line(obj), origin, obj,
+                                    preset=tuple(sorted((preset or {}).items())))
+
+    def entry(self, name: str) -> Entry:
+        """The entry behind `name` (unknown and broken names fail as in `get`)."""
+        self.get(name)
+        return self._entries[name]
 
     def _load(self) -> None:
         if self._loaded:

@@ -34,7 +34,7 @@ from .contract import RECORD_COLUMNS, Access, AttackKind, CellInfo, DefenseInfo,
 from .data import Dataset
 from .defenses.base import Defense, ExpectationOverTransformation, Prediction, state_digest
 from .errors import AdvbenchError, AttackIsolationError
-from .norms import Norm
+from .norms import Norm, parse_norm
 from .progress import Observer
 from .store import RunStore
 from .zoo import checkpoint_sha256, load_defense, plan_defense
@@ -135,7 +135,7 @@ def library_versions() -> dict[str, str | None]:
 
 def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
     return CellInfo(id=plan.id, defense=plan.defense.id, attack=plan.attack.id, attack_name=plan.attack.name,
-                    norm=attack.norm, kind=attack.kind, epsilons=tuple(plan.epsilons),
+                    norm=parse_norm(attack.norm), kind=AttackKind(attack.kind), epsilons=tuple(plan.epsilons),
                     hyperparameters=attack.hyperparameters(), eot=plan.attack.eot, source=plan.attack.source)
 
 
@@ -339,7 +339,7 @@ def clean_gradient_norms(target: AttackTarget, x: torch.Tensor, y: torch.Tensor)
         (grad,) = torch.autograd.grad(loss.sum(), x, allow_unused=True)
     if grad is None:
         return torch.zeros(len(x))
-    return grad.flatten(1).norm(dim=1).detach().cpu()
+    return Norm.L2.of(grad).detach().cpu()
 
 
 def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int,
@@ -468,8 +468,8 @@ def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Ten
     for i in range(len(x)):
         j = offset + i
         out.append({
-            "cell": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "norm": attack.norm.value,
-            "kind": attack.kind.value, "epsilon": math.nan if eps is None else eps, "sample": int(index[i]),
+            "cell": plan.id, "defense": plan.defense.id, "attack": plan.attack.id, "norm": parse_norm(attack.norm).value,
+            "kind": AttackKind(attack.kind).value, "epsilon": math.nan if eps is None else eps, "sample": int(index[i]),
             "label": int(y[i]), "clean_pred": int(clean.labels[j]),
             "clean_score": float(clean.reject_score[j]) if clean.reject_score is not None else math.nan,
             "adv_pred": int(adv_pred[i]),

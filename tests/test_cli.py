@@ -14,7 +14,14 @@ from click.testing import CliRunner
 
 from advbench.cli import main
 
-COMMANDS = [[], ["list"], ["train"], ["attack"], ["run"], ["report"], ["zoo"], ["zoo", "list"]]
+def _all_commands(group=main, prefix=()):
+    """Every command and subcommand of the CLI, found from the click group itself."""
+    yield list(prefix)
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _all_commands(command, (*prefix, name))
+
+
+COMMANDS = list(_all_commands())
 
 
 def invoke(*args, **kwargs):
@@ -25,6 +32,21 @@ def invoke(*args, **kwargs):
 def test_help(command):
     result = invoke(*command, "--help")
     assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_every_command_has_help():
+    assert {"list", "train", "attack", "run", "report", "zoo", "curve", "check", "detectors", "targeted"} <= set(
+        main.commands)
+
+
+def test_help_does_not_import_torch():
+    """`advbench --help` stays fast: importing the CLI must not pull in torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, advbench.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
 def test_python_dash_m_works():
@@ -164,8 +186,14 @@ def _unwritable_check(isolated):
 
 
 def test_debug_shows_traceback(isolated):
-    result = invoke("--debug", "attack", "cnnn", "--attack", "fgsm")
-    assert result.exit_code != 0 and result.exception is not None
+    """Without --debug: one line, no traceback; with it, the error propagates with its traceback."""
+    from advbench.errors import AdvbenchError
+
+    plain = invoke("attack", "cnnn", "--attack", "fgsm")
+    assert plain.exit_code == 2 and isinstance(plain.exception, SystemExit)
+    assert plain.output.startswith("error: unknown defense 'cnnn'") and "Traceback" not in plain.output
+    debug = invoke("--debug", "attack", "cnnn", "--attack", "fgsm")
+    assert isinstance(debug.exception, AdvbenchError) and debug.exc_info[2] is not None
 
 
 def test_run_with_own_python_model(isolated, monkeypatch):
@@ -195,10 +223,10 @@ class InterruptOnce:
 
 
 def test_interrupted_run_resumes(isolated, monkeypatch):
-    from advbench.attacks.gradient import FGSM
+    from advbench.attacks.gradient import SingleStep
     from advbench.registry import Entry, attacks
 
-    class Interrupting(FGSM):
+    class Interrupting(SingleStep):
         def run(self, target, x, y, *, epsilon):
             if InterruptOnce.armed:
                 raise KeyboardInterrupt

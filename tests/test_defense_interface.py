@@ -85,13 +85,13 @@ GRADIENT_ATTACKS = [n for n in attacks.names() if getattr(attacks.get(n), "gradi
 @pytest.mark.parametrize("name", GRADIENT_ATTACKS)
 def test_every_gradient_attack_uses_the_defense_surrogate(name, tiny_cnn, digits):
     options = {"cw-l2": {"steps": 30, "binary_search_steps": 4}, "ddn": {"steps": 30}}.get(name, {})
-    epsilons = [0.3] if attacks.get(name).norm == "linf" else [2.0]
+    epsilons = [0.3] if make_attack(name).norm == "linf" else [2.0]
 
     def fooled(defense):
         records = cell(defense.eval(), name, epsilons, digits, **options)
         fooled = (records.clean_pred == records.label) & (records.adv_pred != records.label)
         if attacks.get(name).kind is AttackKind.MINIMUM_NORM:
-            fooled &= records[str(attacks.get(name).norm)] <= epsilons[0]
+            fooled &= records[str(make_attack(name).norm)] <= epsilons[0]
         return fooled.mean()
 
     # the inference's gradient is zero: only the surrogate makes these attacks work

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from ..errors import AdvbenchError
 from ..options import coerce_options
 from ..registry import attacks
 from .base import Attack, AttackKind, AttackOutput, AttackTarget, FixedEpsilonAttack, MinimumNormAttack
@@ -10,8 +11,13 @@ from . import bsearch, foolbox_attacks, gat_attacks, generator, gradient, gradie
 
 def make_attack(name: str, options: dict[str, Any] | None = None) -> Attack:
     """Instantiate a registered attack with user options checked against its hyperparameters."""
-    cls = attacks.get(name)
-    return cls(**coerce_options(cls.__init__, options or {}, f"attack {name}"))
+    entry = attacks.entry(name)
+    preset = dict(entry.preset)
+    fixed = sorted(set(k.replace("-", "_") for k in options or {}) & set(preset))
+    if fixed:
+        raise AdvbenchError(f"attack {name} fixes {fixed[0]}={preset[fixed[0]]}; pick the attack name for another "
+                            f"{fixed[0]} instead (advbench list attacks)")
+    return entry.obj(**preset, **coerce_options(entry.obj.__init__, options or {}, f"attack {name}"))
 
 
 __all__ = ["Attack", "AttackKind", "AttackOutput", "AttackTarget", "FixedEpsilonAttack", "MinimumNormAttack",

@@ -12,6 +12,7 @@ import inspect
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable, ClassVar, final
 
 import torch
@@ -85,7 +86,8 @@ class Attack(ABC):
 
     def hyperparameters(self) -> dict[str, Any]:
         params = inspect.signature(type(self).__init__).parameters.values()
-        return {p.name: getattr(self, p.name) for p in params if p.kind is p.KEYWORD_ONLY}
+        values = {p.name: getattr(self, p.name) for p in params if p.kind is p.KEYWORD_ONLY}
+        return {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())

@@ -68,7 +68,7 @@ class BinarySearchL2(MinimumNormAttack):
         for _ in range(self.depth):
             x_adv = self._perturb(target, x, y, c)
             success = self.false_positive(target, x_adv, y)
-            size = (x_adv - x).flatten(1).norm(dim=1)
+            size = Norm.L2.of(x_adv - x)
             better = success & (size < best_size)
             best[better], best_size[better] = x_adv[better], size[better]
             lower = torch.where(success, c, lower)   # effective: try a larger c (smaller perturbation)

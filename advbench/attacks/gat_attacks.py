@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import AdvbenchError
-from ..norms import Norm
+from ..norms import parse_norm
 from ..registry import register_attack
 from .base import FixedEpsilonAttack, AttackTarget
 from .losses import margin, max_other
@@ -58,18 +58,22 @@ class _ClassifierAndDetectors(nn.Module):
         return torch.cat([self.classifier(x), self.detectors(x)], dim=1)
 
 
-class _GATPGD(FixedEpsilonAttack):
+@register_attack("gat-linf", norm="linf", description="PGD on a gat model with paper 001's objectives "
+                                                      "(--opt objective=classifier|detectors|combined|switch)")
+@register_attack("gat-l2", norm="l2", description="PGD on a gat model with paper 001's objectives, L2")
+class GATPGD(FixedEpsilonAttack):
     """PGD on a GAT model with one of the paper 001 objectives (classifier, detectors, combined, switch)."""
 
     requires = "gat"
 
-    def __init__(self, *, objective: str = "combined", steps: int = 100, step_size: float = 0.0,
+    def __init__(self, *, norm: str = "linf", objective: str = "combined", steps: int = 100, step_size: float = 0.0,
                  rel_step_size: float = 2.5, random_start: bool = True, restarts: int = 1,
                  step_rule: str = "adam") -> None:
         if objective not in OBJECTIVES:
             raise AdvbenchError(f"gat attack objective must be one of {', '.join(OBJECTIVES)}")
         if step_rule not in STEP_RULES or steps < 1 or restarts < 1:
             raise AdvbenchError(f"gat attack: steps and restarts >= 1, step-rule one of {', '.join(STEP_RULES)}")
+        self.norm = parse_norm(norm)
         self.objective, self.steps, self.step_size, self.rel_step_size = objective, steps, step_size, rel_step_size
         self.random_start, self.restarts, self.step_rule = random_start, restarts, step_rule
 
@@ -88,14 +92,3 @@ class _GATPGD(FixedEpsilonAttack):
                    step_size=self.step_size or self.rel_step_size * epsilon / self.steps, loss_fn=loss,
                    bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
                    step_rule=self.step_rule, prefer_misclassified=False)
-
-
-@register_attack("gat-linf", description="PGD on a gat model with paper 001's objectives (--opt objective=classifier|"
-                                         "detectors|combined|switch), Linf")
-class LinfGATPGD(_GATPGD):
-    norm = Norm.LINF
-
-
-@register_attack("gat-l2", description="PGD on a gat model with paper 001's objectives, L2")
-class L2GATPGD(_GATPGD):
-    norm = Norm.L2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import AdvbenchError
-from ..norms import Norm
+from ..norms import parse_norm
 from ..registry import register_attack
 from .base import FixedEpsilonAttack, AttackTarget
 from .losses import pick_loss
@@ -27,11 +27,16 @@ class _GradientAttack(FixedEpsilonAttack):
         pick_loss(self.loss, None)
 
 
-class _PGD(_GradientAttack):
+@register_attack("pgd-linf", norm="linf",
+                 description="PGD in the Linf ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
+@register_attack("pgd-l2", norm="l2",
+                 description="PGD in the L2 ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
+class PGD(_GradientAttack):
     """Projected gradient descent with random start and restarts (Madry et al. 2018)."""
 
-    def __init__(self, *, steps: int = 40, step_size: float = 0.0, rel_step_size: float = 2.5, random_start: bool = True,
+    def __init__(self, *, norm: str = "linf", steps: int = 40, step_size: float = 0.0, rel_step_size: float = 2.5, random_start: bool = True,
                  restarts: int = 1, loss: str = "auto", step_rule: str = "sign") -> None:
+        self.norm = parse_norm(norm)
         self.steps, self.step_size, self.rel_step_size = steps, step_size, rel_step_size
         self.random_start, self.restarts, self.loss, self.step_rule = random_start, restarts, loss, step_rule
         self._check()
@@ -44,18 +49,15 @@ class _PGD(_GradientAttack):
                    step_rule=self.step_rule, prefer_misclassified=untargeted)
 
 
-@register_attack("pgd-linf", description="PGD in the Linf ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
-class LinfPGD(_PGD):
-    norm = Norm.LINF
+@register_attack("fgsm", norm="linf",
+                 description="fast gradient sign method (Goodfellow et al. 2015), one Linf step of size eps")
+@register_attack("fgm", norm="l2", description="fast gradient method, one L2 step of size eps along the normalised "
+                                               "gradient")
+class SingleStep(_GradientAttack):
+    """One gradient step of size eps (FGSM in Linf, FGM in L2)."""
 
-
-@register_attack("pgd-l2", description="PGD in the L2 ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
-class L2PGD(_PGD):
-    norm = Norm.L2
-
-
-class _SingleStep(_GradientAttack):
-    def __init__(self, *, loss: str = "auto") -> None:
+    def __init__(self, *, norm: str = "linf", loss: str = "auto") -> None:
+        self.norm = parse_norm(norm)
         self.loss = loss
         self._check()
 
@@ -65,20 +67,14 @@ class _SingleStep(_GradientAttack):
                    loss_fn=loss_fn, bounds=target.bounds, random_init=False, prefer_misclassified=untargeted)
 
 
-@register_attack("fgsm", description="fast gradient sign method (Goodfellow et al. 2015), one Linf step of size eps")
-class FGSM(_SingleStep):
-    norm = Norm.LINF
-
-
-@register_attack("fgm", description="fast gradient method, one L2 step of size eps along the normalised gradient")
-class FGM(_SingleStep):
-    norm = Norm.L2
-
-
-class _MIM(_GradientAttack):
+@register_attack("mim", norm="linf", description="momentum iterative method (Dong et al. 2018) in the Linf ball")
+@register_attack("mim-l2", norm="l2", description="momentum iterative method (Dong et al. 2018) in the L2 ball")
+class MIM(_GradientAttack):
     """Momentum iterative method (Dong et al. 2018): L1-normalised gradients accumulated with decay."""
 
-    def __init__(self, *, steps: int = 10, step_size: float = 0.0, decay: float = 1.0, loss: str = "auto") -> None:
+    def __init__(self, *, norm: str = "linf", steps: int = 10, step_size: float = 0.0, decay: float = 1.0,
+                 loss: str = "auto") -> None:
+        self.norm = parse_norm(norm)
         self.steps, self.step_size, self.decay, self.loss = steps, step_size, decay, loss
         self._check()
 
@@ -87,13 +83,3 @@ class _MIM(_GradientAttack):
         return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps,
                    step_size=self.step_size or epsilon / self.steps, loss_fn=loss_fn, bounds=target.bounds,
                    random_init=False, momentum=self.decay, prefer_misclassified=untargeted)
-
-
-@register_attack("mim", description="momentum iterative method (Dong et al. 2018) in the Linf ball")
-class LinfMIM(_MIM):
-    norm = Norm.LINF
-
-
-@register_attack("mim-l2", description="momentum iterative method (Dong et al. 2018) in the L2 ball")
-class L2MIM(_MIM):
-    norm = Norm.L2

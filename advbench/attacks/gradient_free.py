@@ -17,7 +17,7 @@ from ..errors import AdvbenchError
 from ..norms import Norm
 from ..registry import register_attack
 from .base import AttackTarget, MinimumNormAttack
-from .gradient import _PGD
+from .gradient import PGD
 from .zoo_attack import common_random_numbers
 
 
@@ -58,13 +58,18 @@ class EstimatedGradientModel(nn.Module):
         return _EstimateVectorJacobian.apply(x, self.model, self.samples, self.sigma)
 
 
-class _EstimatedPGD(_PGD):
+@register_attack("pgd-est", norm="linf", description="Linf PGD on gradients estimated by finite differences (NES, "
+                                                     "antithetic Gaussian samples) from the defense's decisions; "
+                                                     "gradient-free")
+@register_attack("pgd-est-l2", norm="l2", description="L2 PGD on gradients estimated by finite differences; "
+                                                      "gradient-free")
+class EstimatedPGD(PGD):
     gradient_based = False
 
-    def __init__(self, *, steps: int = 50, step_size: float = 0.0, rel_step_size: float = 2.5,
+    def __init__(self, *, norm: str = "linf", steps: int = 50, step_size: float = 0.0, rel_step_size: float = 2.5,
                  random_start: bool = True, restarts: int = 1, loss: str = "margin", step_rule: str = "sign",
                  samples: int = 50, sigma: float = 0.001) -> None:
-        super().__init__(steps=steps, step_size=step_size, rel_step_size=rel_step_size, random_start=random_start,
+        super().__init__(norm=norm, steps=steps, step_size=step_size, rel_step_size=rel_step_size, random_start=random_start,
                          restarts=restarts, loss=loss, step_rule=step_rule)
         if samples < 1 or not sigma > 0:
             raise AdvbenchError(f"{type(self).__name__}: samples must be at least 1 and sigma positive")
@@ -75,17 +80,6 @@ class _EstimatedPGD(_PGD):
         # the defense's own attack loss is kept ("auto"): it is a function of logits, not of gradients
         blind = AttackTarget(estimated, target.decision_model, target.bounds, target.num_classes, loss=target.loss)
         return super().run(blind, x, y, epsilon=epsilon)
-
-
-@register_attack("pgd-est", description="Linf PGD on gradients estimated by finite differences (NES, antithetic "
-                                         "Gaussian samples) from the defense's decisions; gradient-free")
-class LinfEstimatedPGD(_EstimatedPGD):
-    norm = Norm.LINF
-
-
-@register_attack("pgd-est-l2", description="L2 PGD on gradients estimated by finite differences; gradient-free")
-class L2EstimatedPGD(_EstimatedPGD):
-    norm = Norm.L2
 
 
 def other_class_starts(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

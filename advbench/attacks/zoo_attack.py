@@ -113,7 +113,7 @@ class ZerothOrderOptimization(MinimumNormAttack):
             flat[rows, coordinates] = (flat[rows, coordinates] - update).clamp(low, high)
             adv = flat.view_as(x)
             wrong = target.decision_model(adv).argmax(1) != y
-            size = (adv - x).flatten(1).norm(dim=1)
+            size = Norm.L2.of(adv - x)
             better = wrong & (size < best_norm)
             best[better], best_norm[better] = adv[better], size[better]
             found |= wrong

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data import DataInfo, Dataset
 from ..errors import AdvbenchError
+from ..norms import Norm
 from ..progress import Observer
 from ..registry import register_defense
 from .base import TrainableDefense
@@ -36,7 +37,7 @@ def gradient_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.
     """grad_x CE(F(x), y), scaled to unit L2 norm per sample (the generator's view of F)."""
     x = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), x)
-    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+    norms = Norm.L2.of(grad).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
     return (grad / norms).detach()
 
 
