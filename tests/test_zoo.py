@@ -96,3 +96,12 @@ def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path, digits):
     model, _ = zoo.load("cnn-digits", tmp_path, info=digits.info)
     assert next(model.parameters()).device.type == "cpu"
     assert blob["card"]["dataset"] == "digits"
+
+
+def test_registered_trainable_defense_with_a_weights_file(tmp_path, digits, trained_zoo):
+    """`advbench attack cnn --weights FILE`: the default architecture with those weights, no zoo entry."""
+    state = torch.load(trained_zoo / "cnn-digits.pt", weights_only=True)["state_dict"]
+    torch.save(state, tmp_path / "w.pt")
+    model = zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path / "empty", weights=tmp_path / "w.pt")
+    reference, _ = zoo.load("cnn-digits", trained_zoo, info=digits.info)
+    assert torch.equal(model(digits.test_x[:8]), reference(digits.test_x[:8]))

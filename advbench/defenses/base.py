@@ -169,6 +169,16 @@ class TrainableDefense(Defense):
     def build(cls, info: Any, config: Any) -> "TrainableDefense":
         raise NotImplementedError
 
+    @classmethod
+    def load(cls, info: Any, weights: Path | None) -> "Defense":
+        """With a weights file instead of a zoo entry: the default architecture for `info`."""
+        from ..zoo import load_weights
+
+        model = cls.build(info, cls.resolve_config(cls.Config(), info))
+        if weights is not None:
+            load_weights(model, weights)
+        return model
+
     def fit(self, data: Any, config: Any, *, seed: int, device: torch.device, observer: Any) -> list[float]:
         """Train in place; returns seconds per epoch for the zoo card."""
         raise NotImplementedError
