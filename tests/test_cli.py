@@ -224,7 +224,7 @@ class InterruptOnce:
 
 def test_interrupted_run_resumes(isolated, monkeypatch):
     from advbench.attacks.gradient import SingleStep
-    from advbench.registry import Entry, attacks
+    from advbench.registry import attacks
 
     class Interrupting(SingleStep):
         def run(self, target, x, y, *, epsilon):

@@ -14,7 +14,7 @@ from advbench.config import grid_from_dict, load_grid, preset_path
 from advbench.errors import AttackVerificationError
 from advbench.metrics import summarize
 from advbench.norms import Norm
-from advbench.registry import Entry, attacks
+from advbench.registry import attacks
 from advbench.runner import RECORD_COLUMNS, plan_cells, run_grid
 from advbench.store import RunStore
 
