@@ -9,7 +9,6 @@ reruns it. Schema 1 (runs before this module) is still read for reports.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -69,10 +68,6 @@ class CellInfo:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     eot: int | None = None
     source: str | None = None
-
-    @property
-    def minimum_norm(self) -> bool:
-        return self.kind is AttackKind.MINIMUM_NORM
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "norm": self.norm.value, "kind": self.kind.value, "epsilons": list(self.epsilons)}
@@ -135,12 +130,6 @@ class Manifest:
         """Written before cells were checksummed (schema 1): readable, not resumable."""
         return self.schema_version < SCHEMA_VERSION
 
-    def cell(self, cell_id: str) -> CellInfo:
-        for cell in self.cells:
-            if cell.id == cell_id:
-                return cell
-        raise AdvbenchError(f"the manifest has no cell {cell_id!r}")
-
     def pending(self) -> list[CellInfo]:
         """Cells neither finished nor skipped (refused cells are pending: a resume retries them)."""
         return [c for c in self.cells if c.id not in self.finished and c.id not in self.skipped]
@@ -181,7 +170,3 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise AdvbenchError(f"{where} is not a valid run manifest ({type(exc).__name__}: {exc})") from None
 
-
-def epsilon_or_none(value: float) -> float | None:
-    """Records store a minimum-norm attack's epsilon as NaN; code reads it as None."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)

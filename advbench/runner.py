@@ -171,9 +171,9 @@ def open_manifest(store: RunStore, grid: Grid, plans: list[tuple[CellPlan, Attac
 
 
 def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec: str, probe: torch.Tensor,
-                     observer: Observer, checkpoint: str | None = None) -> list[str]:
-    """Record what the report and the trust checks need to know about a defense. Returns the
-    finished cells that must be rerun because the defense's weights changed since they ran."""
+                     observer: Observer, checkpoint: str | None = None) -> None:
+    """Record what the report and the trust checks need to know about a defense; finished cells
+    of an earlier model (its weights changed since they ran) are dropped so that they rerun."""
     digest = state_digest(defense)
     earlier = manifest.defenses.get(defense_id)
     stale: list[str] = []
@@ -192,7 +192,6 @@ def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec
         info.nondeterministic = changed
         observer.message(f"warning: {defense_id} is not declared stochastic but {changed}")
     manifest.defenses[defense_id] = info
-    return stale
 
 
 def skip_unsupported(manifest: Manifest, plan: CellPlan, attack: Attack, crafted_on: Defense, data: Dataset,

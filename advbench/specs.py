@@ -57,11 +57,6 @@ class DefenseRef:
             raise AdvbenchError(f"defense {spec!r}: an empty mode after ':'")
         return cls(name=name, mode=mode or None, mode_argument=argument or None, seed=seed, detect_rate=detect_rate)
 
-    @property
-    def base(self) -> "DefenseRef":
-        """The spec without `+detect` (the model the detector wraps)."""
-        return DefenseRef(self.name, self.mode, self.mode_argument, self.seed, None, self.python_target)
-
     def __str__(self) -> str:
         if self.python_target:
             text = PYTHON_PREFIX + self.python_target

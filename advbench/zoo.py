@@ -161,18 +161,20 @@ def _ensure_writable(directory: Path) -> None:
         raise AdvbenchError(f"directory {directory} is not writable")
 
 
-def _torch_load(path: Path, what: str, expected: str) -> Any:
+def _torch_load(source: Any, what: str, expected: str, path: Path | None = None) -> Any:
     """torch.load on CPU (GPU-saved files included) with one-line errors; never unpickles code."""
+    path = path if path is not None else source
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise AdvbenchError(f"{what} {path} does not exist") from None
     except Exception as exc:
         raise AdvbenchError(f"{what} {path} is corrupt or not {expected} ({type(exc).__name__})") from None
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    blob = _torch_load(path, "checkpoint", "an advbench checkpoint")
+def read_checkpoint(path: Path, data: bytes | None = None) -> dict[str, Any]:
+    """A checkpoint's contents; pass `data` when its bytes were already read (no second read)."""
+    blob = _torch_load(io.BytesIO(data) if data is not None else path, "checkpoint", "an advbench checkpoint", path)
     if not isinstance(blob, dict) or "card" not in blob or "state_dict" not in blob:
         raise AdvbenchError(f"checkpoint {path} is not an advbench checkpoint (no card)")
     return blob
@@ -192,7 +194,7 @@ def verified_entry(name: str, zoo_dir: Path | None = None) -> tuple[Card, dict[s
     check_name(name)
     path = Path(zoo_dir or default_zoo_dir()) / f"{name}.pt"
     data = _read_bytes(path)
-    blob = read_checkpoint(path)
+    blob = read_checkpoint(path, data)
     card = _card(blob["card"], f"checkpoint {path}")
     if card.name != name:
         raise AdvbenchError(f"checkpoint {path} holds zoo entry {card.name!r} ({card.defense}), not {name!r}: "
