@@ -232,6 +232,7 @@ def _evaluate(grid, *, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
 @click.option("--step-size", default=None, help="Attack step size (absolute).")
 @click.option("--restarts", type=int, default=None, help="Random restarts.")
 @click.option("--eot", type=int, default=None, help="EOT samples for stochastic defenses.")
+@click.option("--norm", default=None, help="Threat model for attacks with a norm option (linf, l2), e.g. autoattack.")
 @click.option("--source", default=None, metavar="MODEL",
               help="Craft the examples on MODEL (e.g. an independent copy cnn@1) and transfer them.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Any other attack option (repeatable).")
@@ -244,7 +245,8 @@ def _evaluate(grid, *, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
 @_results_dir
 @_dirs
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
-           step_size: str | None, restarts: int | None, eot: int | None, source: str | None, opts: tuple[str, ...],
+           step_size: str | None, restarts: int | None, eot: int | None, norm: str | None, source: str | None,
+           opts: tuple[str, ...],
            weights: Path | None, resume: bool, fail_fast: bool, fmt: str, alpha: float, false_alarm: float,
            results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
            **overrides: Any) -> None:
@@ -254,8 +256,8 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
     from .options import parse_assignments
 
     options: dict[str, Any] = parse_assignments(opts)
-    options.update({k: v for k, v in {"steps": steps, "step_size": step_size, "restarts": restarts}.items()
-                    if v is not None})
+    options.update({k: v for k, v in {"steps": steps, "step_size": step_size, "restarts": restarts,
+                                      "norm": norm}.items() if v is not None})
     eps = tuple(parse_epsilon(e) for e in epsilons)
     specs = tuple(AttackSpec(name, eps, tuple(sorted(options.items())), eot, source=source) for name in attack_names)
     grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import AdvbenchError
 from .norms import Norm, parse_norm
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class _TextEnum(str, Enum):
@@ -32,9 +32,10 @@ class AttackKind(_TextEnum):
 
 
 class Access(_TextEnum):
-    """What of the defense an attack used: its gradients, only its decisions, or another model."""
+    """What of the defense an attack used: its gradients, its scores, only its decisions, or another model."""
 
     GRADIENT = "gradient"
+    SCORE = "score"  # the defense's output scores (logits, reject score), no gradients
     DECISION = "decision"
     TRANSFER = "transfer"
 
@@ -50,8 +51,14 @@ RECORD_SCHEMA: dict[str, str] = {
     "sample": "int", "label": "int", "clean_pred": "int", "clean_score": "float", "adv_pred": "int",
     "adv_score": "float", "l2": "float", "linf": "float", "x_l2": "float", "seconds": "float", "queries": "float",
     "gradients": "float", "certified_l2": "float", "access": "str", "grad_norm": "float",
+    # schema 3: which part of an ensemble found the sample's adversarial, and the attack's loss trace
+    "component": "str", "loss_first": "float", "loss_best": "float", "loss_last": "float", "best_step": "float",
 }
 RECORD_COLUMNS: list[str] = list(RECORD_SCHEMA)
+# Columns an attack may fill per sample (`Adversarials.details`); the runner fills the rest.
+DETAIL_COLUMNS: tuple[str, ...] = ("component", "queries", "loss_first", "loss_best", "loss_last", "best_step")
+# Columns added after schema 2, filled with blanks when older runs are read.
+LATER_COLUMNS: dict[int, tuple[str, ...]] = {3: ("component", "loss_first", "loss_best", "loss_last", "best_step")}
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "Manifest":
-        """Parse a manifest (schema 1 or 2); anything malformed is one error naming `where`."""
+        """Parse a manifest (schema 1, 2 or 3); anything malformed is one error naming `where`."""
         try:
             version = int(data.get("schema_version", 1))
             if version > SCHEMA_VERSION:

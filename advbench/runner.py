@@ -27,6 +27,7 @@ from torch import nn
 
 from . import __version__
 from .attacks import Attack, AttackOutput, AttackTarget, make_attack
+from .attacks.base import Details, concat_details
 from .attacks.losses import pick_loss
 from .attacks.verify import verify_adversarials
 from .config import CellPlan, Grid, resolve_epsilons
@@ -341,6 +342,20 @@ def clean_gradient_norms(target: AttackTarget, x: torch.Tensor, y: torch.Tensor)
     return Norm.L2.of(grad).detach().cpu()
 
 
+class WithRejectScore(nn.Module):
+    """[logits | reject score] in one pass: what reject-aware objectives differentiate (on
+    the gradient model) or read (on the real decision)."""
+
+    def __init__(self, defense: Defense, model: nn.Module) -> None:
+        super().__init__()
+        self.defense, self.model = defense, model
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return torch.cat([logits, self.defense.reject_score(x, logits)[:, None]], dim=1)
+
+
 def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int,
                   load_model: Callable[[str], nn.Module] | None = None,
                   dataset: str = "") -> tuple[AttackTarget, list[QueryCounter]]:
@@ -348,18 +363,24 @@ def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_c
     queries count every model evaluation (surfaces included)."""
     counters = [QueryCounter(defense.gradient_model()), QueryCounter(defense)]
     surfaces = {name: QueryCounter(module) for name, module in defense.attack_surfaces().items()}
+    has_reject = defense.reject_threshold is not None
     models: list[nn.Module] = list(counters)
-    if defense.stochastic and eot > 1:
+    if has_reject:
+        models += [WithRejectScore(defense, counter) for counter in counters]
+    averaged = defense.stochastic and eot > 1
+    if averaged:
         models = [ExpectationOverTransformation(m, eot) for m in models]
 
     def reject_score(x: torch.Tensor) -> torch.Tensor:
         return defense.predict(x).reject_score
 
-    has_reject = defense.reject_threshold is not None
     target = AttackTarget(models[0], models[1], bounds, num_classes, loss=defense.attack_loss(),
                           load_model=load_model, dataset=dataset, surfaces=dict(surfaces),
                           reject_score=reject_score if has_reject else None,
-                          reject_threshold=defense.reject_threshold)
+                          reject_threshold=defense.reject_threshold,
+                          joint_gradient_model=models[2] if has_reject else None,
+                          joint_decision_model=models[3] if has_reject else None,
+                          eot=eot if averaged else 1, stochastic=defense.stochastic)
     return target, counters + list(surfaces.values())
 
 
@@ -378,7 +399,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     eot = plan.attack.eot or crafted_on.eot_samples
     target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
-    access = Access.TRANSFER if source is not None else Access.GRADIENT if attack.gradient_based else Access.DECISION
+    access = Access.TRANSFER if source is not None else attack.access
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
     guarded = {id(m): m for m in (defense, crafted_on)}.values()
     digests = {id(m): state_digest(m) for m in guarded}
@@ -402,10 +423,11 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
             queries = sum(counter.count for counter in counters) / len(x)
             gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
             seconds = output.seconds / len(x)
-            for eps, adv in zip(epsilons, output.adversarials):
+            details = output.details or [{} for _ in output.adversarials]
+            for eps, adv, detail in zip(epsilons, output.adversarials, details):
                 verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
                 rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
-                                     eot, seconds, queries, gradients, access, grad_norms, observer))
+                                     eot, seconds, queries, gradients, access, grad_norms, observer, detail))
             advance(len(x))
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
@@ -445,14 +467,15 @@ def attack_in_fitting_batches(attack: Attack, target: AttackTarget, x: torch.Ten
     observer.message(f"warning: out of memory on a batch of {len(x)}; retrying in batches of {half}")
     parts = [attack_in_fitting_batches(attack, target, x[i:i + half], y[i:i + half], epsilons, observer)
              for i in range(0, len(x), half)]
+    details = [concat_details(list(d)) for d in zip(*(p.details for p in parts))]
     return AttackOutput([torch.cat(advs) for advs in zip(*(p.adversarials for p in parts))],
-                        sum(p.seconds for p in parts))
+                        sum(p.seconds for p in parts), details)
 
 
 def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Tensor, y: torch.Tensor,
              x: torch.Tensor, adv: torch.Tensor, clean: Prediction, offset: int, defense: Defense, eot: int,
              seconds: float, queries: float, gradients: float, access: Access,
-             grad_norms: torch.Tensor, observer: Observer) -> list[dict[str, Any]]:
+             grad_norms: torch.Tensor, observer: Observer, details: Details) -> list[dict[str, Any]]:
     pred = defense.predict(adv, samples=eot)
     delta = (adv - x).flatten(1)
     l2, linf, x_l2 = Norm.L2.of(delta).cpu(), Norm.LINF.of(delta).cpu(), Norm.L2.of(x).cpu()
@@ -477,5 +500,9 @@ def _records(plan: CellPlan, attack: Attack, eps: float | None, index: torch.Ten
             "seconds": seconds, "queries": queries, "gradients": gradients,
             "certified_l2": float(clean.certified_l2[j]) if clean.certified_l2 is not None else math.nan,
             "access": access.value, "grad_norm": float(grad_norms[i]),
+            "component": "", "loss_first": math.nan, "loss_best": math.nan, "loss_last": math.nan,
+            "best_step": math.nan,
         })
+        for column, values in details.items():
+            out[-1][column] = values[i] if isinstance(values, list) else float(values[i])
     return out

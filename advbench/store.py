@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
+import math
 import json
 import os
 import re
@@ -23,7 +24,7 @@ from typing import Iterator
 
 import pandas as pd
 
-from .contract import RECORD_COLUMNS, CellChecksum, Manifest
+from .contract import LATER_COLUMNS, RECORD_COLUMNS, RECORD_SCHEMA, CellChecksum, Manifest
 from .errors import AdvbenchError
 
 MANIFEST = "manifest.json"
@@ -83,6 +84,17 @@ def cell_file_name(cell_id: str) -> str:
     """A collision-free file name: a readable prefix plus a hash of the whole id."""
     readable = re.sub(r"[^A-Za-z0-9_.=+-]", "_", cell_id)[:40]
     return f"{readable}-{hashlib.sha256(cell_id.encode()).hexdigest()[:16]}.csv"
+
+
+def with_later_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Records of an older schema with the columns added since, blank (no component, no trace)."""
+    for columns in LATER_COLUMNS.values():
+        for column in columns:
+            if column not in frame:
+                frame[column] = "" if RECORD_SCHEMA[column] == "str" else math.nan
+    if "component" in frame:
+        frame["component"] = frame["component"].fillna("").astype(str)
+    return frame
 
 
 def legacy_cell_file_name(cell_id: str) -> str:
@@ -234,7 +246,7 @@ class RunStore:
                                       f"{checksum.rows}")
         if "cell" not in frame or not (frame["cell"].astype(str) == cell_id).all():
             raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: file {path} holds another cell's records")
-        return frame
+        return with_later_columns(frame)
 
     def part_path(self, cell_id: str, start: int) -> Path:
         """A shard of a cell (samples from `start`), written by one distributed task."""

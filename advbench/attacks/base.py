@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, final
 import torch
 from torch import nn
 
-from ..contract import AttackKind
+from ..contract import DETAIL_COLUMNS, Access, AttackKind
 from ..norms import Norm
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -35,7 +35,10 @@ class AttackTarget:
     `load_model` turns a defense spec into a model on the same data and device
     (for attacks that bring their own network, like the `pgn` generator);
     `surfaces` are the defense's named differentiable parts (GAT: classifier, detectors);
-    `reject_score`/`reject_threshold` expose a reject option (accept when score <= threshold).
+    `reject_score`/`reject_threshold` expose a reject option (accept when score <= threshold);
+    `joint_gradient_model`/`joint_decision_model` then output [logits | reject score] in one
+    pass (differentiable and real, respectively), for reject-aware objectives;
+    `eot` is the number of passes the models already average over (of a `stochastic` defense).
     """
 
     gradient_model: nn.Module
@@ -48,6 +51,39 @@ class AttackTarget:
     surfaces: dict[str, nn.Module] = field(default_factory=dict)
     reject_score: Callable[[torch.Tensor], torch.Tensor] | None = None
     reject_threshold: float | None = None
+    joint_gradient_model: nn.Module | None = None
+    joint_decision_model: nn.Module | None = None
+    eot: int = 1
+    stochastic: bool = False
+
+    @property
+    def has_reject_option(self) -> bool:
+        return self.joint_gradient_model is not None and self.reject_threshold is not None
+
+
+Details = dict[str, Any]  # record column -> per-sample tensor (or list of str for `component`)
+
+
+@dataclass
+class Adversarials:
+    """What `run` may return instead of a bare tensor: the points plus per-sample facts for
+    the records (columns of `contract.DETAIL_COLUMNS`: the ensemble component that succeeded,
+    queries, the loss trace)."""
+
+    points: torch.Tensor
+    details: Details = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.details) - set(DETAIL_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown record detail(s) {sorted(unknown)}; known: {', '.join(DETAIL_COLUMNS)}")
+
+
+def concat_details(parts: list[Details]) -> Details:
+    """Details of consecutive sub-batches joined into one batch's."""
+    keys = set(parts[0]).intersection(*parts[1:]) if parts else set()
+    return {k: (sum((list(p[k]) for p in parts), []) if isinstance(parts[0][k], list)
+                else torch.cat([p[k] for p in parts])) for k in keys}
 
 
 @dataclass
@@ -56,6 +92,7 @@ class AttackOutput:
 
     adversarials: list[torch.Tensor]
     seconds: float
+    details: list[Details] = field(default_factory=list)  # parallel to `adversarials`
 
 
 class Attack(ABC):
@@ -68,6 +105,7 @@ class Attack(ABC):
     kind: ClassVar[AttackKind] = AttackKind.FIXED_EPSILON
     norm: Norm = Norm.LINF
     gradient_based: ClassVar[bool] = True
+    score_based: ClassVar[bool] = False  # uses output scores but no gradients (e.g. Square)
     # attacks written for one kind of defense name it ("gat": needs its surfaces; "reject-option")
     requires: ClassVar[str | None] = None
 
@@ -84,6 +122,12 @@ class Attack(ABC):
             return "needs a defense with a reject option"
         return None
 
+    @property
+    def access(self) -> Access:
+        if self.gradient_based:
+            return Access.GRADIENT
+        return Access.SCORE if self.score_based else Access.DECISION
+
     def hyperparameters(self) -> dict[str, Any]:
         params = inspect.signature(type(self).__init__).parameters.values()
         values = {p.name: getattr(self, p.name) for p in params if p.kind is p.KEYWORD_ONLY}
@@ -97,13 +141,17 @@ class Attack(ABC):
     def __call__(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilons: list[float]) -> AttackOutput:
         start = time.perf_counter()
         if self.kind is AttackKind.MINIMUM_NORM:
-            adversarials = [self.run(target, x, y)]
+            results = [self.run(target, x, y)]
         else:
-            adversarials = [x.clone() if eps == 0 else self.run(target, x, y, epsilon=eps) for eps in epsilons]
-        return AttackOutput([adv.detach() for adv in adversarials], time.perf_counter() - start)
+            results = [x.clone() if eps == 0 else self.run(target, x, y, epsilon=eps) for eps in epsilons]
+        found = [r if isinstance(r, Adversarials) else Adversarials(r) for r in results]
+        return AttackOutput([f.points.detach() for f in found], time.perf_counter() - start,
+                            [{k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in f.details.items()}
+                             for f in found])
 
     @abstractmethod
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
+            **kwargs: Any) -> torch.Tensor | Adversarials:
         """Adversarial inputs for `x` (see the two subclasses for the signature)."""
 
 
@@ -113,7 +161,8 @@ class FixedEpsilonAttack(Attack):
     kind = AttackKind.FIXED_EPSILON
 
     @abstractmethod
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *,
+            epsilon: float) -> torch.Tensor | Adversarials:
         """Adversarial inputs within `epsilon` of `x`."""
 
 
@@ -123,5 +172,6 @@ class MinimumNormAttack(Attack):
     kind = AttackKind.MINIMUM_NORM
 
     @abstractmethod
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def run(self, target: AttackTarget, x: torch.Tensor,  # type: ignore[override]
+            y: torch.Tensor) -> torch.Tensor | Adversarials:
         """Adversarial inputs, as close to `x` as the attack can find."""

@@ -40,3 +40,26 @@ def pick_loss(name: str, defense_loss: Loss | None) -> tuple[Loss, bool]:
         return LOSSES["ce" if name == "auto" else name], True
     except KeyError:
         raise AdvbenchError(f"unknown attack loss {name!r}: use auto, {', '.join(LOSSES)}") from None
+
+
+def _sorted_logits(logits: torch.Tensor) -> torch.Tensor:
+    if logits.shape[1] < 4:
+        raise AdvbenchError(f"the DLR loss needs at least 4 classes (got {logits.shape[1]})")
+    return logits.sort(dim=1).values
+
+
+def dlr(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020): the margin over the gap between the first
+    and third largest logits, so that rescaling the logits (masking by scale) changes nothing."""
+    ordered = _sorted_logits(logits)
+    return margin(logits, labels) / (ordered[:, -1] - ordered[:, -3] + 1e-12)
+
+
+def targeted_dlr(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR: (z_t - z_y) / (z_pi1 - (z_pi3 + z_pi4) / 2); positive once t beats y."""
+    ordered = _sorted_logits(logits)
+    gap = logits.gather(1, targets[:, None]).squeeze(1) - logits.gather(1, labels[:, None]).squeeze(1)
+    return gap / (ordered[:, -1] - 0.5 * (ordered[:, -3] + ordered[:, -4]) + 1e-12)
+
+
+LOSSES["dlr"] = dlr

@@ -8,6 +8,9 @@ least as fast as foolbox's PGD (see bench/pgd_speed.py).
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -72,44 +75,83 @@ class _Best:
         self.loss[target] = loss[better]
 
 
+class LossTrace:
+    """Per sample, over all steps and restarts: the loss at the first step, the best and the
+    last, and the step of the best (counted across restarts). Records keep it, so that
+    flags can tell a finished optimisation from one cut short (Pintor et al. 2022)."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.first = torch.full((n,), math.nan, device=device)
+        self.best = torch.full((n,), -math.inf, device=device)
+        self.last = torch.full((n,), math.nan, device=device)
+        self.best_step = torch.full((n,), math.nan, device=device)
+
+    def record(self, loss: torch.Tensor, step: int, idx: torch.Tensor | None = None) -> None:
+        rows = torch.arange(len(self.first), device=loss.device) if idx is None else idx
+        loss = loss.detach().float()
+        unset = torch.isnan(self.first[rows])
+        self.first[rows[unset]] = loss[unset]
+        self.last[rows] = loss
+        better = loss > self.best[rows]
+        self.best[rows[better]] = loss[better]
+        self.best_step[rows[better]] = float(step)
+
+    def details(self) -> dict[str, torch.Tensor]:
+        best = torch.where(torch.isinf(self.best), torch.full_like(self.best, math.nan), self.best)
+        return {"loss_first": self.first.cpu(), "loss_best": best.cpu(), "loss_last": self.last.cpu(),
+                "best_step": self.best_step.cpu()}
+
+
+Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(1) != y
+
+
 def pgd(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int, step_size: float,
     loss_fn: Loss, bounds: tuple[float, float], random_init: bool = True, restarts: int = 1,
     momentum: float = 0.0, step_rule: str = "sign", prefer_misclassified: bool = True,
+    success: Success = _misclassified, trace: LossTrace | None = None,
 ) -> torch.Tensor:
     """Maximise `loss_fn` within the eps-ball and the bounds.
 
     Per sample, returns the best point seen over all steps and restarts: any
-    misclassified point beats any correctly classified one when `prefer_misclassified`
+    misclassified point (by `success`) beats any other when `prefer_misclassified`
     (untargeted attacks), then the higher loss wins (the only criterion for a
     defense's own objective, whose success need not mean misclassification).
     """
     best = _Best(x, prefer_misclassified)
-    for _ in range(max(restarts, 1)):
+    for restart in range(max(restarts, 1)):
         idx = (~best.fooled).nonzero().squeeze(1) if prefer_misclassified else torch.arange(len(x), device=x.device)
         if len(idx) == 0:
             break
         run = _Best(x[idx], prefer_misclassified)
         _single_run(model, x[idx], y[idx], run, eps=eps, norm=norm, steps=steps, step_size=step_size,
-                    loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum, step_rule=step_rule)
+                    loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum, step_rule=step_rule,
+                    success=success, trace=trace, idx=idx, first_step=restart * (steps + 1))
         best.offer(run.point, run.fooled, run.loss, idx)
     return best.point
 
 
 def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best, *, eps: float, norm: Norm,
                 steps: int, step_size: float, loss_fn: Loss, bounds: tuple[float, float], random_init: bool,
-                momentum: float, step_rule: str) -> None:
+                momentum: float, step_rule: str, success: Success, trace: LossTrace | None, idx: torch.Tensor,
+                first_step: int) -> None:
     low, high = bounds
     start = random_start(x, eps, norm) if random_init else torch.zeros_like(x)
     delta = ((x + start).clamp(low, high) - x).requires_grad_(True)
     velocity = torch.zeros_like(x)
     optimizer = torch.optim.Adam([delta], lr=step_size, maximize=True) if step_rule == "adam" else None
-    for _ in range(steps):
+    for step in range(steps):
         logits = model(x + delta)
         loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum(), delta)
         with torch.no_grad():
-            best.offer(x + delta, logits.argmax(1) != y, loss.detach())
+            best.offer(x + delta, success(logits, y), loss.detach())
+            if trace is not None:
+                trace.record(loss, first_step + step, idx)
             if optimizer is not None:
                 delta.grad = grad
                 optimizer.step()
@@ -124,4 +166,7 @@ def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best,
     with torch.no_grad():
         final = x + delta
         logits = model(final)
-        best.offer(final, logits.argmax(1) != y, loss_fn(logits, y))
+        loss = loss_fn(logits, y)
+        best.offer(final, success(logits, y), loss)
+        if trace is not None:
+            trace.record(loss, first_step + steps, idx)

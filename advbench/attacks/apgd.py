@@ -1,0 +1,197 @@
+"""APGD (Croce & Hein 2020): PGD whose step size needs no tuning, on our batched engine.
+
+Each run starts at a random point of the ball with step 2*eps and takes momentum steps
+(0.75); at checkpoints (after 22% of the budget, then ever closer, never nearer than 6%)
+a sample whose loss rose in fewer than 75% of the steps since the last checkpoint, or
+whose step was not halved last time and whose best loss has not moved, halves its step
+and goes back to its best point. Gradients come from the Objective (the defense's
+adaptive gradient model, EOT-averaged, reject-aware when it has a reject option), so
+APGD needs no per-defense code. Registered as `apgd-ce`, `apgd-dlr` and `apgd-t`
+(targeted DLR over the top classes), each with an `-l2` twin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import AdvbenchError
+from ..norms import Norm, parse_norm
+from ..registry import register_attack
+from .base import Adversarials, AttackTarget, FixedEpsilonAttack
+from .objectives import Objective, build_objective
+from .pgd import LossTrace, _Best, project, random_start, steepest_direction
+
+MOMENTUM = 0.75
+INCREASE_FRACTION = 0.75  # rho: below this share of rising steps, the step size is halved
+
+
+def checkpoints(steps: int) -> list[int]:
+    """Iterations after which APGD reconsiders each sample's step size (the paper's p_j)."""
+    first, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks, at, gap = [], first, first
+    while at <= steps:
+        marks.append(at)
+        gap = max(gap - shrink, shortest)
+        at += gap
+    return marks
+
+
+def _into_ball(x: torch.Tensor, point: torch.Tensor, eps: torch.Tensor | float, norm: Norm,
+               bounds: tuple[float, float]) -> torch.Tensor:
+    return (x + project(point - x, eps, norm)).clamp(*bounds)
+
+
+def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
+              eot_iter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Outputs, loss and input gradient at `point`, the gradient averaged over `eot_iter` passes."""
+    grad = torch.zeros_like(point)
+    loss_sum = torch.zeros(len(point), device=point.device)
+    out = None
+    for _ in range(eot_iter):
+        probe = point.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = objective.model(probe)
+            loss = objective.loss(out, y)
+            (g,) = torch.autograd.grad(loss.sum(), probe)
+        grad += g
+        loss_sum += loss.detach()
+    assert out is not None
+    return out.detach(), loss_sum / eot_iter, grad / eot_iter
+
+
+def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
+             bounds: tuple[float, float], eot_iter: int = 1, trace: LossTrace | None = None,
+             idx: torch.Tensor | None = None, first_step: int = 0) -> _Best:
+    """One APGD run from a random start; the best point per sample (successful first)."""
+    n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
+    point = _into_ball(x, x + random_start(x, eps, norm), eps, norm, bounds)
+    out, loss, grad = _evaluate(objective, point, y, eot_iter)
+    best = _Best(x, prefer_misclassified=True)
+    best.offer(point, objective.success(out, y), loss)
+    if trace is not None:
+        trace.record(loss, first_step, idx)
+    step = torch.full((n,) + view[1:], 2.0 * eps, device=x.device, dtype=x.dtype)
+    top_point, top_loss, top_grad = point.clone(), loss.clone(), grad.clone()
+    previous_point, previous_loss = point.clone(), loss.clone()
+    rises = torch.zeros(n, device=x.device)
+    top_at_check = top_loss.clone()
+    halved_at_check = torch.ones(n, dtype=torch.bool, device=x.device)
+    marks, since_check = set(checkpoints(steps)), 0
+    for i in range(steps):
+        with torch.no_grad():
+            drift = point - previous_point
+            previous_point = point
+            weight = MOMENTUM if i > 0 else 1.0
+            moved = _into_ball(x, point + step * steepest_direction(grad, norm), eps, norm, bounds)
+            point = _into_ball(x, point + weight * (moved - point) + (1 - weight) * drift, eps, norm, bounds)
+        out, loss, grad = _evaluate(objective, point, y, eot_iter)
+        with torch.no_grad():
+            best.offer(point, objective.success(out, y), loss)
+            if trace is not None:
+                trace.record(loss, first_step + i + 1, idx)
+            rises += (loss > previous_loss).float()
+            previous_loss = loss
+            improved = loss > top_loss
+            top_point = torch.where(improved.view(view), point, top_point)
+            top_grad = torch.where(improved.view(view), grad, top_grad)
+            top_loss = torch.where(improved, loss, top_loss)
+            since_check += 1
+            if i + 1 in marks:
+                oscillating = rises < INCREASE_FRACTION * since_check
+                stalled = ~halved_at_check & (top_at_check >= top_loss)
+                halve = oscillating | stalled
+                halved_at_check, top_at_check = halve, top_loss.clone()
+                step = torch.where(halve.view(view), step / 2, step)
+                point = torch.where(halve.view(view), top_point, point)
+                grad = torch.where(halve.view(view), top_grad, grad)
+                rises.zero_()
+                since_check = 0
+    return best
+
+
+def apgd(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
+         bounds: tuple[float, float], restarts: int = 1, eot_iter: int = 1,
+         trace: LossTrace | None = None) -> _Best:
+    """APGD with restarts: each restart attacks only the samples not yet beaten."""
+    best = _Best(x, prefer_misclassified=True)
+    for restart in range(restarts):
+        idx = (~best.fooled).nonzero().squeeze(1)
+        if len(idx) == 0:
+            break
+        run = apgd_run(objective, x[idx], y[idx], eps=eps, norm=norm, steps=steps, bounds=bounds, eot_iter=eot_iter,
+                       trace=trace, idx=idx, first_step=restart * (steps + 1))
+        best.offer(run.point, run.fooled, run.loss, idx)
+    return best
+
+
+def top_other_classes(logits: torch.Tensor, y: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """Per sample, the `count` most likely wrong classes, most likely first (APGD-T's targets)."""
+    ranked = logits.scatter(1, y[:, None], -math.inf).argsort(dim=1, descending=True)
+    return [ranked[:, j] for j in range(min(count, logits.shape[1] - 1))]
+
+
+def apgd_targeted(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
+                  bounds: tuple[float, float], targets: int = 9, restarts: int = 1, eot_iter: int = 1,
+                  trace: LossTrace | None = None) -> _Best:
+    """APGD-T: targeted DLR towards each of the top `targets` wrong classes in turn, on the
+    samples no earlier target has beaten."""
+    with torch.no_grad():
+        ranked = top_other_classes(objective.logits(objective.model(x)), y, targets)
+    best = _Best(x, prefer_misclassified=True)
+    for t, classes in enumerate(ranked):
+        idx = (~best.fooled).nonzero().squeeze(1)
+        if len(idx) == 0:
+            break
+        towards = objective.retarget(classes[idx])
+        run = apgd(towards, x[idx], y[idx], eps=eps, norm=norm, steps=steps, bounds=bounds, restarts=restarts,
+                   eot_iter=eot_iter, trace=trace if t == 0 else None)  # traced: the most likely target
+        best.offer(run.point, run.fooled, run.loss, idx)
+    return best
+
+
+LOSS_NAMES = ("ce", "dlr", "auto")
+
+
+@register_attack("apgd-ce", norm="linf", loss="ce", description="APGD with cross-entropy (Croce & Hein 2020), Linf")
+@register_attack("apgd-ce-l2", norm="l2", loss="ce", description="APGD with cross-entropy, L2")
+@register_attack("apgd-dlr", norm="linf", loss="dlr", description="APGD with the DLR loss (scale-invariant), Linf")
+@register_attack("apgd-dlr-l2", norm="l2", loss="dlr", description="APGD with the DLR loss, L2")
+class APGD(FixedEpsilonAttack):
+    """Auto-PGD: step-size schedule with checkpoints, momentum, restarts, per-sample best point;
+    reject-aware (misclassified AND accepted) on defenses with a reject option."""
+
+    def __init__(self, *, norm: str = "linf", loss: str = "ce", steps: int = 100, restarts: int = 1,
+                 eot_iter: int = 1, reject_aware: bool = True) -> None:
+        if loss not in LOSS_NAMES:
+            raise AdvbenchError(f"apgd: loss must be one of {', '.join(LOSS_NAMES)}")
+        self.norm = parse_norm(norm)
+        self.loss, self.steps, self.restarts, self.eot_iter = loss, steps, restarts, eot_iter
+        self.reject_aware = reject_aware
+
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> Adversarials:
+        objective = build_objective(target, self.loss, reject_aware=self.reject_aware)
+        trace = LossTrace(len(x), x.device)
+        best = apgd(objective, x, y, eps=epsilon, norm=self.norm, steps=self.steps, bounds=target.bounds,
+                    restarts=self.restarts, eot_iter=self.eot_iter, trace=trace)
+        return Adversarials(best.point, trace.details())
+
+
+@register_attack("apgd-t", norm="linf", description="targeted APGD with the DLR loss over the top wrong classes, Linf")
+@register_attack("apgd-t-l2", norm="l2", description="targeted APGD with the DLR loss over the top wrong classes, L2")
+class APGDTargeted(FixedEpsilonAttack):
+    """APGD-T: targeted DLR towards each of the `targets` most likely wrong classes."""
+
+    def __init__(self, *, norm: str = "linf", steps: int = 100, targets: int = 9, restarts: int = 1,
+                 eot_iter: int = 1, reject_aware: bool = True) -> None:
+        self.norm = parse_norm(norm)
+        self.steps, self.targets, self.restarts, self.eot_iter = steps, targets, restarts, eot_iter
+        self.reject_aware = reject_aware
+
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> Adversarials:
+        objective = build_objective(target, "dlr", reject_aware=self.reject_aware)
+        trace = LossTrace(len(x), x.device)
+        best = apgd_targeted(objective, x, y, eps=epsilon, norm=self.norm, steps=self.steps, bounds=target.bounds,
+                             targets=self.targets, restarts=self.restarts, eot_iter=self.eot_iter, trace=trace)
+        return Adversarials(best.point, trace.details())
