@@ -2,8 +2,8 @@
 
 Run before a large evaluation: the same gradient attack at a small and a box-sized
 epsilon, again with four times the steps and two restarts, a gradient-free attack
-(finite-difference PGD) and Gaussian noise at the same epsilon, and an unbounded
-minimum-norm attack. The flags of `advbench.trust` then say what to fix first.
+(finite-difference PGD) and Gaussian noise at the same epsilon, an unbounded
+minimum-norm attack, and `autoattack` beside PGD (a PGD more than a point weaker is flagged). The flags of `advbench.trust` then say what to fix first.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ LARGE_EPS = {"linf": 1.0, "l2": 64.0}  # the whole [0, 1] box; an L2 ball larger
 
 def check_grid(defense: str, *, norm: str = "linf", eps: float | None = None, steps: int = 20,
                dataset: str | None = None, samples: int | None = None, batch_size: int | None = None,
-               seed: int | None = None, device: str | None = None, weights: str | None = None) -> Grid:
+               seed: int | None = None, device: str | None = None, weights: str | None = None,
+               sanity: bool | None = None) -> Grid:
     """The check grid for `defense`; options left None keep the check's defaults (60 samples)."""
     if norm not in DEFAULT_EPS:
         raise AdvbenchError(f"check: norm must be linf or l2, got {norm!r}")
@@ -32,7 +33,8 @@ def check_grid(defense: str, *, norm: str = "linf", eps: float | None = None, st
         AttackSpec(f"pgd-est{suffix}", (eps,), (("samples", 20), ("steps", steps)), label="pgd-est"),
         AttackSpec("noise", (eps,), (("norm", norm),), label="noise"),
         AttackSpec("deepfool-l2" if norm == "l2" else "deepfool-linf", (eps,), (), label="deepfool"),
+        AttackSpec("autoattack", (eps,), (("norm", norm),), label="autoattack"),
     )
     grid = Grid((DefenseSpec(defense, weights),), attacks, samples=60, batch_size=60)
     return validate(grid.with_overrides(dataset=dataset, samples=samples, batch_size=batch_size, seed=seed,
-                                        device=device))
+                                        device=device, sanity=sanity))

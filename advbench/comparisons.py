@@ -45,9 +45,17 @@ def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame) -> dict[tup
 def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
     """One row per defense pair per table row; empty when fewer than two defenses ran."""
     out = []
+    worst = summary[summary["attack"] == summary["norm"].map(all_label)]
+    covers = {(r.defense, r.norm, float(r.epsilon)): r.covers for r in worst.itertuples()}
     for (attack, norm, eps), by_defense in correctness_by_row(records, summary).items():
         for a, b in itertools.combinations(by_defense, 2):
             base = {"attack": attack, "norm": norm, "epsilon": eps, "defense_a": a, "defense_b": b}
+            if covers.get((a, norm, eps)) != covers.get((b, norm, eps)):
+                out.append({**base, "samples": math.nan, "only_a_correct": math.nan, "only_b_correct": math.nan,
+                            "statistic": math.nan, "pvalue": math.nan, "exact": None, "significant": None,
+                            "note": f"refused: worst cases over different attacks ({covers.get((a, norm, eps))} "
+                                    f"vs {covers.get((b, norm, eps))})"})
+                continue
             try:
                 result = mcnemar_test(by_defense[a], by_defense[b])
             except AdvbenchError as exc:

@@ -27,7 +27,7 @@ DEFAULT_EPSILONS: dict[Norm, tuple[float, ...]] = {
     Norm.LINF: (0.05, 0.1, 0.2, 0.3),
     Norm.L2: (0.5, 1.0, 2.0),
 }
-GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device"}
+GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Grid:
     batch_size: int = 100
     seed: int = 0
     device: str = "auto"
+    sanity: bool = True  # add the masking sanity attacks (advbench.sanity)
 
     def fingerprint(self) -> str:
         numbers = {k: v for k, v in asdict(self).items() if k != "device"}
@@ -123,7 +124,7 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     attacks = tuple(_attack_spec(a, where) for a in data.get("attacks", []))
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
-    kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device") if k in data}
+    kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity") if k in data}
     return validate(Grid(defenses, attacks, **kwargs))
 
 
@@ -159,6 +160,8 @@ def validate(grid: Grid) -> Grid:
         raise AdvbenchError(f"samples must be a positive integer, got {grid.samples!r}")
     if not isinstance(grid.seed, int):
         raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
+    if not isinstance(grid.sanity, bool):
+        raise AdvbenchError(f"sanity must be true or false, got {grid.sanity!r}")
     for attack in grid.attacks:
         if attack.eot is not None and (isinstance(attack.eot, bool) or not isinstance(attack.eot, int) or attack.eot < 1):
             raise AdvbenchError(f"attack {attack.id}: eot must be a positive integer, got {attack.eot!r}")

@@ -57,6 +57,11 @@ RECORD_SCHEMA: dict[str, str] = {
 RECORD_COLUMNS: list[str] = list(RECORD_SCHEMA)
 # Columns an attack may fill per sample (`Adversarials.details`); the runner fills the rest.
 DETAIL_COLUMNS: tuple[str, ...] = ("component", "queries", "loss_first", "loss_best", "loss_last", "best_step")
+# Components of the `autoattack` ensemble in the order they run (standard: apgd-ce, apgd-t, fab-t,
+# square; rand: apgd-ce, apgd-dlr): the `component` column names the one that beat a sample.
+ENSEMBLE_ORDER: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-dlr", "fab-t", "square")
+ENSEMBLE_VERSIONS: dict[str, tuple[str, ...]] = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+                                                 "rand": ("apgd-ce", "apgd-dlr")}
 # Columns added after schema 2, filled with blanks when older runs are read.
 LATER_COLUMNS: dict[int, tuple[str, ...]] = {3: ("component", "loss_first", "loss_best", "loss_last", "best_step")}
 

@@ -26,9 +26,10 @@ from .errors import AdvbenchError
 from .progress import Observer
 from .report import Report, build_report, write_artifacts
 from .runner import pick_device, plan_cells, run_grid
+from .sanity import with_sanity_attacks
 from .stats import DEFAULT_ALPHA
 from .store import RunStore, default_results_dir
-from .zoo import Card, DefensePlan, plan_defense, train_missing
+from .zoo import Card, DefensePlan, default_zoo_dir, plan_defense, train_missing
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ class Evaluation:
 
 
 def prepare(grid: Grid, paths: Paths = Paths()) -> PreparedGrid:
-    """Validate everything about `grid` without writing anything."""
+    """Validate everything about `grid` (with its sanity attacks added) without writing anything."""
+    grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()))
     data = load_dataset(grid.dataset, paths.data_dir, paths.download)
     cells = plan_cells(grid, data)
     defenses = [plan_defense(d.spec, data.info, zoo_dir=paths.zoo_dir, weights=d.weights, train_options=dict(d.train))
@@ -99,6 +101,7 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
 
         import_ray()  # a missing extra fails before anything is written
     prepared = prepare(grid, paths)
+    grid = prepared.grid
     trained = train_missing(prepared.defenses, prepared.data, zoo_dir=paths.zoo_dir, device=prepared.device,
                             observer=observer)
     results_dir = Path(paths.results_dir or default_results_dir())

@@ -15,7 +15,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .contract import AttackKind
+from .contract import ENSEMBLE_ORDER, ENSEMBLE_VERSIONS, AttackKind
 from .norms import BALL_TOLERANCE, Norm
 from .stats import wilson_interval
 
@@ -25,7 +25,7 @@ SUMMARY_COLUMNS = [
     "defense", "attack", "norm", "kind", "epsilon", "samples", "clean_accuracy", "clean_accuracy_low",
     "clean_accuracy_high", "robust_accuracy", "robust_accuracy_low", "robust_accuracy_high", "success_rate",
     "mean_l2", "median_l2", "mean_linf", "median_linf", "rho", "seconds_per_sample", "samples_per_second",
-    "queries_per_sample",
+    "queries_per_sample", "covers",
 ]
 
 
@@ -127,23 +127,42 @@ def summarize_cell(cell: pd.DataFrame, epsilons: Iterable[float] = ()) -> pd.Dat
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def _readable_at(cell: pd.DataFrame, eps: float) -> list[float]:
+    """The epsilons of a cell whose examples are valid adversarials at `eps`: any point of a
+    smaller ball lies in the larger one, so a fixed-epsilon cell counts at every measured
+    epsilon up to `eps`; a minimum-norm cell is read at `eps` itself."""
+    if is_minimum_norm(cell):
+        return [eps]
+    return [e for e in cell_epsilons(cell) if 0 < e <= eps + BALL_TOLERANCE]
+
+
+def covered_attacks(cells: list[pd.DataFrame], eps: float) -> list[str]:
+    """The attacks a worst case at `eps` covers (those with examples valid at `eps`)."""
+    return [c["attack"].iloc[0] for c in cells if _readable_at(c, eps)]
+
+
 def worst_case_outcomes(cells: list[pd.DataFrame], eps: float) -> pd.DataFrame:
-    """A sample is robust only if it survives every attack (paper 004's "ALL" rows)."""
-    outcomes = [outcomes_at(cell, eps) for cell in cells]
-    combined = outcomes[0][["label", "clean_pred", "clean_score", "x_l2", "seconds", "queries"]].copy()
-    combined["clean_ok"] = outcomes[0]["clean_ok"]
-    combined["robust"] = np.logical_and.reduce([o["robust"].reindex(combined.index, fill_value=False) for o in outcomes])
+    """A sample is robust at `eps` only if it survives every attack with examples valid at
+    `eps` (paper 004's "ALL" rows): minimum-norm attacks read at `eps`, fixed-epsilon attacks
+    at each of their epsilons up to `eps`; so ALL is at or below every attack it covers, at
+    every epsilon, and never rises with epsilon."""
+    outcomes = [outcomes_at(cell, e) for cell in cells for e in _readable_at(cell, eps)]
+    combined = cells[0].drop_duplicates("sample").set_index("sample")[["label", "clean_pred", "clean_score", "x_l2"]]
+    combined = combined.copy()
+    combined["clean_ok"] = combined["clean_pred"] == combined["label"]
+    combined["robust"] = np.logical_and.reduce(
+        [combined["clean_ok"].to_numpy()] + [o["robust"].reindex(combined.index, fill_value=False).to_numpy()
+                                             for o in outcomes])
     combined["fooled"] = combined["clean_ok"] & ~combined["robust"]
-    combined["seconds"] = sum(o["seconds"] for o in outcomes)
-    combined["queries"] = sum(o["queries"] for o in outcomes)
+    combined["seconds"] = sum((o["seconds"] for o in outcomes), 0.0)
+    combined["queries"] = sum((o["queries"] for o in outcomes), 0.0)
     return combined
 
 
 def worst_case_epsilons(cells: list[pd.DataFrame], requested: dict[str, list[float]]) -> list[float]:
-    """Epsilons at which every attack of a norm can be read (finite ones only)."""
-    candidates = sorted({e for c in cells for e in cell_epsilons(c, requested.get(c["cell"].iloc[0], []))
-                         if math.isfinite(e)})
-    return [e for e in candidates if all(evaluable_at(c, e) for c in cells)]
+    """Every finite epsilon at which some attack of the norm says something."""
+    return sorted({e for c in cells for e in cell_epsilons(c, requested.get(c["cell"].iloc[0], []))
+                   if math.isfinite(e) and e > 0})
 
 
 def group_cells(records: pd.DataFrame) -> dict[tuple[str, str], list[pd.DataFrame]]:
@@ -164,8 +183,8 @@ def summarize(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]]) -
             frames.append(summarize_cell(cell, epsilons_by_cell.get(cell["cell"].iloc[0], [])))
         if len(cells) >= 2:
             first = cells[0].iloc[0]
-            rows = [_summary_row(first, all_label(norm), WORST_CASE, eps, worst_case_outcomes(cells, eps),
-                                 distortion=False)
+            rows = [{**_summary_row(first, all_label(norm), WORST_CASE, eps, worst_case_outcomes(cells, eps),
+                                    distortion=False), "covers": "+".join(covered_attacks(cells, eps))}
                     for eps in worst_case_epsilons(cells, epsilons_by_cell)]
             frames.append(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)
@@ -183,6 +202,7 @@ def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[fl
     worst case over a norm's attacks where all of them can be read."""
     rows: list[dict[str, object]] = []
     for (defense, norm), cells in group_cells(records).items():
+        dense: set[float] = set()
         for cell in cells:
             first = cell.iloc[0]
             if is_minimum_norm(cell):
@@ -193,12 +213,13 @@ def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[fl
                 grid = sorted(set(np.linspace(0.0, top, points)) | set(requested))
             else:
                 grid = [0.0, *cell_epsilons(cell)]
+            dense.update(grid)
             for eps in grid:
                 accuracy = outcomes_at(cell, eps)["robust"].mean() if eps > 0 else clean_accuracy(cell)
                 rows.append({"defense": defense, "attack": first["attack"], "norm": norm, "kind": first["kind"],
                              "epsilon": float(eps), "accuracy": float(accuracy)})
-        if len(cells) >= 2:
-            for eps in [0.0, *worst_case_epsilons(cells, epsilons_by_cell)]:
+        if len(cells) >= 2:  # the worst case at every epsilon any curve of this norm has a point at
+            for eps in sorted(dense):
                 accuracy = worst_case_outcomes(cells, eps)["robust"].mean() if eps > 0 else clean_accuracy(cells[0])
                 rows.append({"defense": defense, "attack": all_label(norm), "norm": norm, "kind": WORST_CASE,
                              "epsilon": float(eps), "accuracy": float(accuracy)})
@@ -335,3 +356,35 @@ def certified_summary(records: pd.DataFrame) -> pd.DataFrame:
             rows.append({"defense": defense, "epsilon": eps, "samples": len(radii), "mean_radius": radii.mean(),
                          "certified": math.nan if math.isnan(eps) else float((radii > eps).mean())})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- ensembles
+
+BREAKDOWN_COLUMNS = ["defense", "attack", "norm", "epsilon", "samples", "clean_accuracy", "stage", "accuracy"]
+
+
+def ensemble_breakdown(records: pd.DataFrame) -> pd.DataFrame:
+    """AutoAttack's log as a table: robust accuracy after each component of an ensemble cell
+    (a sample counts as beaten from the component that beat it on), then the runner's own
+    verified judgement of the final examples (stage "verified")."""
+    rows = []
+    for _, cell in records.groupby("cell", sort=False):
+        if "component" not in cell or not (cell["component"].astype(str) != "").any() or is_minimum_norm(cell):
+            continue
+        head = cell.iloc[0]
+        present = set(cell["component"].astype(str)) - {""}
+        version = next((v for v in ENSEMBLE_VERSIONS.values() if present <= set(v)), None)
+        stages = list(version) if version else [c for c in ENSEMBLE_ORDER if c in present] + sorted(
+            present - set(ENSEMBLE_ORDER))
+        for eps in cell_epsilons(cell):
+            rows_at = cell[np.isclose(cell["epsilon"], eps)].set_index("sample")
+            out = outcomes_at(cell, eps)
+            clean_ok = out["clean_ok"]
+            base = {"defense": head["defense"], "attack": head["attack"], "norm": head["norm"], "epsilon": eps,
+                    "samples": len(out), "clean_accuracy": float(clean_ok.mean())}
+            beaten = pd.Series(False, index=out.index)
+            for stage in stages:
+                beaten |= rows_at["component"].astype(str).reindex(out.index) == stage
+                rows.append({**base, "stage": stage, "accuracy": float((clean_ok & ~beaten).mean())})
+            rows.append({**base, "stage": "verified", "accuracy": float(out["robust"].mean())})
+    return pd.DataFrame(rows, columns=BREAKDOWN_COLUMNS)

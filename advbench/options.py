@@ -56,13 +56,14 @@ RANGES: dict[str, Range] = {
     **dict.fromkeys(["steps", "epochs", "batch_size", "restarts", "samples", "levels", "repeats", "eot_samples",
                      "classifier_epochs", "iterations", "binary_search_steps", "candidates", "coordinates",
                      "importance_samples", "val_samples", "val_steps", "inference_steps", "prototypes", "chunk",
-                     "hidden", "latent", "width", "depth"], AT_LEAST_ONE),
+                     "hidden", "latent", "width", "depth", "queries", "targets", "eot_iter"],
+                    AT_LEAST_ONE),
     **dict.fromkeys(["lr", "generator_lr", "inference_lr", "rel_step_size", "sigma", "max_std", "h", "scale",
-                     "spherical_step", "source_step", "init_epsilon", "upper", "step_adaptation"], POSITIVE),
+                     "spherical_step", "source_step", "init_epsilon", "upper", "step_adaptation", "eta"], POSITIVE),
     **dict.fromkeys(["step_size", "eps", "beta", "gamma", "confidence", "weight_decay", "initial_const",
                      "overshoot", "adv_coefficient", "c_l", "noise_std", "lower", "padding", "decay",
                      "momentum"], NON_NEGATIVE),
-    **dict.fromkeys(["dropout", "mix", "validation", "ema_decay"], FRACTION),
+    **dict.fromkeys(["dropout", "mix", "validation", "ema_decay", "p_init", "alpha_max"], FRACTION),
 }
 
 

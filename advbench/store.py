@@ -93,7 +93,7 @@ def with_later_columns(frame: pd.DataFrame) -> pd.DataFrame:
             if column not in frame:
                 frame[column] = "" if RECORD_SCHEMA[column] == "str" else math.nan
     if "component" in frame:
-        frame["component"] = frame["component"].fillna("").astype(str)
+        frame["component"] = frame["component"].astype(object).where(frame["component"].notna(), "").astype(str)
     return frame
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .contract import CellInfo, DefenseInfo
+from .contract import Access, CellInfo, DefenseInfo
 from .metrics import is_minimum_norm, outcomes_at
 from .norms import Norm
 
@@ -181,10 +181,82 @@ def _randomness_flags(cells: dict[str, pd.DataFrame], defenses: dict[str, Defens
     return flags
 
 
+AUTOATTACK = "autoattack"
+AUTOATTACK_MARGIN = 0.01  # an attack leaving more than 1 point above autoattack is marked weaker
+TRACE_SHARE = 0.2         # share of unbeaten samples whose loss trace must look wrong to flag a cell
+# flags whose cells' numbers the tables print as unreliable rather than as results
+UNRELIABLE = {"beaten-by-black-box", "dead-gradients"}
+
+
+def _autoattack_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:
+    """A fixed-epsilon gradient attack that leaves more than a point above `autoattack` on the
+    same defense, norm, epsilon and samples was too weak: its row is marked. (Score-based,
+    decision-based and transfer attacks are weaker by design and are not bounds.)"""
+    flags = []
+    ensembles = [c for c, info in infos.items() if info.attack_name == AUTOATTACK and c in cells]
+    for ensemble_id in ensembles:
+        ensemble = cells[ensemble_id]
+        first = ensemble.iloc[0]
+        for cell_id, cell in cells.items():
+            head = cell.iloc[0]
+            if (cell_id == ensemble_id or head["defense"] != first["defense"] or head["norm"] != first["norm"]
+                    or is_minimum_norm(cell) or head.get("access", Access.GRADIENT.value) != Access.GRADIENT.value):
+                continue
+            for eps in sorted(set(cell["epsilon"]) & set(ensemble["epsilon"])):
+                weak, strong = outcomes_at(cell, eps), outcomes_at(ensemble, eps)
+                if not weak.index.equals(strong.index):
+                    continue
+                gap = weak["robust"].mean() - strong["robust"].mean()
+                if gap > AUTOATTACK_MARGIN:
+                    flags.append(Flag(head["defense"], head["attack"], "weaker-than-autoattack",
+                                      f"{weak['robust'].mean():.1%} vs {strong['robust'].mean():.1%} under "
+                                      f"{first['attack']} at eps {eps:g}", "report the autoattack (or ALL) row; "
+                                                                           "this attack is not the bound"))
+                    break
+    return flags
+
+
+def _trace_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:
+    """Pintor et al. 2022 indicators from the recorded loss traces of samples the attack did
+    not beat: a loss that never moved (masked or flat gradients), or one still at its best on
+    the last steps (the optimisation was cut short)."""
+    flags = []
+    for cell_id, cell in cells.items():
+        head = cell.iloc[0]
+        if ("loss_best" not in cell or cell["loss_best"].isna().all() or is_minimum_norm(cell)
+                or head.get("access") == Access.TRANSFER.value):  # a transfer's trace is of another model
+            continue
+        standing = cell[(cell["clean_pred"] == cell["label"]) & (cell["adv_pred"] == cell["label"])]
+        standing = standing.dropna(subset=["loss_first", "loss_best", "loss_last"])
+        if len(standing) < 5:
+            continue
+        flat = (standing["loss_best"] - standing["loss_first"]).abs() <= 1e-6 * standing["loss_first"].abs().clip(
+            lower=1e-6)
+        if flat.mean() > TRACE_SHARE:
+            flags.append(Flag(head["defense"], head["attack"], "loss-not-improving",
+                              f"the loss never rose from its start on {flat.mean():.0%} of the samples left "
+                              "standing", "gradients may be zero or uninformative: an adaptive gradient, BPDA, "
+                                          "or a score-based attack"))
+        info = infos.get(cell_id)
+        steps = info.hyperparameters.get("steps") if info else None
+        # only where the step size decays (APGD): with a constant step the loss of a robust
+        # sample creeps up to the end however long the attack runs
+        decaying = info is not None and (info.attack_name.startswith("apgd") or info.attack_name == AUTOATTACK)
+        if decaying and isinstance(steps, int) and steps >= 10:
+            position = standing["best_step"] % (steps + 1)
+            late = (position >= 0.9 * steps) & (standing["loss_last"] >= standing["loss_best"]) & ~flat
+            if late.mean() > TRACE_SHARE:
+                flags.append(Flag(head["defense"], head["attack"], "incomplete-optimisation",
+                                  f"the loss was still rising at the last steps on {late.mean():.0%} of the "
+                                  "samples left standing", "more steps (or a larger step size)"))
+    return flags
+
+
 def attack_failure_flags(records: pd.DataFrame, cell_infos: dict[str, CellInfo] | None = None,
                          defenses: dict[str, DefenseInfo] | None = None) -> pd.DataFrame:
     """Every flag for every cell of a run (or combined runs)."""
     cells = {cell_id: cell for cell_id, cell in records.groupby("cell", sort=False)}
     flags = (_large_epsilon_flags(cells) + _blackbox_flags(cells) + _effort_flags(cells, cell_infos or {})
-             + _gradient_flags(cells) + _randomness_flags(cells, defenses or {}))
+             + _gradient_flags(cells) + _randomness_flags(cells, defenses or {})
+             + _autoattack_flags(cells, cell_infos or {}) + _trace_flags(cells, cell_infos or {}))
     return pd.DataFrame([f.__dict__ for f in flags], columns=FLAG_COLUMNS)

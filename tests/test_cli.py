@@ -75,7 +75,7 @@ def test_attack_then_report_in_every_format(isolated):
 
 def test_run_grid_file_and_resume(isolated):
     grid = isolated / "grid.toml"
-    grid.write_text('samples = 20\nbatch_size = 10\ndefenses = ["cnn"]\n'
+    grid.write_text('samples = 20\nbatch_size = 10\ndefenses = ["cnn"]\nsanity = false\n'
                     '[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
                     '[[attacks]]\nname = "deepfool-l2"\nepsilons = [1.0]\n')
     first = invoke("run", str(grid), "--format", "csv")
@@ -241,7 +241,7 @@ def _interrupt_then_resume(isolated):
     from advbench.store import RunStore
 
     grid = isolated / "grid.toml"
-    grid.write_text('samples = 20\n[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
+    grid.write_text('samples = 20\nsanity = false\n[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
                     '[[attacks]]\nname = "ctrl-c"\nepsilons = [0.1]\n')
     first = invoke("run", str(grid))
     assert first.exit_code == 130 and "rerun the same command with --resume" in first.output

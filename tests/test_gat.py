@@ -173,7 +173,7 @@ def test_gat_attacks_run_in_grids_and_are_skipped_on_plain_classifiers(tiny_gat,
     from advbench.store import list_runs
 
     grid = isolated / "grid.toml"
-    grid.write_text('samples = 20\nbatch_size = 20\ndefenses = ["gat-digits:integrated", "cnn"]\n'
+    grid.write_text('samples = 20\nbatch_size = 20\nsanity = false\ndefenses = ["gat-digits:integrated", "cnn"]\n'
                     '[[attacks]]\nname = "gat-linf"\nobjective = "switch"\nsteps = 5\nepsilons = [0.3]\n'
                     '[[attacks]]\nname = "pgd-linf"\nloss = "max-other"\nsteps = 5\nepsilons = [0.3]\n')
     result = CliRunner().invoke(main, ["run", str(grid)])

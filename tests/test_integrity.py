@@ -154,7 +154,7 @@ class WeightChanger(FixedEpsilonAttack):
 
 def _grid_with(isolated, attack: str, samples: int = 30):
     grid = isolated / "grid.toml"
-    grid.write_text(f'samples = {samples}\ndefenses = ["cnn"]\n[[attacks]]\nname = "{attack}"\nepsilons = [0.1]\n'
+    grid.write_text(f'samples = {samples}\nsanity = false\ndefenses = ["cnn"]\n[[attacks]]\nname = "{attack}"\nepsilons = [0.1]\n'
                     '[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n')
     return grid
 

@@ -52,3 +52,47 @@ def secretly_random() -> nn.Module:
 def honest() -> nn.Module:
     return _cnn()
 
+
+
+class _WrongStraightThrough(torch.autograd.Function):
+    """Forward: a coarse 4-level quantiser. Backward: the negated identity, a non-zero but
+    wrong gradient (so no dead-gradient check can notice it)."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        return torch.round(x * 3) / 3
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return -grad
+
+
+class MisleadingGradient(nn.Module):
+    """The digits cnn behind a quantiser whose straight-through gradient points the wrong way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = _cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cnn(_WrongStraightThrough.apply(x))
+
+
+class SaturatedSoftmax(nn.Module):
+    """The digits cnn returning log-softmax of logits scaled by 1000: cross-entropy gradients
+    underflow to zero on confident inputs, while the decisions are the cnn's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cnn = _cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(1000 * self.cnn(x), dim=1)
+
+
+def misleading_gradient() -> nn.Module:
+    return MisleadingGradient()
+
+
+def saturated_softmax() -> nn.Module:
+    return SaturatedSoftmax()

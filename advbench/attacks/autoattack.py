@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import torch
 
+from ..contract import ENSEMBLE_VERSIONS
 from ..errors import AdvbenchError
 from ..norms import parse_norm
 from ..registry import register_attack
@@ -25,7 +26,7 @@ from .square import square_attack
 
 Tensor = torch.Tensor
 VERSIONS = ("auto", "standard", "rand")
-COMPONENTS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
+COMPONENTS = ENSEMBLE_VERSIONS
 NOT_BEATEN = ""  # the component column of a sample no component beat
 
 

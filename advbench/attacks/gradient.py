@@ -11,9 +11,10 @@ import torch
 from ..errors import AdvbenchError
 from ..norms import parse_norm
 from ..registry import register_attack
-from .base import FixedEpsilonAttack, AttackTarget
+from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .losses import pick_loss
-from .pgd import STEP_RULES, pgd
+from .objectives import build_objective
+from .pgd import STEP_RULES, LossTrace, pgd
 
 
 class _GradientAttack(FixedEpsilonAttack):
@@ -35,18 +36,26 @@ class PGD(_GradientAttack):
     """Projected gradient descent with random start and restarts (Madry et al. 2018)."""
 
     def __init__(self, *, norm: str = "linf", steps: int = 40, step_size: float = 0.0, rel_step_size: float = 2.5, random_start: bool = True,
-                 restarts: int = 1, loss: str = "auto", step_rule: str = "sign") -> None:
+                 restarts: int = 1, loss: str = "auto", step_rule: str = "sign", reject_aware: bool = False) -> None:
         self.norm = parse_norm(norm)
         self.steps, self.step_size, self.rel_step_size = steps, step_size, rel_step_size
         self.random_start, self.restarts, self.loss, self.step_rule = random_start, restarts, loss, step_rule
+        self.reject_aware = reject_aware
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> Adversarials:
         step = self.step_size or self.rel_step_size * epsilon / self.steps
-        loss_fn, untargeted = pick_loss(self.loss, target.loss)
-        return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step,
-                   loss_fn=loss_fn, bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
-                   step_rule=self.step_rule, prefer_misclassified=untargeted)
+        trace = LossTrace(len(x), x.device)
+        if self.reject_aware and target.has_reject_option:  # misclassified AND accepted
+            objective = build_objective(target, self.loss, reject_aware=True)
+            model, loss_fn, untargeted, success = objective.model, objective.loss, True, objective.success
+        else:
+            (loss_fn, untargeted), model = pick_loss(self.loss, target.loss), target.gradient_model
+            success = lambda logits, labels: logits.argmax(1) != labels  # noqa: E731
+        points = pgd(model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step, loss_fn=loss_fn,
+                     bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
+                     step_rule=self.step_rule, prefer_misclassified=untargeted, success=success, trace=trace)
+        return Adversarials(points, trace.details())
 
 
 @register_attack("fgsm", norm="linf",

@@ -18,7 +18,9 @@ import pandas as pd
 from ..comparisons import mcnemar_table
 from ..contract import SCHEMA_VERSION, CellInfo, DefenseInfo, Manifest
 from ..errors import AdvbenchError
-from ..metrics import certified_summary, epsilon_at_accuracy, reject_summary, reject_tradeoff, robustness_curves, summarize
+from ..metrics import (certified_summary, ensemble_breakdown, epsilon_at_accuracy, reject_summary, reject_tradeoff,
+                       robustness_curves, summarize)
+from ..sanity import is_sanity
 from ..stats import DEFAULT_ALPHA
 from ..trust import attack_failure_flags
 from ..store import RunStore, atomic_write_text
@@ -50,13 +52,14 @@ class Report:
     runs: list[str] = field(default_factory=list)
     certified: pd.DataFrame = field(default_factory=pd.DataFrame)
     flags: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ensembles: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-component breakdown of autoattack cells
     notices: list[str] = field(default_factory=list)  # e.g. "INCOMPLETE run ...: 3 of 5 cells"
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
         tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
                   "reject_tradeoff": self.tradeoff, "defenses": self.defenses,
-                  "certified": self.certified, "flags": self.flags}
+                  "certified": self.certified, "flags": self.flags, "ensembles": self.ensembles}
         return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
@@ -110,6 +113,12 @@ class Run:
             notices += run_notices(store.run_id, manifest)
         records = pd.concat(frames, ignore_index=True)
         pairs = records.drop_duplicates("cell")
+        repeated_sanity = pairs.duplicated(["defense", "attack"]) & pairs["attack"].map(is_sanity)
+        if repeated_sanity.any():  # every run carries its own sanity attacks: keep the first run's
+            dropped = set(pairs.loc[repeated_sanity, "cell"])
+            records = records[~records["cell"].isin(dropped)]
+            cells = {k: v for k, v in cells.items() if k not in dropped}
+            pairs = pairs[~repeated_sanity]
         duplicated = pairs.duplicated(["defense", "attack"])
         if duplicated.any():
             pair = pairs[duplicated].iloc[0]
@@ -151,7 +160,8 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
-        certified=certified_summary(records), flags=flags, notices=run.notices,
+        certified=certified_summary(records), flags=flags, ensembles=ensemble_breakdown(records),
+        notices=run.notices,
     )
 
 

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from ..metrics import WORST_CASE
+from ..trust import UNRELIABLE
 from . import Report, curve_summary
 from .terminal import TextTable
 
@@ -35,8 +36,27 @@ def with_interval(value: float, low: float, high: float) -> str:
     return f"{100 * value:.1f} ±{100 * (high - low) / 2:.1f}"
 
 
+def _markers(report: Report) -> dict[tuple[str, str], str]:
+    """(defense, attack) -> how the accuracy table marks a flagged cell."""
+    marks: dict[tuple[str, str], str] = {}
+    ensembles = set(zip(report.ensembles.get("defense", []), report.ensembles.get("attack", [])))
+    for flag in report.flags.itertuples():
+        if flag.flag in UNRELIABLE and (flag.defense, flag.attack) not in ensembles:  # Square covers an ensemble
+            marks[(flag.defense, flag.attack)] = "unreliable"
+        elif flag.flag == "weaker-than-autoattack":
+            marks.setdefault((flag.defense, flag.attack), "weak")
+    return marks
+
+
+def _marked(text: str, mark: str | None) -> str:
+    if mark == "unreliable":
+        return f"unreliable ({text.split(' ')[0]})"
+    return f"{text} weak" if mark == "weak" else text
+
+
 def accuracy_table(report: Report) -> TextTable:
     summary = report.summary
+    marks = _markers(report)
     defenses = list(dict.fromkeys(summary["defense"]))
     rows: list[list[str]] = []
     sections: list[int] = []
@@ -50,13 +70,47 @@ def accuracy_table(report: Report) -> TextTable:
         ordered = pd.concat([block[block["kind"] != WORST_CASE], block[block["kind"] == WORST_CASE]])
         for (attack, eps), group in ordered.groupby(["attack", "epsilon"], sort=False):
             by_defense = group.set_index("defense")
-            cells = [with_interval(by_defense.loc[d, "robust_accuracy"], by_defense.loc[d, "robust_accuracy_low"],
-                                   by_defense.loc[d, "robust_accuracy_high"]) if d in by_defense.index else "-"
-                     for d in defenses]
+            cells = [_marked(with_interval(by_defense.loc[d, "robust_accuracy"], by_defense.loc[d, "robust_accuracy_low"],
+                                           by_defense.loc[d, "robust_accuracy_high"]), marks.get((d, attack)))
+                     if d in by_defense.index else "-" for d in defenses]
             rows.append([f"{attack} ({norm})" if not attack.startswith("ALL") else attack, epsilon(eps), *cells])
     return TextTable("Accuracy in % (95% Wilson interval), rows by attack and epsilon", ["", "eps", *defenses], rows,
                      note="minimum-norm attacks are read off their per-sample norms; ALL = robust to every attack "
-                          "of that norm", left_columns=2, sections=sections)
+                          "of that norm with examples valid at that eps (fixed-epsilon ones at that eps or below)"
+                          + _coverage_note(summary)
+                          + ("; unreliable = a gradient attack beaten by a score-based or transfer attack, or dead "
+                             "gradients; weak = more than 1 point above autoattack (see the checks)" if marks else ""),
+                     left_columns=2, sections=sections)
+
+
+def _coverage_note(summary: pd.DataFrame) -> str:
+    """Name the attacks a worst case covers where it does not cover all of its norm's attacks."""
+    worst = summary[summary["kind"] == WORST_CASE]
+    notes = []
+    for (defense, norm), group in worst.groupby(["defense", "norm"], sort=False):
+        attacks = set(summary[(summary["defense"] == defense) & (summary["norm"] == norm)
+                              & (summary["kind"] != WORST_CASE)]["attack"])
+        partial = group[group["covers"].map(lambda c: set(str(c).split("+")) != attacks)]
+        for row in partial.itertuples():
+            notes.append(f"{row.attack} of {defense} at {row.epsilon:g} covers {row.covers.replace('+', ', ')}")
+    return ("; " + "; ".join(notes)) if notes else ""
+
+
+def ensemble_table(report: Report) -> TextTable | None:
+    """The AutoAttack log: accuracy after each component, then the runner's verified number."""
+    if report.ensembles.empty:
+        return None
+    frame = report.ensembles
+    stages = list(dict.fromkeys(frame["stage"]))
+    rows = []
+    for (defense, attack, eps), group in frame.groupby(["defense", "attack", "epsilon"], sort=False):
+        by_stage = group.set_index("stage")["accuracy"]
+        rows.append([defense, attack, epsilon(eps), percent(group["clean_accuracy"].iloc[0]),
+                     *[percent(by_stage[s]) if s in by_stage else "-" for s in stages]])
+    return TextTable("Ensemble components: robust accuracy after each (AutoAttack's log)",
+                     ["defense", "attack", "eps", "clean", *[f"after {s}" for s in stages[:-1]], "verified"], rows,
+                     note="each component attacks only the samples every earlier one left standing; verified = "
+                          "the runner's own re-prediction of the final examples", left_columns=3)
 
 
 def attack_table(report: Report) -> TextTable:
@@ -173,7 +227,8 @@ def flag_table(report: Report) -> TextTable | None:
 
 
 def paper_tables(report: Report) -> list[TextTable]:
-    tables = [defense_table(report), accuracy_table(report), attack_table(report), runtime_table(report),
+    tables = [defense_table(report), accuracy_table(report), ensemble_table(report), attack_table(report),
+              runtime_table(report),
               curve_table(report), mcnemar_matrix(report),
               reject_table(report), certified_table(report), flag_table(report)]
     return [t for t in tables if t is not None]
