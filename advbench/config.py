@@ -56,6 +56,10 @@ class AttackSpec:
     eot: int | None = None
     label: str = ""
     source: str | None = None
+    only: tuple[str, ...] = ()  # the defenses (ids) this attack runs on; empty: all of the grid's
+
+    def applies_to(self, defense: "DefenseSpec") -> bool:
+        return not self.only or defense.id in self.only
 
     @property
     def id(self) -> str:
@@ -80,8 +84,12 @@ class Grid:
         return hashlib.sha256(json.dumps(numbers, sort_keys=True, default=str).encode()).hexdigest()
 
     def with_overrides(self, **overrides: Any) -> "Grid":
-        """CLI flags win over the file; flags the user did not set (None) are dropped."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """CLI flags win over the file; flags the user did not set (None) are dropped. Replaced
+        defenses face every attack (the file's per-attack `defenses` named the old ones)."""
+        grid = replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("defenses") is not None:
+            grid = replace(grid, attacks=tuple(replace(a, only=()) for a in grid.attacks))
+        return grid
 
 
 def _attack_spec(raw: Any, where: str) -> AttackSpec:
@@ -99,7 +107,10 @@ def _attack_spec(raw: Any, where: str) -> AttackSpec:
     source = raw.pop("source", None)
     if source is not None and not isinstance(source, str):
         raise AdvbenchError(f"{where}: attack {name}: source must be a defense name")
-    return AttackSpec(name, epsilons, tuple(sorted(raw.items())), eot, label, source)
+    only = raw.pop("defenses", [])
+    if not isinstance(only, list) or not all(isinstance(d, str) for d in only):
+        raise AdvbenchError(f"{where}: attack {name}: defenses must be a list of the grid's defense names")
+    return AttackSpec(name, epsilons, tuple(sorted(raw.items())), eot, label, source, tuple(only))
 
 
 def _defense_spec(raw: Any, where: str) -> DefenseSpec:
@@ -125,7 +136,9 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
     kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity") if k in data}
-    return validate(Grid(defenses, attacks, **kwargs))
+    grid = Grid(defenses, attacks, **kwargs)
+    _check_restrictions(grid, where)
+    return validate(grid)
 
 
 def load_grid(path: Path) -> Grid:
@@ -174,6 +187,15 @@ def validate(grid: Grid) -> Grid:
     if len(set(ids)) != len(ids):
         raise AdvbenchError("two defenses share a name; give one a distinct label = \"...\"")
     return grid
+
+
+def _check_restrictions(grid: Grid, where: str) -> None:
+    ids = [d.id for d in grid.defenses]
+    for attack in grid.attacks:
+        unknown = [d for d in attack.only if d not in ids]
+        if unknown:
+            raise AdvbenchError(f"{where}: attack {attack.id}: defenses = {unknown[0]!r} is not a defense of the "
+                                f"grid ({', '.join(ids)})")
 
 
 def resolve_epsilons(spec: AttackSpec, norm: Norm, bounds: tuple[float, float]) -> tuple[float, ...]:

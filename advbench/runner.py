@@ -104,6 +104,8 @@ def plan_cells(grid: Grid, data: Dataset) -> list[tuple[CellPlan, Attack]]:
     attacks = [(spec, make_attack(spec.name, dict(spec.options))) for spec in grid.attacks]
     for defense in grid.defenses:
         for spec, attack in attacks:
+            if not spec.applies_to(defense):
+                continue
             epsilons = resolve_epsilons(spec, attack.norm, data.info.bounds)
             plans.append((CellPlan(defense, spec, epsilons), attack))
     ids = [plan.id for plan, _ in plans]

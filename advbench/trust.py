@@ -18,7 +18,7 @@ from .contract import Access, CellInfo, DefenseInfo
 from .metrics import is_minimum_norm, outcomes_at
 from .norms import Norm
 
-FLAG_COLUMNS = ["defense", "attack", "flag", "detail", "advice"]
+FLAG_COLUMNS = ["defense", "attack", "flag", "detail", "advice", "epsilon"]
 MARGIN = 0.02            # accuracy differences below 2 points (or 2 samples) are noise
 DEAD_GRADIENT_SHARE = 0.1
 LARGE_LINF = 0.5         # half the [0, 1] box: any honest Linf attack wins there
@@ -32,6 +32,7 @@ class Flag:
     flag: str
     detail: str
     advice: str
+    epsilon: float = math.nan  # the epsilon the flag is about, where it is about one
 
 
 def _significant(difference: float, samples: int) -> bool:
@@ -211,8 +212,8 @@ def _autoattack_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]
                     flags.append(Flag(head["defense"], head["attack"], "weaker-than-autoattack",
                                       f"{weak['robust'].mean():.1%} vs {strong['robust'].mean():.1%} under "
                                       f"{first['attack']} at eps {eps:g}", "report the autoattack (or ALL) row; "
-                                                                           "this attack is not the bound"))
-                    break
+                                                                           "this attack is not the bound",
+                                      float(eps)))
     return flags
 
 

@@ -23,6 +23,8 @@ BENCHMARKS = [
     ("ABS/E-ABS inference batched over classes and starting points vs looped", "eabs_inference.py", [],
      ["--looped-samples", "2"]),
     ("PGN vs PGD adversarial training, seconds per epoch", "pgn_vs_pgd_at.py", [], []),
+    ("AutoAttack: advbench autoattack vs torchattacks AutoAttack (target <= 1.0 on the MNIST-sized CNN)",
+     "autoattack_speed.py", [], ["--batch", "32"]),
 ]
 
 

@@ -223,3 +223,74 @@ def test_all_covers_smaller_epsilons_of_fixed_attacks():
     minnorm = _cell("ddn", "minimum-norm", "l2", [(0, math.nan, 1, 3.0), (1, math.nan, 1, 3.0)])
     out = worst_case_outcomes([fixed, minnorm], 1.0)  # pgd was not run at 1.0, but its 0.5 example counts
     assert list(out["robust"]) == [False, True]
+
+
+# ----------------------------------------------------------------------------- minimum-norm attacks
+
+@pytest.mark.parametrize("norm", [Norm.L2, Norm.LINF])
+def test_fmn_reaches_the_minimal_norm_of_a_linear_model(linear_setup, norm):
+    from advbench.attacks.fmn import fmn
+
+    model, x, y = linear_setup
+    minimal = model.minimal_l2(x) if norm is Norm.L2 else model.minimal_linf(x)
+    points, sizes = fmn(build_objective(_target(model), "margin", reject_aware=False), x, y, norm=norm, steps=100,
+                        bounds=(-10, 10))
+    assert (model(points).argmax(1) != y).all()
+    ratio = sizes / minimal
+    assert (ratio >= 1 - 1e-4).all() and (ratio <= 1.01).all(), ratio
+
+
+class _NoisyLinear(nn.Module):
+    """A linear model whose logits carry noise: near its boundary a decision flips between draws."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits + 0.5 * torch.randn_like(logits)
+
+
+def test_fmn_examples_hold_on_a_fresh_draw_of_a_stochastic_model(linear_setup):
+    """Examples found right at the boundary of an EOT average must still be adversarial when the
+    runner re-predicts them with new random draws: they are pushed outwards until confirmed."""
+    from advbench.defenses.base import ExpectationOverTransformation
+
+    model, x, y = linear_setup
+    noisy = ExpectationOverTransformation(_NoisyLinear(model), 8)
+    target = AttackTarget(noisy, noisy, (-10.0, 10.0), 10, eot=8, stochastic=True)
+    torch.manual_seed(0)
+    adv = make_attack("fmn", {"steps": 60})(target, x, y, []).adversarials[0]
+    with torch.no_grad():
+        confirmed = torch.stack([ExpectationOverTransformation(_NoisyLinear(model), 8)(adv).argmax(1) != y
+                                 for _ in range(5)]).float().mean()
+    assert confirmed >= 0.9
+
+
+def test_apgd_binary_search_brackets_the_minimal_norm(linear_setup):
+    model, x, y = linear_setup
+    x = x.clamp(0, 1)
+    y = model(x).argmax(1)
+    adv = make_attack("apgd-bs", {"depth": 14, "steps": 20})(AttackTarget(model, model, (0.0, 1.0), 10), x, y,
+                                                             []).adversarials[0]
+    sizes, minimal = Norm.L2.of(adv - x), model.minimal_l2(x)
+    assert (model(adv).argmax(1) != y).all()
+    assert (sizes >= minimal - 1e-4).all() and (sizes <= minimal * 1.1 + 2e-3).all()
+
+
+def test_an_attack_can_be_limited_to_some_defenses(tmp_path):
+    from advbench.config import grid_from_dict
+    from advbench.errors import AdvbenchError
+
+    grid = grid_from_dict({"defenses": ["cnn", "pgd-at"], "attacks": [
+        {"name": "fgsm", "epsilons": [0.1]}, {"name": "autoattack", "epsilons": [0.1], "defenses": ["pgd-at"]}]})
+    from advbench.data import load_dataset
+    from advbench.runner import plan_cells
+
+    ids = [plan.id for plan, _ in plan_cells(grid, load_dataset("digits"))]
+    assert ids == ["cnn__fgsm", "pgd-at__fgsm", "pgd-at__autoattack"]
+    with pytest.raises(AdvbenchError, match="not a defense of the grid"):
+        grid_from_dict({"defenses": ["cnn"], "attacks": [{"name": "fgsm", "defenses": ["cmm"]}]})
+    replaced = grid.with_overrides(defenses=(DefenseSpec("mine"),))
+    assert all(not a.only for a in replaced.attacks)  # replaced defenses face every attack

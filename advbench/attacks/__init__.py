@@ -6,7 +6,7 @@ from ..errors import AdvbenchError
 from ..options import coerce_options
 from ..registry import attacks
 from .base import Adversarials, Attack, AttackKind, AttackOutput, AttackTarget, FixedEpsilonAttack, MinimumNormAttack
-from . import apgd, autoattack, fab, square, bsearch, foolbox_attacks, gat_attacks, generator, gradient, gradient_free, noise, zoo_attack  # noqa: F401  (register built-ins)
+from . import apgd, autoattack, fab, fmn, square, bsearch, foolbox_attacks, gat_attacks, generator, gradient, gradient_free, noise, zoo_attack  # noqa: F401  (register built-ins)
 
 
 def make_attack(name: str, options: dict[str, Any] | None = None) -> Attack:

@@ -38,9 +38,23 @@ def checkpoints(steps: int) -> list[int]:
     return marks
 
 
-def _into_ball(x: torch.Tensor, point: torch.Tensor, eps: torch.Tensor | float, norm: Norm,
+def _into_ball(x: torch.Tensor, point: torch.Tensor, eps: torch.Tensor, norm: Norm,
                bounds: tuple[float, float]) -> torch.Tensor:
     return (x + project(point - x, eps, norm)).clamp(*bounds)
+
+
+def per_sample(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Epsilon as a (n, 1, ...) tensor: one radius per sample (a binary search moves each alone)."""
+    view = (-1,) + (1,) * (x.dim() - 1)
+    if isinstance(eps, torch.Tensor) and eps.numel() > 1:
+        return eps.reshape(view).to(x)
+    return torch.full((len(x),) + view[1:], float(eps), device=x.device, dtype=x.dtype)
+
+
+def _random_start(x: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
+    if norm is Norm.LINF:
+        return (torch.rand_like(x) * 2 - 1) * eps
+    return random_start(x, 1.0, norm) * eps
 
 
 def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
@@ -61,18 +75,19 @@ def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
     return out.detach(), loss_sum / eot_iter, grad / eot_iter
 
 
-def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
-             bounds: tuple[float, float], eot_iter: int = 1, trace: LossTrace | None = None,
+def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
+             steps: int, bounds: tuple[float, float], eot_iter: int = 1, trace: LossTrace | None = None,
              idx: torch.Tensor | None = None, first_step: int = 0) -> _Best:
     """One APGD run from a random start; the best point per sample (successful first)."""
     n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
-    point = _into_ball(x, x + random_start(x, eps, norm), eps, norm, bounds)
+    eps = per_sample(eps, x)
+    point = _into_ball(x, x + _random_start(x, eps, norm), eps, norm, bounds)
     out, loss, grad = _evaluate(objective, point, y, eot_iter)
     best = _Best(x, prefer_misclassified=True)
     best.offer(point, objective.success(out, y), loss)
     if trace is not None:
         trace.record(loss, first_step, idx)
-    step = torch.full((n,) + view[1:], 2.0 * eps, device=x.device, dtype=x.dtype)
+    step = 2.0 * eps.clone()
     top_point, top_loss, top_grad = point.clone(), loss.clone(), grad.clone()
     previous_point, previous_loss = point.clone(), loss.clone()
     rises = torch.zeros(n, device=x.device)
@@ -111,17 +126,18 @@ def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     return best
 
 
-def apgd(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
-         bounds: tuple[float, float], restarts: int = 1, eot_iter: int = 1,
+def apgd(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
+         steps: int, bounds: tuple[float, float], restarts: int = 1, eot_iter: int = 1,
          trace: LossTrace | None = None) -> _Best:
     """APGD with restarts: each restart attacks only the samples not yet beaten."""
+    eps = per_sample(eps, x)
     best = _Best(x, prefer_misclassified=True)
     for restart in range(restarts):
         idx = (~best.fooled).nonzero().squeeze(1)
         if len(idx) == 0:
             break
-        run = apgd_run(objective, x[idx], y[idx], eps=eps, norm=norm, steps=steps, bounds=bounds, eot_iter=eot_iter,
-                       trace=trace, idx=idx, first_step=restart * (steps + 1))
+        run = apgd_run(objective, x[idx], y[idx], eps=eps[idx], norm=norm, steps=steps, bounds=bounds,
+                       eot_iter=eot_iter, trace=trace, idx=idx, first_step=restart * (steps + 1))
         best.offer(run.point, run.fooled, run.loss, idx)
     return best
 

@@ -81,8 +81,8 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
     for classes in ranked:
         for restart in range(restarts):
             point = x.clone() if restart == 0 else _restart_point(x, best_norm, eps, norm, bounds)
+            f, grad, _ = _boundary(objective, point, y, classes)
             for _ in range(steps):
-                f, grad, _ = _boundary(objective, point, y, classes)
                 with torch.no_grad():
                     from_point = _to_hyperplane(point, f, grad, norm, bounds)
                     f_origin = f + (grad * (x - point)).flatten(1).sum(1)
@@ -90,11 +90,15 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
                     d_point, d_origin = norm.of(from_point), norm.of(from_origin)
                     alpha = (d_point / (d_point + d_origin).clamp_min(1e-12)).clamp(0, alpha_max).view(view)
                     point = ((1 - alpha) * (point + eta * from_point) + alpha * (x + eta * from_origin)).clamp(low, high)
-                    _, _, beaten = _boundary(objective, point, y, classes)
+                f, grad, beaten = _boundary(objective, point, y, classes)  # also the next step's linearisation
+                with torch.no_grad():
                     size = norm.of(point - x)
                     better = beaten & (size < best_norm)
                     best[better], best_norm[better] = point[better], size[better]
-                    point = torch.where(beaten.view(view), (1 - beta) * x + beta * point, point)
+                    rows = beaten.nonzero().squeeze(1)
+                    point[rows] = (1 - beta) * x[rows] + beta * point[rows]  # step back towards the input
+                if len(rows):  # and re-linearise only there
+                    f[rows], grad[rows], _ = _boundary(objective, point[rows], y[rows], classes[rows])
     return best, best_norm
 
 

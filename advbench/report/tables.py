@@ -36,16 +36,21 @@ def with_interval(value: float, low: float, high: float) -> str:
     return f"{100 * value:.1f} ±{100 * (high - low) / 2:.1f}"
 
 
-def _markers(report: Report) -> dict[tuple[str, str], str]:
-    """(defense, attack) -> how the accuracy table marks a flagged cell."""
-    marks: dict[tuple[str, str], str] = {}
+def _markers(report: Report) -> dict[tuple[str, str, float | None], str]:
+    """(defense, attack, epsilon or None for every epsilon) -> how the accuracy table marks a
+    flagged number."""
+    marks: dict[tuple[str, str, float | None], str] = {}
     ensembles = set(zip(report.ensembles.get("defense", []), report.ensembles.get("attack", [])))
     for flag in report.flags.itertuples():
         if flag.flag in UNRELIABLE and (flag.defense, flag.attack) not in ensembles:  # Square covers an ensemble
-            marks[(flag.defense, flag.attack)] = "unreliable"
+            marks[(flag.defense, flag.attack, None)] = "unreliable"
         elif flag.flag == "weaker-than-autoattack":
-            marks.setdefault((flag.defense, flag.attack), "weak")
+            marks[(flag.defense, flag.attack, float(flag.epsilon))] = "weak"
     return marks
+
+
+def _mark(marks: dict[tuple[str, str, float | None], str], defense: str, attack: str, eps: float) -> str | None:
+    return marks.get((defense, attack, None)) or marks.get((defense, attack, float(eps)))
 
 
 def _marked(text: str, mark: str | None) -> str:
@@ -71,7 +76,7 @@ def accuracy_table(report: Report) -> TextTable:
         for (attack, eps), group in ordered.groupby(["attack", "epsilon"], sort=False):
             by_defense = group.set_index("defense")
             cells = [_marked(with_interval(by_defense.loc[d, "robust_accuracy"], by_defense.loc[d, "robust_accuracy_low"],
-                                           by_defense.loc[d, "robust_accuracy_high"]), marks.get((d, attack)))
+                                           by_defense.loc[d, "robust_accuracy_high"]), _mark(marks, d, attack, eps))
                      if d in by_defense.index else "-" for d in defenses]
             rows.append([f"{attack} ({norm})" if not attack.startswith("ALL") else attack, epsilon(eps), *cells])
     return TextTable("Accuracy in % (95% Wilson interval), rows by attack and epsilon", ["", "eps", *defenses], rows,
@@ -84,15 +89,17 @@ def accuracy_table(report: Report) -> TextTable:
 
 
 def _coverage_note(summary: pd.DataFrame) -> str:
-    """Name the attacks a worst case covers where it does not cover all of its norm's attacks."""
+    """Where a worst case does not cover all of its norm's attacks: which it leaves out, by epsilon."""
     worst = summary[summary["kind"] == WORST_CASE]
-    notes = []
-    for (defense, norm), group in worst.groupby(["defense", "norm"], sort=False):
-        attacks = set(summary[(summary["defense"] == defense) & (summary["norm"] == norm)
-                              & (summary["kind"] != WORST_CASE)]["attack"])
-        partial = group[group["covers"].map(lambda c: set(str(c).split("+")) != attacks)]
-        for row in partial.itertuples():
-            notes.append(f"{row.attack} of {defense} at {row.epsilon:g} covers {row.covers.replace('+', ', ')}")
+    missing: dict[tuple[str, float, str], list[str]] = {}
+    for row in worst.itertuples():
+        attacks = summary[(summary["defense"] == row.defense) & (summary["norm"] == row.norm)
+                          & (summary["kind"] != WORST_CASE)]["attack"]
+        left_out = [a for a in dict.fromkeys(attacks) if a not in str(row.covers).split("+")]
+        if left_out:
+            missing.setdefault((row.attack, float(row.epsilon), ", ".join(left_out)), []).append(row.defense)
+    notes = [f"{label} at {eps:g} leaves out {attacks} (not run at or below it) for {', '.join(defenses)}"
+             for (label, eps, attacks), defenses in missing.items()]
     return ("; " + "; ".join(notes)) if notes else ""
 
 
