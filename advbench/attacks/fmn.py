@@ -2,12 +2,14 @@
 
 `fmn` / `fmn-linf` (Pintor et al. 2021): normalised gradient steps on the logit margin
 inside a norm ball whose radius adapts per sample: while no adversarial is found it grows
-to the first-order distance to the boundary, then shrinks below the smallest adversarial
+to the first-order distance to the boundary (and at least by gamma per step, as the data box
+can stall that linear guess), then shrinks below the smallest adversarial
 found (by a factor gamma that, like the step size, decays on a cosine schedule). Success
 is read from the gradient model, which for stochastic defenses averages logits over the
 EOT samples; the final examples are then confirmed on the defense's EOT-averaged real
-decision, and a candidate that a fresh draw no longer calls adversarial is pushed outwards
-(x + s * delta, s up to 2) until it is, so the runner's re-prediction agrees.
+decision (three fresh draws for a stochastic defense), and a candidate they do not all call
+adversarial is pushed outwards (x + s * delta, s up to 2) until they do, so that the runner's
+re-prediction agrees.
 
 `apgd-bs` / `apgd-bs-linf`: per-sample binary search over epsilon with APGD-CE at each
 trial, an independent cross-check of FMN's norms (slower: one APGD run per depth).
@@ -28,6 +30,7 @@ from .pgd import project
 
 Tensor = torch.Tensor
 OUTWARD_SCALES = (1.02, 1.05, 1.1, 1.25, 1.5, 2.0)
+CONFIRM_DRAWS = 3  # fresh decisions a stochastic defense's example must pass
 
 
 def _view(t: Tensor, like: Tensor) -> Tensor:
@@ -68,8 +71,12 @@ def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, b
             best[better], best_norm[better] = probe.detach()[better], size[better]
             found |= beaten
             to_boundary = margin.abs() / _dual_norm(grad, norm).clamp_min(1e-12)
+            # before the first adversarial: the first-order distance to the boundary, but never
+            # less than the last radius grown by gamma (the data box can stall the linear guess)
+            searching = torch.where(torch.isinf(radius), size + to_boundary,
+                                    torch.maximum(size + to_boundary, radius * (1 + gamma)))
             radius = torch.where(beaten, torch.minimum(radius, size * (1 - gamma)),
-                                 torch.where(found, radius * (1 + gamma), size + to_boundary))
+                                 torch.where(found, radius * (1 + gamma), searching))
             radius = torch.minimum(radius, largest)
             step = grad / _view(grad.flatten(1).norm(dim=1).clamp_min(1e-12), grad)
             delta = delta - alpha * step
@@ -78,20 +85,26 @@ def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, b
     return best, best_norm
 
 
-def confirm_outwards(decide: Objective, x: Tensor, y: Tensor, points: Tensor, bounds: tuple[float, float]) -> Tensor:
-    """Where the real (EOT-averaged) decision does not confirm a found adversarial, try it
-    scaled outwards from x; keep the first scale that is confirmed."""
+def confirm_outwards(decide: Objective, x: Tensor, y: Tensor, points: Tensor, bounds: tuple[float, float],
+                     draws: int = 1) -> Tensor:
+    """Where the real (EOT-averaged) decision does not confirm a found adversarial on each of
+    `draws` fresh evaluations (several for stochastic defenses: a point right at the boundary
+    passes one draw by chance), try it scaled outwards from x; keep the first confirmed scale."""
     low, high = bounds
+
+    def holds(points: Tensor, labels: Tensor) -> Tensor:
+        return torch.stack([decide.success(decide.model(points), labels) for _ in range(draws)]).all(0)
+
     with torch.no_grad():
         moved = (points != x).flatten(1).any(1)
-        confirmed = decide.success(decide.model(points), y) | ~moved
+        confirmed = holds(points, y) | ~moved
         result = points.clone()
         for scale in OUTWARD_SCALES:
             pending = ~confirmed
             if not pending.any():
                 break
             trial = (x[pending] + scale * (points[pending] - x[pending])).clamp(low, high)
-            ok = decide.success(decide.model(trial), y[pending])
+            ok = holds(trial, y[pending])
             rows = pending.nonzero().squeeze(1)[ok]
             result[rows] = trial[ok]
             confirmed[rows] = True
@@ -119,7 +132,8 @@ class FastMinimumNorm(MinimumNormAttack):
             better = sizes < best_norm
             best[better], best_norm[better] = points[better], sizes[better]
         decide = build_objective(target, "margin", reject_aware=self.reject_aware, decision=True)
-        return Adversarials(confirm_outwards(decide, x, y, best, target.bounds))
+        return Adversarials(confirm_outwards(decide, x, y, best, target.bounds, CONFIRM_DRAWS if target.stochastic
+                                             else 1))
 
 
 @register_attack("apgd-bs", norm="l2", description="binary search over epsilon with APGD-CE at each trial, L2 "
@@ -150,4 +164,5 @@ class APGDBinarySearch(MinimumNormAttack):
             upper = torch.where(run.fooled, eps, upper)
             lower = torch.where(run.fooled, lower, eps)
         decide = build_objective(target, "ce", reject_aware=self.reject_aware, decision=True)
-        return Adversarials(confirm_outwards(decide, x, y, best, target.bounds))
+        return Adversarials(confirm_outwards(decide, x, y, best, target.bounds, CONFIRM_DRAWS if target.stochastic
+                                             else 1))
