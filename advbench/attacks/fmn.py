@@ -7,8 +7,8 @@ can stall that linear guess), then shrinks below the smallest adversarial
 found (by a factor gamma that, like the step size, decays on a cosine schedule). Success
 is read from the gradient model, which for stochastic defenses averages logits over the
 EOT samples; the final examples are then confirmed on the defense's EOT-averaged real
-decision (three fresh draws for a stochastic defense), and a candidate they do not all call
-adversarial is pushed outwards (x + s * delta, s up to 2) until they do, so that the runner's
+decision (ten fresh draws for a stochastic defense), and a candidate they do not all call
+adversarial is pushed outwards (x + s * delta, s up to 8) until they do, so that the runner's
 re-prediction agrees.
 
 `apgd-bs` / `apgd-bs-linf`: per-sample binary search over epsilon with APGD-CE at each
@@ -29,8 +29,8 @@ from .objectives import Objective, build_objective
 from .pgd import project
 
 Tensor = torch.Tensor
-OUTWARD_SCALES = (1.02, 1.05, 1.1, 1.25, 1.5, 2.0)
-CONFIRM_DRAWS = 3  # fresh decisions a stochastic defense's example must pass
+OUTWARD_SCALES = (1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
+CONFIRM_DRAWS = 10  # fresh decisions a stochastic defense's example must pass (3: 7-25% flipped back)
 
 
 def _view(t: Tensor, like: Tensor) -> Tensor:
