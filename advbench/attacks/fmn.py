@@ -93,7 +93,13 @@ def confirm_outwards(decide: Objective, x: Tensor, y: Tensor, points: Tensor, bo
     low, high = bounds
 
     def holds(points: Tensor, labels: Tensor) -> Tensor:
-        return torch.stack([decide.success(decide.model(points), labels) for _ in range(draws)]).all(0)
+        passing = torch.ones(len(points), dtype=torch.bool, device=points.device)
+        for _ in range(draws):  # sequential: a point leaves at its first failed draw
+            rows = passing.nonzero().squeeze(1)
+            if len(rows) == 0:
+                break
+            passing[rows] = decide.success(decide.model(points[rows]), labels[rows])
+        return passing
 
     with torch.no_grad():
         moved = (points != x).flatten(1).any(1)
