@@ -349,3 +349,15 @@ def test_reject_aware_autoattack_on_gat_generative_reaches_the_independent_error
     run = evaluate(grid, paths=Paths(results_dir=tmp_path, zoo_dir=SHIPPED_ZOO), artifacts=False)
     reject = run.report.reject.set_index("attack")
     assert reject.loc["autoattack", "error_with_reject"] >= 0.647
+
+
+def test_norm_option_agrees_with_attack_names():
+    from advbench.errors import AdvbenchError
+
+    assert make_attack("autoattack", {"norm": "l2"}).norm is Norm.L2
+    assert make_attack("apgd-ce-l2", {"norm": "l2"}).norm is Norm.L2  # agreeing with the name is fine
+    assert make_attack("deepfool-l2", {"norm": "l2"}).norm is Norm.L2
+    with pytest.raises(AdvbenchError, match="fixes norm"):
+        make_attack("pgd-linf", {"norm": "l2"})
+    with pytest.raises(AdvbenchError, match="l2 only"):
+        make_attack("deepfool-l2", {"norm": "linf"})
