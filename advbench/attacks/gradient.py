@@ -48,13 +48,13 @@ class PGD(_GradientAttack):
         trace = LossTrace(len(x), x.device)
         if self.reject_aware and target.has_reject_option:  # misclassified AND accepted
             objective = build_objective(target, self.loss, reject_aware=True)
-            model, loss_fn, untargeted, success = objective.model, objective.loss, True, objective.success
+            model, loss_fn, untargeted = objective.model, objective.loss, True
+            judged = {"success": objective.success}
         else:
-            (loss_fn, untargeted), model = pick_loss(self.loss, target.loss), target.gradient_model
-            success = lambda logits, labels: logits.argmax(1) != labels  # noqa: E731
+            (loss_fn, untargeted), model, judged = pick_loss(self.loss, target.loss), target.gradient_model, {}
         points = pgd(model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step, loss_fn=loss_fn,
                      bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
-                     step_rule=self.step_rule, prefer_misclassified=untargeted, success=success, trace=trace)
+                     step_rule=self.step_rule, prefer_misclassified=untargeted, trace=trace, **judged)
         return Adversarials(points, trace.details())
 
 
