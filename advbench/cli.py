@@ -334,6 +334,24 @@ def check(defense: str, norm: str, eps_text: str | None, steps: int, weights: Pa
 # ----------------------------------------------------------------------------- report
 
 @main.command()
+@_results_dir
+def runs(results_dir: Path | None) -> None:
+    """List the runs in the results directory with their status (complete, k of n cells, failed)."""
+    from .report.terminal import TextTable, write_tables
+    from .store import default_results_dir, run_overviews
+
+    directory = Path(results_dir or default_results_dir())
+    found = run_overviews(directory)
+    if not found:
+        click.echo(f"no runs in {directory}")
+        return
+    rows = [[r.run_id, r.created[:19], r.dataset, r.samples, str(r.defenses), str(r.attacks), r.status]
+            for r in found]
+    write_tables([TextTable(f"Runs in {directory}", ["run", "created", "dataset", "samples", "defenses", "attacks",
+                                                     "status"], rows, left_columns=4)], sys.stdout)
+
+
+@main.command()
 @click.argument("run_ids", nargs=-1)
 @_format
 @click.option("--view", type=click.Choice(["paper", "summary"]), default="paper", show_default=True,

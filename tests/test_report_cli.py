@@ -113,3 +113,38 @@ def test_bad_report_options(isolated):
     assert invoke("attack", "cnn", "--attack", "fgsm", "--samples", "10", "--format", "csv").exit_code == 0
     result = invoke("report", "--alpha", "2")
     assert result.exit_code != 0 and "alpha must be between 0 and 1" in result.output
+
+
+def test_runs_lists_each_run_with_its_status(isolated):
+    from click.testing import CliRunner
+
+    from advbench.cli import main
+    from advbench.store import list_runs
+
+    runner = CliRunner()
+    assert "no runs in" in runner.invoke(main, ["runs"]).output
+    done = runner.invoke(main, ["attack", "cnn", "--attack", "fgsm", "--eps", "0.1", "--samples", "10", "--no-sanity"])
+    assert done.exit_code == 0, done.output
+    partial = runner.invoke(main, ["attack", "cnn", "--attack", "mim", "--attack", "fgsm", "--eps", "0.1",
+                                   "--samples", "12", "--no-sanity"])
+    assert partial.exit_code == 0, partial.output
+    first, second = list_runs(isolated / "results")
+    manifest = second.manifest()
+    manifest.finished.pop(manifest.cells[0].id)  # as if interrupted after one cell
+    second.write_manifest(manifest)
+    listed = runner.invoke(main, ["runs"])
+    assert listed.exit_code == 0, listed.output
+    lines = {line.split()[0]: line for line in listed.output.splitlines() if line.startswith("2")}
+    assert lines[first.run_id].rstrip().endswith("complete")
+    assert lines[second.run_id].rstrip().endswith("1 of 2 cells")
+
+
+def test_a_report_without_flags_says_so(isolated):
+    from click.testing import CliRunner
+
+    from advbench.cli import main
+
+    result = CliRunner().invoke(main, ["attack", "cnn", "--attack", "fgsm", "--eps", "0.1", "--samples", "10",
+                                       "--no-sanity"])
+    assert result.exit_code == 0, result.output
+    assert "no flags" in result.output

@@ -224,10 +224,11 @@ def certified_table(report: Report) -> TextTable | None:
                      left_columns=2)
 
 
-def flag_table(report: Report) -> TextTable | None:
+def flag_table(report: Report) -> TextTable:
     """Attack-failure checks: what may make this evaluation over-report robustness."""
     if report.flags.empty:
-        return None
+        return TextTable("Attack-failure checks", ["result"], [["no flags"]],
+                         note="none of the checks fired (see README: Trusting an evaluation)")
     rows = [[r.defense, r.attack, r.flag, r.detail, r.advice] for r in report.flags.itertuples()]
     return TextTable("Attack-failure checks (flags: look before trusting these cells)",
                      ["defense", "attack", "flag", "detail", "try"], rows, left_columns=5)
