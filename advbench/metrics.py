@@ -60,10 +60,6 @@ def cell_epsilons(cell: pd.DataFrame, requested: Iterable[float] = ()) -> list[f
     return sorted(set(cell["epsilon"].dropna()))
 
 
-def evaluable_at(cell: pd.DataFrame, eps: float) -> bool:
-    return is_minimum_norm(cell) or bool(np.isclose(cell["epsilon"], eps).any())
-
-
 def outcomes_at(cell: pd.DataFrame, eps: float) -> pd.DataFrame:
     """Per-sample outcome of one cell at `eps`, indexed by sample.
 
