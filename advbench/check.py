@@ -8,23 +8,27 @@ minimum-norm attack, and `autoattack` beside PGD (a PGD more than a point weaker
 
 from __future__ import annotations
 
-from .config import AttackSpec, DefenseSpec, Grid, validate
+from typing import Any
+
+from .config import DATASET_EPSILONS, AttackSpec, DefenseSpec, Grid, default_epsilons, validate
 from .errors import AdvbenchError
+from .norms import parse_norm
 
 DEFAULT_EPS = {"linf": 0.1, "l2": 1.0}
 LARGE_EPS = {"linf": 1.0, "l2": 64.0}  # the whole [0, 1] box; an L2 ball larger than any image's norm
 
 
 def check_grid(defense: str, *, norm: str = "linf", eps: float | None = None, steps: int = 20,
-               dataset: str | None = None, samples: int | None = None, batch_size: int | None = None,
-               seed: int | None = None, device: str | None = None, weights: str | None = None,
-               sanity: bool | None = None) -> Grid:
-    """The check grid for `defense`; options left None keep the check's defaults (60 samples)."""
+               weights: str | None = None, **overrides: Any) -> Grid:
+    """The check grid for `defense`; `overrides` are grid settings (dataset, samples, ...), and
+    ones left None keep the check's defaults (60 samples, the dataset's epsilon)."""
     if norm not in DEFAULT_EPS:
         raise AdvbenchError(f"check: norm must be linf or l2, got {norm!r}")
     if steps < 1:
         raise AdvbenchError("check: steps must be at least 1")
-    eps = DEFAULT_EPS[norm] if eps is None else eps
+    dataset = overrides.get("dataset") or "digits"
+    if eps is None:
+        eps = DEFAULT_EPS[norm] if dataset not in DATASET_EPSILONS else default_epsilons(dataset, parse_norm(norm))[-1]
     suffix = "" if norm == "linf" else "-l2"
     pgd = f"pgd-{norm}"
     attacks = (
@@ -36,5 +40,4 @@ def check_grid(defense: str, *, norm: str = "linf", eps: float | None = None, st
         AttackSpec("autoattack", (eps,), (("norm", norm),), label="autoattack"),
     )
     grid = Grid((DefenseSpec(defense, weights),), attacks, samples=60, batch_size=60)
-    return validate(grid.with_overrides(dataset=dataset, samples=samples, batch_size=batch_size, seed=seed,
-                                        device=device, sanity=sanity))
+    return validate(grid.with_overrides(**overrides))

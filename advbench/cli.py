@@ -73,12 +73,17 @@ def _format(func):
 def _grid_overrides(func):
     for option in reversed([
         click.option("--dataset", default=None, help="Dataset name [default: digits]."),
-        click.option("--samples", type=int, default=None, help="Number of test samples (seeded subset)."),
+        click.option("--samples", type=int, default=None, help="Number of test samples (see --subset)."),
+        click.option("--subset", type=click.Choice(["first", "random"]), default=None,
+                     help="The first N test points (RobustBench's convention) or a seeded random subset "
+                          "[default: random on digits, first elsewhere]."),
         click.option("--batch-size", type=int, default=None, help="Attack batch size."),
         click.option("--seed", type=int, default=None, help="Seed for the sample subset and attacks."),
         click.option("--device", default=None, help="auto, cpu or cuda[:N] [default: auto]."),
         click.option("--sanity/--no-sanity", default=None,
                      help="Add the masking sanity attacks (small Square, transfer from cnn) [default: on]."),
+        click.option("--save-adversarials/--no-save-adversarials", default=None,
+                     help="Keep each cell's adversarial inputs beside its records (for `advbench show`)."),
     ]):
         func = option(func)
     return func
@@ -241,6 +246,7 @@ def _evaluate(grid, *, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file for the defense.")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same settings.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first cell that fails (default: record it, go on).")
+@click.option("--fresh", is_flag=True, help="Run every cell, even ones an earlier run computed on the same content.")
 @_grid_overrides
 @_format
 @_report_options
@@ -249,7 +255,8 @@ def _evaluate(grid, *, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
            step_size: str | None, restarts: int | None, eot: int | None, norm: str | None, source: str | None,
            opts: tuple[str, ...],
-           weights: Path | None, resume: bool, fail_fast: bool, fmt: str, alpha: float, false_alarm: float,
+           weights: Path | None, resume: bool, fail_fast: bool, fresh: bool, fmt: str, alpha: float,
+           false_alarm: float,
            results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
            **overrides: Any) -> None:
     """Attack one DEFENSE (a zoo/registry name, NAME:MODE, or python:module:factory)."""
@@ -265,7 +272,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
     grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
     grid = validate(grid.with_overrides(**overrides))
     _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
-              resume=resume, alpha=alpha, false_alarm=false_alarm, fail_fast=fail_fast)
+              resume=resume, alpha=alpha, false_alarm=false_alarm, fail_fast=fail_fast, fresh=fresh)
 
 
 @main.command()
@@ -276,6 +283,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
               help="Weights file for a single --defense (e.g. a python: model).")
 @click.option("--resume", is_flag=True, help="Continue the latest interrupted run of the same grid.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first cell that fails (default: record it, go on).")
+@click.option("--fresh", is_flag=True, help="Run every cell, even ones an earlier run computed on the same content.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: cells and sample shards as Ray tasks (pip install 'advbench[ray]').")
 @click.option("--address", default=None, help="Ray cluster: auto or ray://host:port [default: a local instance].")
@@ -286,7 +294,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 @_results_dir
 @_dirs
 def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, fail_fast: bool,
-        executor: str,
+        fresh: bool, executor: str,
         address: str | None, shard_size: int, fmt: str, alpha: float, false_alarm: float, results_dir: Path | None,
         zoo_dir: Path | None, data_dir: Path | None, download: bool, **overrides: Any) -> None:
     """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
@@ -300,7 +308,7 @@ def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | 
     grid = validate(grid.with_overrides(**overrides))
     _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
               resume=resume, alpha=alpha, false_alarm=false_alarm, executor=executor, address=address,
-              shard_size=shard_size, fail_fast=fail_fast)
+              shard_size=shard_size, fail_fast=fail_fast, fresh=fresh)
 
 
 @main.command()

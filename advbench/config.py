@@ -23,11 +23,31 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DEFAULT_EPSILONS: dict[Norm, tuple[float, ...]] = {
+DEFAULT_EPSILONS: dict[Norm, tuple[float, ...]] = {  # digits, and any dataset without its own
     Norm.LINF: (0.05, 0.1, 0.2, 0.3),
     Norm.L2: (0.5, 1.0, 2.0),
 }
-GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity"}
+# The threat models the field reports for each dataset (RobustBench, the MNIST challenge).
+DATASET_EPSILONS: dict[str, dict[Norm, tuple[float, ...]]] = {
+    "mnist": {Norm.LINF: (0.3,), Norm.L2: (2.0,)},
+    "fashion-mnist": {Norm.LINF: (0.1,), Norm.L2: (1.5,)},
+    "cifar10": {Norm.LINF: (8 / 255,), Norm.L2: (0.5,)},
+    "svhn": {Norm.LINF: (8 / 255,), Norm.L2: (0.5,)},
+    "gtsrb": {Norm.LINF: (8 / 255,), Norm.L2: (0.5,)},
+}
+
+
+def default_epsilons(dataset: str, norm: Norm) -> tuple[float, ...]:
+    """The epsilons an attack without its own gets on `dataset`."""
+    return DATASET_EPSILONS.get(dataset, {}).get(norm, DEFAULT_EPSILONS[norm])
+GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity", "subset",
+             "save_adversarials"}
+# Which test points `samples = N` takes: the first N (RobustBench's convention, the default for the
+# torchvision datasets) or a seeded random subset (the default on digits, whose test split is sorted by
+# nothing in particular but small).
+SUBSETS = ("first", "random")
+# Settings that do not change any number: left out of the grid's fingerprint.
+NOT_FINGERPRINTED = ("device", "save_adversarials")
 
 
 @dataclass(frozen=True)
@@ -78,9 +98,11 @@ class Grid:
     seed: int = 0
     device: str = "auto"
     sanity: bool = True  # add the masking sanity attacks (advbench.sanity)
+    subset: str | None = None  # "first" or "random" test points; None: by dataset (see `subset_rule`)
+    save_adversarials: bool = False  # keep each cell's adversarial inputs beside its records
 
     def fingerprint(self) -> str:
-        numbers = {k: v for k, v in asdict(self).items() if k != "device"}
+        numbers = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
         return hashlib.sha256(json.dumps(numbers, sort_keys=True, default=str).encode()).hexdigest()
 
     def with_overrides(self, **overrides: Any) -> "Grid":
@@ -135,7 +157,8 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     attacks = tuple(_attack_spec(a, where) for a in data.get("attacks", []))
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
-    kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity") if k in data}
+    kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity", "subset",
+                                   "save_adversarials") if k in data}
     grid = Grid(defenses, attacks, **kwargs)
     _check_restrictions(grid, where)
     return validate(grid)
@@ -175,6 +198,10 @@ def validate(grid: Grid) -> Grid:
         raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
     if not isinstance(grid.sanity, bool):
         raise AdvbenchError(f"sanity must be true or false, got {grid.sanity!r}")
+    if not isinstance(grid.save_adversarials, bool):
+        raise AdvbenchError(f"save_adversarials must be true or false, got {grid.save_adversarials!r}")
+    if grid.subset is not None and grid.subset not in SUBSETS:
+        raise AdvbenchError(f"subset must be one of {', '.join(SUBSETS)}, got {grid.subset!r}")
     for attack in grid.attacks:
         if attack.eot is not None and (isinstance(attack.eot, bool) or not isinstance(attack.eot, int) or attack.eot < 1):
             raise AdvbenchError(f"attack {attack.id}: eot must be a positive integer, got {attack.eot!r}")
@@ -198,8 +225,17 @@ def _check_restrictions(grid: Grid, where: str) -> None:
                                 f"grid ({', '.join(ids)})")
 
 
-def resolve_epsilons(spec: AttackSpec, norm: Norm, bounds: tuple[float, float]) -> tuple[float, ...]:
-    epsilons = spec.epsilons or DEFAULT_EPSILONS[norm]
+def subset_rule(grid: Grid) -> str:
+    """The grid's choice of test points, or the dataset's default: a seeded random subset on
+    digits (as advbench always did there), the first N elsewhere (RobustBench's convention)."""
+    if grid.subset is not None:
+        return grid.subset
+    return "random" if grid.dataset == "digits" else "first"
+
+
+def resolve_epsilons(spec: AttackSpec, norm: Norm, bounds: tuple[float, float], dataset: str = "digits",
+                     ) -> tuple[float, ...]:
+    epsilons = spec.epsilons or default_epsilons(dataset, norm)
     for eps in epsilons:
         check_epsilon_range(eps, norm, bounds, spec.id)
     return tuple(sorted(set(epsilons)))

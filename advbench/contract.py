@@ -135,6 +135,9 @@ class Manifest:
     finished: dict[str, CellChecksum] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)  # cell -> why it failed (the grid went on)
     skipped: dict[str, str] = field(default_factory=dict)  # cell -> why the attack does not apply
+    content_keys: dict[str, str] = field(default_factory=dict)  # cell -> content key (advbench.reuse)
+    reused: dict[str, str] = field(default_factory=dict)  # cell -> the earlier run its records were copied from
+    adversarials: dict[str, str] = field(default_factory=dict)  # cell -> sha256 of its saved adversarial inputs
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -157,7 +160,8 @@ class Manifest:
             "git_commit": self.git_commit, "cells": [c.to_json() for c in self.cells],
             "defenses": {k: asdict(v) for k, v in self.defenses.items()},
             "finished": {k: asdict(v) for k, v in self.finished.items()},
-            "refused": self.refused, "skipped": self.skipped,
+            "refused": self.refused, "skipped": self.skipped, "content_keys": self.content_keys,
+            "reused": self.reused, "adversarials": self.adversarials,
         }
 
     @classmethod
@@ -175,7 +179,8 @@ class Manifest:
                 finished={k: CellChecksum(int(v["rows"]), str(v["sha256"]))
                           for k, v in data.get("finished", {}).items()},
                 refused=dict(data.get("refused", {})), skipped=dict(data.get("skipped", {})),
-                schema_version=version,
+                content_keys=dict(data.get("content_keys", {})), reused=dict(data.get("reused", {})),
+                adversarials=dict(data.get("adversarials", {})), schema_version=version,
             )
         except AdvbenchError:
             raise

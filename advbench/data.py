@@ -39,14 +39,17 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def test_subset(self, samples: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A fixed seeded subset of the test set: (indices, inputs, labels).
+    def test_subset(self, samples: int | None, seed: int, first: bool = False,
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A fixed subset of the test set: (indices, inputs, labels); the first `samples`
+        points with `first` (RobustBench's convention), else a seeded random subset.
 
         The same seed always gives the same samples, so runs and defenses are paired
         sample by sample (McNemar tests need that).
         """
         n = len(self.test_y)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        order = (torch.arange(n) if first
+                 else torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
         if samples is not None:
             order = order[: min(samples, n)]
         order, _ = order.sort()

@@ -13,13 +13,13 @@ models is its own reported step; then the run, the report and its files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from .attacks import Attack
-from .config import CellPlan, Grid
+from .config import CellPlan, Grid, subset_rule
 from .contract import Manifest
 from .data import Dataset, load_dataset
 from .errors import AdvbenchError
@@ -73,6 +73,7 @@ class Evaluation:
 def prepare(grid: Grid, paths: Paths = Paths()) -> PreparedGrid:
     """Validate everything about `grid` (with its sanity attacks added) without writing anything."""
     grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()))
+    grid = replace(grid, subset=subset_rule(grid))  # the manifest records the choice
     data = load_dataset(grid.dataset, paths.data_dir, paths.download)
     cells = plan_cells(grid, data)
     defenses = [plan_defense(d.spec, data.info, zoo_dir=paths.zoo_dir, weights=d.weights, train_options=dict(d.train))
@@ -85,12 +86,13 @@ def prepare(grid: Grid, paths: Paths = Paths()) -> PreparedGrid:
 def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, executor: str = "local",
              address: str | None = None, shard_size: int = 0, fail_fast: bool = False,
              observer: Observer | None = None, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05,
-             artifacts: bool = True) -> Evaluation:
+             artifacts: bool = True, fresh: bool = False) -> Evaluation:
     """Validate `grid`, train missing models, run every unfinished cell and report.
 
     With `resume`, the latest run of the same grid continues (finished cells whose records
     still verify are kept). A cell that fails is recorded with its reason and the grid goes on,
-    unless `fail_fast`. `executor="ray"` runs cells as sample shards on a Ray cluster."""
+    unless `fail_fast`. `executor="ray"` runs cells as sample shards on a Ray cluster. Cells an
+    earlier run computed on the same content (`advbench.reuse`) are copied, unless `fresh`."""
     observer = observer or Observer()
     if executor not in ("local", "ray"):
         raise AdvbenchError(f"unknown executor {executor!r}: use local or ray")
@@ -100,6 +102,8 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
         from .executors import import_ray
 
         import_ray()  # a missing extra fails before anything is written
+        if grid.save_adversarials:
+            raise AdvbenchError("saving adversarial inputs is not supported with --executor ray; run locally")
     prepared = prepare(grid, paths)
     grid = prepared.grid
     trained = train_missing(prepared.defenses, prepared.data, zoo_dir=paths.zoo_dir, device=prepared.device,
@@ -115,10 +119,10 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
 
         manifest = run_grid_on_ray(grid, prepared.data, store, zoo_dir=paths.zoo_dir, data_dir=paths.data_dir,
                                    download=paths.download, observer=observer, plans=prepared.cells,
-                                   address=address, shard_size=shard_size)
+                                   address=address, shard_size=shard_size, reuse=not fresh)
     else:
         manifest = run_grid(grid, prepared.data, store, zoo_dir=paths.zoo_dir, observer=observer,
-                            plans=prepared.cells, fail_fast=fail_fast)
+                            plans=prepared.cells, fail_fast=fail_fast, reuse=not fresh)
     report, written = None, []
     if manifest.finished:
         report = build_report([store], alpha=alpha, false_alarm=false_alarm)

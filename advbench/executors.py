@@ -19,8 +19,10 @@ from .data import Dataset, load_dataset
 from .errors import AdvbenchError
 from .progress import Observer
 from .contract import Manifest
-from .runner import (ModelCache, clean_predictions, describe_defense, open_manifest, pick_device, plan_cells, run_cell,
-                     skip_unsupported)
+from .defenses.base import state_digest
+from .reuse import CellIndex, cell_key
+from .runner import (ModelCache, clean_predictions, describe_defense, grid_samples, open_manifest, pick_device,
+                     plan_cells, reuse_earlier_cell, run_cell, skip_unsupported)
 from .store import RunStore
 
 INSTALL_HINT = "the Ray executor needs ray: pip install 'advbench[ray]'"
@@ -49,7 +51,7 @@ def run_shard(grid: Grid, cell_index: int, start: int, stop: int, *, data_dir: s
     models = ModelCache(data, zoo_dir=Path(zoo_dir) if zoo_dir else None, device=device, observer=Observer())
     defense = models.get(plan.defense.spec, plan.defense.weights, plan.defense.train)
     source = models.get(plan.attack.source) if plan.attack.source else None
-    indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
+    indices, inputs, labels = grid_samples(grid, data)
     shard = slice(start, stop)
     clean = clean_predictions(defense, plan.defense.id, inputs[shard], labels[shard], grid, device, offset=start)
     records = run_cell(plan, attack, defense, indices[shard], inputs[shard], labels[shard], clean,
@@ -62,15 +64,17 @@ def run_shard(grid: Grid, cell_index: int, start: int, stop: int, *, data_dir: s
 
 def run_grid_on_ray(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None, data_dir: Path | None,
                     download: bool, observer: Observer, plans: list[tuple[CellPlan, Attack]],
-                    address: str | None = None, shard_size: int = 0) -> Manifest:
-    """The Ray counterpart of `runner.run_grid`: the driver describes defenses and skips
-    unsupported cells as a local run does; tasks run shards; the driver joins them."""
+                    address: str | None = None, shard_size: int = 0, reuse: bool = True) -> Manifest:
+    """The Ray counterpart of `runner.run_grid`: the driver describes defenses, skips
+    unsupported cells and reuses earlier ones as a local run does; tasks run shards; the
+    driver joins them. Adversarial inputs are not saved on Ray (the front door refuses it)."""
     ray = import_ray()
     device = pick_device(grid.device)
     with store.lock():
         manifest = open_manifest(store, grid, plans, device, observer)
-        _, inputs, _ = data.test_subset(grid.samples, grid.seed)
+        indices, inputs, _ = grid_samples(grid, data)
         models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
+        earlier = CellIndex(store.path.parent, exclude=store.path) if reuse else None
         todo: list[tuple[int, CellPlan]] = []
         for index, (plan, attack) in enumerate(plans):
             if plan.id in manifest.finished or plan.id in manifest.skipped:
@@ -81,7 +85,12 @@ def run_grid_on_ray(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path
                 describe_defense(manifest, plan.defense.id, defense, plan.defense.spec,
                                  inputs[:grid.batch_size].to(device), observer, models.checkpoints[key])
             source = models.get(plan.attack.source) if plan.attack.source else None
-            if not skip_unsupported(manifest, plan, attack, source or defense, data, observer):
+            if skip_unsupported(manifest, plan, attack, source or defense, data, observer):
+                continue
+            manifest.content_keys[plan.id] = cell_key(
+                plan, attack, grid, data.info.name, indices, manifest.defenses[plan.defense.id].weights_sha256 or "",
+                state_digest(source) if source is not None else None, defense.eot_samples)
+            if earlier is None or not reuse_earlier_cell(manifest, store, plan.id, earlier, False, observer):
                 todo.append((index, plan))
         store.write_manifest(manifest)
         if len(todo) < len(plans):

@@ -30,13 +30,14 @@ from .attacks import Attack, AttackOutput, AttackTarget, make_attack
 from .attacks.base import Details, concat_details
 from .attacks.losses import pick_loss
 from .attacks.verify import verify_adversarials
-from .config import CellPlan, Grid, resolve_epsilons
+from .config import CellPlan, Grid, resolve_epsilons, subset_rule
 from .contract import RECORD_COLUMNS, Access, AttackKind, CellInfo, DefenseInfo, Manifest
 from .data import Dataset
 from .defenses.base import Defense, ExpectationOverTransformation, Prediction, state_digest
 from .errors import AdvbenchError, AttackIsolationError
 from .norms import Norm, parse_norm
 from .progress import Observer
+from .reuse import CellIndex, cell_key
 from .store import RunStore
 from .zoo import checkpoint_sha256, load_defense, plan_defense
 
@@ -106,7 +107,7 @@ def plan_cells(grid: Grid, data: Dataset) -> list[tuple[CellPlan, Attack]]:
         for spec, attack in attacks:
             if not spec.applies_to(defense):
                 continue
-            epsilons = resolve_epsilons(spec, attack.norm, data.info.bounds)
+            epsilons = resolve_epsilons(spec, attack.norm, data.info.bounds, data.info.name)
             plans.append((CellPlan(defense, spec, epsilons), attack))
     ids = [plan.id for plan, _ in plans]
     if len(set(ids)) != len(ids):
@@ -209,20 +210,23 @@ def skip_unsupported(manifest: Manifest, plan: CellPlan, attack: Attack, crafted
 
 def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None = None,
              observer: Observer | None = None, plans: list[tuple[CellPlan, Attack]] | None = None,
-             fail_fast: bool = False) -> Manifest:
+             fail_fast: bool = False, reuse: bool = True) -> Manifest:
     """Run every unfinished cell of `grid` into `store` (verified finished cells are kept);
     `plans` from an earlier `plan_cells(grid, data)` saves building the attacks again.
 
     Every batch is seeded from the grid seed, its cell and its first sample, so a cell
     split into shards (the Ray executor) gives the same records as one run here. A cell
-    that fails is recorded in `manifest.refused` and the grid goes on, unless `fail_fast`."""
+    that fails is recorded in `manifest.refused` and the grid goes on, unless `fail_fast`.
+    With `reuse`, a cell an earlier run under the same results directory computed with the
+    same content key (`advbench.reuse`) is copied from it instead of being run."""
     observer = observer or Observer()
     device = pick_device(grid.device)
     plans = plans if plans is not None else plan_cells(grid, data)
     with store.lock():
         manifest = open_manifest(store, grid, plans, device, observer)
-        indices, inputs, labels = data.test_subset(grid.samples, grid.seed)
+        indices, inputs, labels = grid_samples(grid, data)
         models = ModelCache(data, zoo_dir=zoo_dir, device=device, observer=observer)
+        earlier = CellIndex(store.path.parent, exclude=store.path) if reuse else None
         done = len(manifest.finished) + len(manifest.skipped)
         if done:
             observer.message(f"resuming: {done} of {len(plans)} cells already finished")
@@ -236,31 +240,56 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                     describe_defense(manifest, defense_spec.id, defense, defense_spec.spec,
                                      inputs[:grid.batch_size].to(device), observer,
                                      models.checkpoints[(defense_spec.spec, defense_spec.weights, defense_spec.train)])
-                    clean = clean_predictions(defense, defense_spec.id, inputs, labels, grid, device)
                 except AdvbenchError as exc:
-                    for plan, _ in own:
-                        if plan.id not in manifest.finished:
-                            _refuse(manifest, store, plan, exc, observer)
-                            advance_cells(1)
+                    _refuse_all(manifest, store, own, exc, observer, advance_cells)
                     if fail_fast:
                         raise
                     continue
                 store.write_manifest(manifest)
+                todo = []
                 for plan, attack in own:
                     if plan.id in manifest.finished:
                         continue
                     try:
-                        observer.message(f"cell {plan.id}: {attack!r}")
                         source = models.get(plan.attack.source) if plan.attack.source else None
                         if skip_unsupported(manifest, plan, attack, source or defense, data, observer):
                             store.write_manifest(manifest)
                             advance_cells(1)
                             continue
+                        manifest.content_keys[plan.id] = cell_key(
+                            plan, attack, grid, data.info.name, indices, manifest.defenses[defense_spec.id].weights_sha256
+                            or "", state_digest(source) if source is not None else None, defense.eot_samples)
+                        if earlier is not None and reuse_earlier_cell(manifest, store, plan.id, earlier,
+                                                                      grid.save_adversarials, observer):
+                            advance_cells(1)
+                            continue
+                        todo.append((plan, attack, source))
+                    except AdvbenchError as exc:
+                        _refuse(manifest, store, plan, exc, observer)
+                        advance_cells(1)
+                        if fail_fast:
+                            raise
+                if not todo:
+                    continue
+                try:
+                    clean = clean_predictions(defense, defense_spec.id, inputs, labels, grid, device)
+                except AdvbenchError as exc:
+                    _refuse_all(manifest, store, [(p, a) for p, a, _ in todo], exc, observer, advance_cells)
+                    if fail_fast:
+                        raise
+                    continue
+                for plan, attack, source in todo:
+                    try:
+                        observer.message(f"cell {plan.id}: {attack!r}")
+                        kept: list[torch.Tensor] | None = [] if grid.save_adversarials else None
                         records = run_cell(plan, attack, defense, indices, inputs, labels, clean,
                                            batch_size=grid.batch_size, bounds=data.info.bounds,
                                            num_classes=data.info.num_classes, device=device, observer=observer,
                                            source=source, load_model=models.get, dataset=data.info.name,
-                                           seed=grid.seed)
+                                           seed=grid.seed, keep_adversarials=kept)
+                        if kept is not None:
+                            manifest.adversarials[plan.id] = store.write_adversarials(
+                                plan.id, saved_adversarials(plan, attack, indices, kept))
                         manifest.finished[plan.id] = store.write_cell(plan.id, records)
                         manifest.refused.pop(plan.id, None)
                         store.write_manifest(manifest)
@@ -270,6 +299,41 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                             raise
                     advance_cells(1)
     return manifest
+
+
+def reuse_earlier_cell(manifest: Manifest, store: RunStore, cell_id: str, earlier: CellIndex,
+                       need_adversarials: bool, observer: Observer) -> bool:
+    """Copy the cell from an earlier run with the same content key, if one verifies."""
+    found = earlier.find(manifest.content_keys[cell_id], cell_id, need_adversarials)
+    if found is None:
+        return False
+    if found.adversarials:
+        sha = found.store.manifest().adversarials[cell_id]
+        manifest.adversarials[cell_id] = store.copy_adversarials(found.store, cell_id, sha)
+    manifest.finished[cell_id] = store.copy_cell(found.store, cell_id, found.checksum)
+    manifest.reused[cell_id] = found.store.run_id
+    manifest.refused.pop(cell_id, None)
+    store.write_manifest(manifest)
+    observer.message(f"cell {cell_id}: reused from run {found.store.run_id} (same data, samples, weights and "
+                     "attack settings; --fresh reruns it)")
+    return True
+
+
+def saved_adversarials(plan: CellPlan, attack: Attack, indices: torch.Tensor,
+                       batches: list[torch.Tensor]) -> dict[str, Any]:
+    """What `--save-adversarials` keeps per cell: sample ids, epsilons (NaN for a minimum-norm
+    attack) and the verified adversarial inputs, [epsilons, samples, ...] on the [0,1] scale."""
+    epsilons = [math.nan] if attack.kind is AttackKind.MINIMUM_NORM else list(plan.epsilons)
+    return {"cell": plan.id, "samples": indices.clone().long(), "epsilons": torch.tensor(epsilons),
+            "adversarials": torch.cat(batches, dim=1)}
+
+
+def _refuse_all(manifest: Manifest, store: RunStore, cells: list[tuple[CellPlan, Attack]], error: Exception,
+                observer: Observer, advance: Callable[[int], None]) -> None:
+    for plan, _ in cells:
+        if plan.id not in manifest.finished:
+            _refuse(manifest, store, plan, error, observer)
+            advance(1)
 
 
 def _refuse(manifest: Manifest, store: RunStore, plan: CellPlan, error: Exception, observer: Observer) -> None:
@@ -288,6 +352,11 @@ def clean_predictions(defense: Defense, defense_id: str, inputs: torch.Tensor, l
         raise AdvbenchError(f"{defense_id} returned non-finite logits (NaN or inf) on {int(bad.sum())} of "
                             f"{len(bad)} clean inputs; its predictions cannot be evaluated")
     return clean
+
+
+def grid_samples(grid: Grid, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The test points a grid evaluates: (indices, inputs, labels)."""
+    return data.test_subset(grid.samples, grid.seed, first=subset_rule(grid) == "first")
 
 
 def batch_seed(seed: int | None, key: str, start: int) -> None:
@@ -390,12 +459,15 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
              labels: torch.Tensor, clean: Prediction, *, batch_size: int, bounds: tuple[float, float],
              num_classes: int, device: torch.device, observer: Observer | None = None,
              source: Defense | None = None, load_model: Callable[[str], nn.Module] | None = None,
-             dataset: str = "", seed: int | None = None, offset: int = 0) -> pd.DataFrame:
+             dataset: str = "", seed: int | None = None, offset: int = 0,
+             keep_adversarials: list[torch.Tensor] | None = None) -> pd.DataFrame:
     """Attack one defense with one attack over all samples; one record per sample and epsilon.
 
     With `source`, the attack is crafted on that model and its examples are evaluated on
     `defense` (a transfer, or black-box, attack). With `seed`, each batch is seeded by its cell
-    and the position `offset + start` of its first sample (shards reproduce whole cells)."""
+    and the position `offset + start` of its first sample (shards reproduce whole cells).
+    With `keep_adversarials`, each batch's verified adversarial inputs are appended to it as
+    one tensor [epsilons, batch, ...] on the CPU."""
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
@@ -430,6 +502,8 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
                 verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
                 rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
                                      eot, seconds, queries, gradients, access, grad_norms, observer, detail))
+            if keep_adversarials is not None:
+                keep_adversarials.append(torch.stack([adv.detach().cpu() for adv in output.adversarials]))
             advance(len(x))
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from .config import DEFAULT_EPSILONS, AttackSpec, Grid
+from .config import AttackSpec, Grid, default_epsilons
 from .contract import Access
 from .norms import Norm
 
@@ -40,7 +40,7 @@ def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
     for spec in grid.attacks:
         attack = make_attack(spec.name, dict(spec.options))
         if attack.access is Access.GRADIENT and spec.source is None:
-            epsilons.setdefault(attack.norm, set()).update(spec.epsilons or DEFAULT_EPSILONS[attack.norm])
+            epsilons.setdefault(attack.norm, set()).update(spec.epsilons or default_epsilons(grid.dataset, attack.norm))
     has_source = (zoo_dir / f"{TRANSFER_SOURCE}-{grid.dataset}.pt").exists()
     others = any(d.spec != TRANSFER_SOURCE for d in grid.defenses)
     extra = []

@@ -30,6 +30,7 @@ from .errors import AdvbenchError
 
 MANIFEST = "manifest.json"
 RECORDS_DIR = "records"
+ADVERSARIALS_DIR = "adversarials"
 LOCK = "run.lock"
 
 
@@ -248,6 +249,47 @@ class RunStore:
         if "cell" not in frame or not (frame["cell"].astype(str) == cell_id).all():
             raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: file {path} holds another cell's records")
         return with_later_columns(frame)
+
+    def copy_cell(self, earlier: "RunStore", cell_id: str, checksum: CellChecksum) -> CellChecksum:
+        """Copy a finished cell's records (byte for byte, after checking them) from an earlier run."""
+        problem = earlier.cell_problem(cell_id, checksum)
+        if problem:
+            raise DamagedRecordsError(f"run {earlier.run_id}, cell {cell_id}: {problem}")
+        atomic_write_bytes(self.record_path(cell_id), earlier.record_path(cell_id).read_bytes())
+        return checksum
+
+    # ------------------------------------------------------------------ saved adversarial inputs
+    def adversarials_path(self, cell_id: str) -> Path:
+        return self.path / ADVERSARIALS_DIR / cell_file_name(cell_id).replace(".csv", ".pt")
+
+    def write_adversarials(self, cell_id: str, saved: dict) -> str:
+        """Write a cell's adversarial inputs atomically (`torch.save` of `saved`); returns the file's sha256."""
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(saved, buffer)
+        data = buffer.getvalue()
+        atomic_write_bytes(self.adversarials_path(cell_id), data)
+        return sha256_bytes(data)
+
+    def read_adversarials(self, cell_id: str, sha256: str) -> dict:
+        """A cell's saved adversarial inputs, checked against the manifest's checksum."""
+        import torch
+
+        path = self.adversarials_path(cell_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: adversarials file {path} is missing") from None
+        if sha256_bytes(data) != sha256:
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: adversarials file {path} was changed "
+                                      "after it was written (checksum mismatch)")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+    def copy_adversarials(self, earlier: "RunStore", cell_id: str, sha256: str) -> str:
+        earlier.read_adversarials(cell_id, sha256)  # checked before it is copied
+        atomic_write_bytes(self.adversarials_path(cell_id), earlier.adversarials_path(cell_id).read_bytes())
+        return sha256
 
     def part_path(self, cell_id: str, start: int) -> Path:
         """A shard of a cell (samples from `start`), written by one distributed task."""

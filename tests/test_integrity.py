@@ -382,7 +382,7 @@ def test_failed_cell_is_recorded_grid_goes_on_and_report_says_incomplete(isolate
         assert "INCOMPLETE" in result.stdout and "1 of 2 cells" in result.stdout
         report = invoke("report")
         assert "1 of 2 cells" in report.output
-        assert invoke("run", _grid_with(isolated, "in-place"), "--fail-fast").exit_code == 2
+        assert invoke("run", _grid_with(isolated, "in-place"), "--fail-fast", "--fresh").exit_code == 2
     runs = list_runs(isolated / "results")
     assert len(runs) == 2 and "cnn__fgsm" not in runs[-1].manifest().finished  # stopped at the first cell
 
