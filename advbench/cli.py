@@ -386,6 +386,35 @@ def report(run_ids: tuple[str, ...], fmt: str, view: str, plots_dir: Path | None
 
 @main.command()
 @click.argument("run_id", required=False)
+@click.option("--defense", default=None, help="The defense whose cell to show [default: the first saved].")
+@click.option("--attack", default=None, help="The attack whose cell to show [default: the first saved].")
+@click.option("--eps", "eps_text", default=None, help="Epsilon to show [default: the cell's largest].")
+@click.option("--count", type=int, default=8, show_default=True, help="Samples (columns) to show.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=Path("adversarials.png"),
+              show_default=True, help="PNG file to write.")
+@_results_dir
+@_dirs
+def show(run_id: str | None, defense: str | None, attack: str | None, eps_text: str | None, count: int,
+         out_path: Path, results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None,
+         download: bool) -> None:
+    """Draw clean / adversarial / perturbation rows of a run kept with --save-adversarials."""
+    from .data import load_dataset
+    from .norms import parse_epsilon
+    from .report.gallery import choose_cell, draw_gallery, gallery
+    from .store import RunStore, default_results_dir
+
+    if count < 1:
+        raise AdvbenchError("--count must be at least 1")
+    store = RunStore.open(Path(results_dir or default_results_dir()), run_id)
+    data = load_dataset(str(store.manifest().grid.get("dataset", "digits")), data_dir, download)
+    cell = choose_cell(store, defense, attack)
+    shown = gallery(store, data, cell, parse_epsilon(eps_text) if eps_text else None, count)
+    draw_gallery(shown, out_path)
+    click.echo(f"wrote {out_path}: {shown.defense} x {shown.attack}, {len(shown.samples)} samples")
+
+
+@main.command()
+@click.argument("run_id", required=False)
 @click.option("--defense", "sweep_defenses", multiple=True,
               help="Sweep mode: a defense to train at each --param value (repeatable, paired with --param).")
 @click.option("--param", "sweep_params", multiple=True, metavar="NAME=V1,V2,...",

@@ -20,6 +20,11 @@ class Norm(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def label(self) -> str:
+        """How the field prints it: Linf, L2 (records and manifests keep the lower-case value)."""
+        return {"linf": "Linf", "l2": "L2"}[self.value]
+
     def of(self, delta: torch.Tensor) -> torch.Tensor:
         """Per-sample norm of a batch of perturbations."""
         flat = delta.flatten(1)

@@ -85,3 +85,70 @@ def test_a_damaged_earlier_cell_is_recomputed_not_copied(isolated, cells_run):
     assert invoke("run", _grid(isolated / "a.toml", [("fgsm", [0.1])])).exit_code == 0
     assert cells_run == ["cnn__fgsm"]
     assert list_runs(isolated / "results")[-1].manifest().reused == {}
+
+
+# ----------------------------------------------------------------------------- saved adversarials, show
+
+def _red_pixels(png) -> int:
+    import matplotlib.image as mpimg
+
+    image = mpimg.imread(png)[..., :3]
+    return int(((image[..., 0] > 0.8) & (image[..., 1] < 0.3) & (image[..., 2] < 0.3)).sum())
+
+
+def test_saved_adversarials_are_the_verified_ones_and_show_draws_them(isolated, digits, tiny_cnn):
+    grid = _grid(isolated / "a.toml", [("pgd-linf", [0.05, 0.2])], "save_adversarials = true")
+    assert invoke("run", grid).exit_code == 0
+    (store,) = list_runs(isolated / "results")
+    manifest = store.manifest()
+    saved = store.read_adversarials("cnn__pgd-linf", manifest.adversarials["cnn__pgd-linf"])
+    samples = saved["samples"]
+    assert saved["adversarials"].shape == (2, 30, 1, 8, 8)
+    assert torch.allclose(saved["epsilons"], torch.tensor([0.05, 0.2]))
+    records = store.records()
+    for i, eps in enumerate((0.05, 0.2)):
+        adv = saved["adversarials"][i]
+        assert (adv - digits.test_x[samples]).abs().amax() <= eps + 1e-5
+        assert adv.min() >= 0 and adv.max() <= 1
+        at = records[records["epsilon"] == eps].set_index("sample").loc[samples.tolist()]
+        assert (tiny_cnn.predict(adv).labels.numpy() == at["adv_pred"].to_numpy()).all()
+    out = isolated / "shown.png"
+    result = invoke("show", "--eps", "0.2", "--count", "5", "--out", out)
+    assert result.exit_code == 0, result.output
+    import matplotlib.image as mpimg
+
+    height, width = mpimg.imread(out).shape[:2]
+    assert width > 1.5 * height  # five columns, three rows
+    fooled_at_02 = (records[records["epsilon"] == 0.2].pipe(lambda r: (r["adv_pred"] != r["label"]).any()))
+    assert fooled_at_02 and _red_pixels(out) > 0  # misclassified examples are marked in red
+    assert invoke("show", "--eps", "0.3").exit_code == 2  # not run at 0.3: one-line error
+    assert "not run at epsilon 0.3" in invoke("show", "--eps", "0.3").output
+
+
+def test_show_without_saved_adversarials_says_how(isolated):
+    assert invoke("run", _grid(isolated / "a.toml", [("fgsm", [0.1])])).exit_code == 0
+    result = invoke("show")
+    assert result.exit_code == 2 and "--save-adversarials" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_gallery_draws_grey_and_colour_images(tmp_path, shape):
+    import matplotlib.image as mpimg
+
+    from advbench.report.gallery import Gallery, draw_gallery
+
+    torch.manual_seed(0)
+    clean = torch.rand(4, *shape) * 0.8
+    adversarial = (clean + 0.1 * torch.sign(torch.randn_like(clean))).clamp(0, 1)
+    shown = Gallery("c", "cnn", "pgd-linf", "Linf", 0.1, [0, 1, 2, 3], clean, adversarial, [1, 2, 3, 4],
+                    [1, 2, 3, 4], [1, 7, 3, 9], [False, False, None, True])
+    path = draw_gallery(shown, tmp_path / "g.png")
+    image = mpimg.imread(path)[..., :3]
+    assert image.shape[1] > image.shape[0]
+    colourful = (image.max(-1) - image.min(-1)) > 0.3
+    assert colourful.sum() > 0  # red titles at least
+    area = image.shape[0] * image.shape[1]
+    if shape[0] == 3:  # the images themselves are in colour
+        assert colourful.sum() > 0.1 * area
+    else:  # grey images: only the red titles of the fooled samples are coloured
+        assert colourful.sum() < 0.01 * area
