@@ -32,8 +32,15 @@ class AdvbenchGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished cells are kept; rerun the same command with --resume", err=True)
+            if ctx.invoked_subcommand == "train":
+                click.echo("interrupted: finished epochs are kept; rerun the same train command to continue from "
+                           "the last one", err=True)
+            else:
+                click.echo("interrupted: finished cells are kept; rerun the same command with --resume", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # `advbench report | head`: the reader left; nothing is wrong
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except Exception as exc:
             if debug:
                 raise
@@ -65,9 +72,13 @@ def _results_dir(func):
                         help="Run output directory [default: ./results, or $ADVBENCH_RESULTS].")(func)
 
 
+FORMATS = ["table", "csv", "json", "markdown", "latex", "html", "robustbench"]
+
+
 def _format(func):
-    return click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
-                        show_default=True, help="Output format.")(func)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                        help="Output format (latex: booktabs table; html: one self-contained file; robustbench: "
+                             "JSON leaderboard entries).")(func)
 
 
 def _grid_overrides(func):

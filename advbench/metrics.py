@@ -30,7 +30,8 @@ SUMMARY_COLUMNS = [
 
 
 def all_label(norm: str) -> str:
-    return f"ALL {norm}"
+    """The worst case's row name, printed as the field writes norms: ALL Linf, ALL L2."""
+    return f"ALL {Norm(norm).label}"
 
 
 def is_minimum_norm(cell: pd.DataFrame) -> bool:

@@ -206,16 +206,16 @@ def test_all_is_at_or_below_every_attack_at_every_epsilon(seed):
     records = _random_records(seed)
     requested = {c: [0.5, 1.0] for c in records["cell"].unique()}
     curves = robustness_curves(records, requested)
-    worst = curves[curves["attack"] == "ALL l2"].set_index("epsilon")["accuracy"]
-    for attack, curve in curves[curves["attack"] != "ALL l2"].groupby("attack"):
+    worst = curves[curves["attack"] == "ALL L2"].set_index("epsilon")["accuracy"]
+    for attack, curve in curves[curves["attack"] != "ALL L2"].groupby("attack"):
         for eps, accuracy in zip(curve["epsilon"], curve["accuracy"]):
             assert worst.loc[eps] <= accuracy + 1e-12, (attack, eps)
     assert (np.diff(worst.sort_index().to_numpy()) <= 1e-12).all()  # never rises with epsilon
     summary = summarize(records, requested)
     for eps, group in summary.groupby("epsilon"):
         rows = group.set_index("attack")["robust_accuracy"]
-        if "ALL l2" in rows:
-            assert (rows["ALL l2"] <= rows.drop("ALL l2") + 1e-12).all()
+        if "ALL L2" in rows:
+            assert (rows["ALL L2"] <= rows.drop("ALL L2") + 1e-12).all()
 
 
 def test_all_covers_smaller_epsilons_of_fixed_attacks():

@@ -71,8 +71,8 @@ def test_worst_case_row_when_attacks_fail_on_different_samples():
     summary = summarize(pd.concat([first, second, third]), {"d__deepfool": [0.1]}).set_index(["attack", "epsilon"])
     assert summary.loc[("pgd", 0.1), "robust_accuracy"] == pytest.approx(5 / 6)
     assert summary.loc[("deepfool", 0.1), "robust_accuracy"] == pytest.approx(5 / 6)  # sample 3 needs 0.5 > 0.1
-    assert summary.loc[("ALL linf", 0.1), "robust_accuracy"] == pytest.approx(3 / 6)
-    assert summary.loc[("ALL linf", 0.1), "success_rate"] == pytest.approx(3 / 6)
+    assert summary.loc[("ALL Linf", 0.1), "robust_accuracy"] == pytest.approx(3 / 6)
+    assert summary.loc[("ALL Linf", 0.1), "success_rate"] == pytest.approx(3 / 6)
 
 
 def test_curves_from_minimum_norm_and_fixed_epsilon():

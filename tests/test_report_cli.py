@@ -61,7 +61,7 @@ def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defens
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Paired comparison of defenses" in out and "cnn vs cnn-seed1" in out
-    assert "ALL linf" in out and "Reject option" in out and "detector" in out
+    assert "ALL Linf" in out and "Reject option" in out and "detector" in out
     assert "±" in out
     (run_dir,) = (isolated / "results").iterdir()
     for name in ("summary.csv", "curves.csv", "mcnemar.csv", "reject.csv", "curves.png", "roc.png",
@@ -98,7 +98,7 @@ def test_combining_runs_on_same_and_different_samples(isolated):
     runs = [run.run_id for run in list_runs(isolated / "results")]  # in creation order
     combined = invoke("report", runs[0], runs[1], "--format", "csv")
     assert combined.exit_code == 0, combined.output
-    assert "fgsm" in combined.stdout and "pgd-linf" in combined.stdout and "ALL linf" in combined.stdout
+    assert "fgsm" in combined.stdout and "pgd-linf" in combined.stdout and "ALL Linf" in combined.stdout
     refused = invoke("report", runs[0], runs[2])
     assert refused.exit_code != 0 and "other samples" in refused.output
     duplicate = invoke("report", runs[0], runs[0])

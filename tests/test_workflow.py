@@ -152,3 +152,116 @@ def test_gallery_draws_grey_and_colour_images(tmp_path, shape):
         assert colourful.sum() > 0.1 * area
     else:  # grey images: only the red titles of the fooled samples are coloured
         assert colourful.sum() < 0.01 * area
+
+
+# ----------------------------------------------------------------------------- tables a paper can use
+
+@pytest.fixture
+def two_defense_run(isolated, trained_zoo):
+    grid = isolated / "g.toml"
+    grid.write_text('samples = 30\nsanity = false\ndefenses = ["cnn", "cnn+detect"]\n'
+                    '[[attacks]]\nname = "fgsm"\nepsilons = [0.05, 0.1]\n'
+                    '[[attacks]]\nname = "autoattack"\nepsilons = [0.1]\nversion = "rand"\n')
+    result = invoke("run", grid, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_latex_table_has_booktabs_rows_and_bold_best(two_defense_run):
+    result = invoke("report", "--format", "latex")
+    assert result.exit_code == 0, result.output
+    tex = result.stdout
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "cnn+detect" in tex and "fgsm (Linf), $\\epsilon=0.05$" in tex and "ALL Linf, $\\epsilon=0.1$" in tex
+    summary = {(r["defense"], r["attack"], r["epsilon"]): r for r in two_defense_run["summary"]}
+    for row in tex.splitlines():
+        if row.startswith("fgsm (Linf), $\\epsilon=0.1$"):
+            values = [summary[(d, "fgsm", 0.1)]["robust_accuracy"] for d in ("cnn", "cnn+detect")]
+            cells = row.split("&")[1:]
+            best = max(values)
+            for cell, value in zip(cells, values):
+                assert f"{100 * value:.1f}" in cell
+                assert ("\\textbf" in cell) == (value == best)
+
+
+def test_latex_table_compiles(two_defense_run, tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed")
+    tex = invoke("report", "--format", "latex").stdout
+    (tmp_path / "t.tex").write_text("\\documentclass{article}\\usepackage{booktabs}\\begin{document}\n" + tex
+                                    + "\\end{document}\n")
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "t.tex"], cwd=tmp_path, capture_output=True)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert (tmp_path / "t.pdf").stat().st_size > 0
+
+
+def _parse_html(text: str):
+    from html.parser import HTMLParser
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags, self.sources, self.headings, self._in_h2 = [], [], [], False
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append(tag)
+            attrs = dict(attrs)
+            for key in ("src", "href"):
+                if key in attrs:
+                    self.sources.append(attrs[key])
+            self._in_h2 = tag == "h2"
+
+        def handle_data(self, data):
+            if self._in_h2:
+                self.headings.append(data)
+                self._in_h2 = False
+
+    parser = Collect()
+    parser.feed(text)
+    return parser
+
+
+def test_html_report_is_one_self_contained_file(two_defense_run, tmp_path):
+    result = invoke("report", "--format", "html")
+    assert result.exit_code == 0, result.output
+    page = _parse_html(result.stdout)
+    assert page.tags.count("table") >= 4 and page.tags.count("img") >= 2
+    assert page.sources and all(s.startswith("data:image/png;base64,") for s in page.sources)
+    assert "http://" not in result.stdout and "https://" not in result.stdout and "<link" not in result.stdout
+    assert any(h.startswith("Accuracy") for h in page.headings) and "Reject option" in page.headings
+
+
+def test_html_report_renders_in_a_headless_browser(two_defense_run, tmp_path):
+    import shutil
+    import subprocess
+
+    browser = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")
+                    if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no headless browser (chromium/chrome) installed")
+    path = tmp_path / "report.html"
+    path.write_text(invoke("report", "--format", "html").stdout)
+    script = ("<script>document.title = document.querySelectorAll('table').length + ':' + "
+              "Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length;</script>")
+    path.write_text(path.read_text().replace("</body>", script + "</body>"))
+    done = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--dump-dom", path.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    tables, images = done.stdout.split("<title>")[1].split("</title>")[0].split(":")
+    assert int(tables) >= 4 and int(images) >= 2
+
+
+def test_robustbench_entries_carry_clean_and_autoattack_accuracy(two_defense_run):
+    result = invoke("report", "--format", "robustbench")
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)["entries"]
+    summary = {(r["defense"], r["attack"]): r for r in two_defense_run["summary"] if r["attack"] == "autoattack"}
+    assert {e["name"] for e in entries} == {"cnn", "cnn+detect"}
+    for entry in entries:
+        row = summary[(entry["name"], "autoattack")]
+        assert entry["threat_model"] == "Linf" and entry["eps"] == "0.1" and entry["dataset"] == "digits"
+        assert entry["autoattack_acc"] == f"{100 * row['robust_accuracy']:.2f}"
+        assert entry["clean_acc"] == f"{100 * row['clean_accuracy']:.2f}" and entry["samples"] == 30
+        assert entry["run_id"]

@@ -31,6 +31,9 @@ class Format(str, Enum):
     CSV = "csv"
     JSON = "json"
     MARKDOWN = "markdown"
+    LATEX = "latex"  # booktabs accuracy table
+    HTML = "html"  # one self-contained file: every table and plot
+    ROBUSTBENCH = "robustbench"  # RobustBench-style JSON entries (clean and AutoAttack accuracy)
 
 
 class View(str, Enum):
@@ -54,6 +57,7 @@ class Report:
     flags: pd.DataFrame = field(default_factory=pd.DataFrame)
     ensembles: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-component breakdown of autoattack cells
     notices: list[str] = field(default_factory=list)  # e.g. "INCOMPLETE run ...: 3 of 5 cells"
+    dataset: str = ""
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
@@ -82,6 +86,7 @@ class Run:
     cells: dict[str, CellInfo]
     defenses: dict[str, DefenseInfo]
     notices: list[str]
+    dataset: str = ""
 
     @property
     def epsilons(self) -> dict[str, list[float]]:
@@ -124,7 +129,7 @@ class Run:
             pair = pairs[duplicated].iloc[0]
             raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
                                 "label one of them differently to combine the runs")
-        return cls(records, cells, defenses, notices)
+        return cls(records, cells, defenses, notices, str(samples[0]) if samples else "")
 
 
 def run_notices(run_id: str, manifest: Manifest) -> list[str]:
@@ -161,7 +166,7 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
         certified=certified_summary(records), flags=flags, ensembles=ensemble_breakdown(records),
-        notices=run.notices,
+        notices=run.notices, dataset=run.dataset,
     )
 
 
@@ -182,7 +187,19 @@ def _json_rows(frame: pd.DataFrame) -> list[dict[str, object]]:
 
 def render(report: Report, fmt: Format | str, out: TextIO, view: View | str = View.PAPER) -> None:
     fmt = Format(fmt)
-    if fmt is Format.CSV:
+    if fmt is Format.LATEX:
+        from .paper import latex_table
+
+        out.write(latex_table(report))
+    elif fmt is Format.HTML:
+        from .html import html_report
+
+        out.write(html_report(report))
+    elif fmt is Format.ROBUSTBENCH:
+        from .paper import robustbench_json
+
+        out.write(robustbench_json(report, report.dataset))
+    elif fmt is Format.CSV:
         report.summary.to_csv(out, index=False)
     elif fmt is Format.JSON:
         json.dump({"notices": report.notices, **{name: _json_rows(frame) for name, frame in report.tables().items()}},

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..norms import Norm
 from ..metrics import WORST_CASE, has_reject_scores, outcomes_at, roc, cell_epsilons
 from ..store import atomic_write_bytes
 from . import Report
@@ -49,8 +50,8 @@ def plot_curves(report: Report, path: Path) -> Path:
             ax.plot(curve["epsilon"], 100 * curve["accuracy"], linestyle=style, color=colours[defense],
                     linewidth=2.5 if worst else 1.2, marker="o" if fixed or worst else None, markersize=3,
                     label=f"{defense}: {attack}")
-        ax.set_title(f"{norm} attacks")
-        ax.set_xlabel(f"epsilon ({norm})")
+        ax.set_title(f"{Norm(norm).label} attacks")
+        ax.set_xlabel(f"epsilon ({Norm(norm).label})")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(-2, 102)
         ax.grid(alpha=0.3)

@@ -6,7 +6,9 @@ import math
 
 import pandas as pd
 
+from ..errors import AdvbenchError
 from ..metrics import WORST_CASE
+from ..norms import parse_norm
 from ..trust import UNRELIABLE
 from . import Report, curve_summary
 from .terminal import TextTable
@@ -28,6 +30,14 @@ def percent(value: float) -> str:
 
 def epsilon(value: float) -> str:
     return "unbounded" if math.isinf(value) else number(float(value))
+
+
+def norm_label(norm: str) -> str:
+    """Linf / L2, as the field prints them (records keep linf / l2)."""
+    try:
+        return parse_norm(norm).label
+    except AdvbenchError:
+        return str(norm)
 
 
 def with_interval(value: float, low: float, high: float) -> str:
@@ -78,13 +88,20 @@ def accuracy_table(report: Report) -> TextTable:
             cells = [_marked(with_interval(by_defense.loc[d, "robust_accuracy"], by_defense.loc[d, "robust_accuracy_low"],
                                            by_defense.loc[d, "robust_accuracy_high"]), _mark(marks, d, attack, eps))
                      if d in by_defense.index else "-" for d in defenses]
-            rows.append([f"{attack} ({norm})" if not attack.startswith("ALL") else attack, epsilon(eps), *cells])
-    return TextTable("Accuracy in % (95% Wilson interval), rows by attack and epsilon", ["", "eps", *defenses], rows,
+            rows.append([f"{attack} ({norm_label(norm)})" if not attack.startswith("ALL") else attack, epsilon(eps),
+                         *cells])
+    rejecting = [d for d in defenses if (report.records.loc[report.records["defense"] == d, "clean_score"]
+                                         .notna().any())]
+    header = [f"{d} (r)" if d in rejecting else d for d in defenses]
+    reject_note = ("; (r) = reject option: here an input counts by its predicted class whether or not it is "
+                   "rejected; the Reject option table counts rejections" if rejecting else "")
+    return TextTable("Accuracy in % (95% Wilson interval), rows by attack and epsilon", ["", "eps", *header], rows,
                      note="minimum-norm attacks are read off their per-sample norms; ALL = robust to every attack "
                           "of that norm with examples valid at that eps (fixed-epsilon ones at that eps or below)"
                           + _coverage_note(summary)
                           + ("; unreliable = a gradient attack beaten by a score-based or transfer attack, or dead "
-                             "gradients; weak = more than 1 point above autoattack (see the checks)" if marks else ""),
+                             "gradients; weak = more than 1 point above autoattack (see the checks)" if marks else "")
+                          + reject_note,
                      left_columns=2, sections=sections)
 
 
@@ -123,11 +140,10 @@ def ensemble_table(report: Report) -> TextTable | None:
 def attack_table(report: Report) -> TextTable:
     rows = []
     summary = report.summary[report.summary["kind"] != WORST_CASE]
-    for (defense, attack), group in summary.groupby(["defense", "attack"], sort=False):
-        row = group.iloc[-1]  # unbounded for minimum-norm attacks, the largest epsilon otherwise
-        rows.append([defense, attack, row["kind"], epsilon(row["epsilon"]), percent(row["success_rate"]),
-                     number(row["mean_l2"]), number(row["median_l2"]), number(row["rho"]),
-                     number(row["seconds_per_sample"], 3), number(row["queries_per_sample"], 4)])
+    for row in summary.itertuples():  # every epsilon (and unbounded for minimum-norm attacks)
+        rows.append([row.defense, row.attack, row.kind, epsilon(row.epsilon), percent(row.success_rate),
+                     number(row.mean_l2), number(row.median_l2), number(row.rho),
+                     number(row.seconds_per_sample, 3), number(row.queries_per_sample, 4)])
     return TextTable("Attacks: success and distortion of successful examples",
                      ["defense", "attack", "kind", "eps", "success", "mean L2", "median L2", "rho", "s/sample",
                       "queries/sample"], rows, note="rho = mean ||eta||2 / ||x||2", left_columns=3)
@@ -151,7 +167,7 @@ def runtime_table(report: Report) -> TextTable | None:
 
 def curve_table(report: Report) -> TextTable:
     largest = report.curves.groupby(["defense", "attack"], sort=False)["epsilon"].max()
-    rows = [[r.defense, r.attack, r.norm,
+    rows = [[r.defense, r.attack, norm_label(r.norm),
              epsilon(r.epsilon) if math.isfinite(r.epsilon) else f"> {epsilon(largest[(r.defense, r.attack)])}"]
             for r in curve_summary(report).itertuples()]
     return TextTable("Robustness curves: smallest epsilon where accuracy falls below 50%",
@@ -205,7 +221,7 @@ def defense_table(report: Report) -> TextTable | None:
     if known.empty:
         return None
     rows = [[r.defense, str(r.model), percent(r.benign_accuracy), number(r.seconds_per_epoch, 3),
-             number(r.train_seconds, 3), f"{r.norm} {number(r.eps)}" if isinstance(r.norm, str) else "-"]
+             number(r.train_seconds, 3), f"{norm_label(r.norm)} {number(r.eps)}" if isinstance(r.norm, str) else "-"]
             for r in known.itertuples()]
     return TextTable("Defenses (from their zoo cards)", ["defense", "zoo entry", "benign acc", "s/epoch", "train s",
                                                          "trained at"], rows, left_columns=2)
@@ -252,7 +268,7 @@ SUMMARY_DISPLAY = {
 def summary_tables(report: Report) -> list[TextTable]:
     rows = []
     for _, r in report.summary.iterrows():
-        rows.append([r["defense"], r["attack"], r["norm"], epsilon(float(r["epsilon"])), str(r["samples"]),
+        rows.append([r["defense"], r["attack"], norm_label(r["norm"]), epsilon(float(r["epsilon"])), str(r["samples"]),
                      with_interval(r["clean_accuracy"], r["clean_accuracy_low"], r["clean_accuracy_high"]),
                      with_interval(r["robust_accuracy"], r["robust_accuracy_low"], r["robust_accuracy_high"]),
                      percent(r["success_rate"]), number(r["mean_l2"]), number(r["median_l2"]), number(r["rho"]),

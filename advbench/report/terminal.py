@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import TextIO
+
+
+NOTE_WIDTH = 100  # plain-text notes wrap here, so reports read in a narrow terminal or an e-mail
 
 
 @dataclass
@@ -51,7 +55,7 @@ def _plain(table: TextTable, out: TextIO) -> None:
     for row in table.rows:
         out.write(line(row) + "\n")
     if table.note:
-        out.write(f"{table.note}\n")
+        out.write(textwrap.fill(table.note, width=NOTE_WIDTH) + "\n")
 
 
 def _rich(table: TextTable, out: TextIO) -> None:

@@ -1,0 +1,100 @@
+"""Outputs for papers and leaderboards: a booktabs LaTeX table and RobustBench-style JSON entries.
+
+Both read the report's summary (itself a pure function of the records), so they say
+exactly what the terminal table says.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from .. import __version__
+from ..metrics import WORST_CASE
+from . import Report
+from .tables import epsilon, norm_label
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _cell(value: float, low: float, high: float, best: bool) -> str:
+    if value is None or math.isnan(value):
+        return "--"
+    text = f"{100 * value:.1f} $\\pm$ {100 * (high - low) / 2:.1f}"
+    return f"\\textbf{{{text}}}" if best else text
+
+
+def _row(label: str, values: dict[str, tuple[float, float, float]], defenses: list[str]) -> str:
+    finite = [v[0] for v in values.values() if not math.isnan(v[0])]
+    top = max(finite) if finite else math.nan
+    cells = [_cell(*values[d], best=len(defenses) > 1 and math.isclose(values[d][0], top)) if d in values else "--"
+             for d in defenses]
+    return " & ".join([label, *cells]) + r" \\"
+
+
+def latex_table(report: Report) -> str:
+    """A booktabs table: rows clean, each attack and epsilon, then ALL per norm; columns
+    defenses; accuracy in % with the half-width of its 95% Wilson interval; the best per row bold."""
+    summary = report.summary[~report.summary["epsilon"].map(lambda e: math.isinf(float(e)))]
+    defenses = list(dict.fromkeys(report.summary["defense"]))
+    clean = report.summary.drop_duplicates("defense").set_index("defense")
+    lines = [r"\begin{tabular}{l" + "c" * len(defenses) + "}", r"\toprule",
+             " & ".join(["", *[latex_escape(d) for d in defenses]]) + r" \\", r"\midrule",
+             _row("clean", {d: (clean.loc[d, "clean_accuracy"], clean.loc[d, "clean_accuracy_low"],
+                                clean.loc[d, "clean_accuracy_high"]) for d in defenses}, defenses)]
+    for norm in dict.fromkeys(summary["norm"]):
+        lines.append(r"\midrule")
+        block = summary[summary["norm"] == norm]
+        ordered = pd.concat([block[block["kind"] != WORST_CASE], block[block["kind"] == WORST_CASE]])
+        for (attack, eps), group in ordered.groupby(["attack", "epsilon"], sort=False):
+            name = attack if str(attack).startswith("ALL") else f"{attack} ({norm_label(norm)})"
+            values = {r.defense: (r.robust_accuracy, r.robust_accuracy_low, r.robust_accuracy_high)
+                      for r in group.itertuples()}
+            lines.append(_row(f"{latex_escape(name)}, $\\epsilon={epsilon(float(eps))}$", values, defenses))
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    samples = int(report.summary["samples"].max())
+    caption = (f"Accuracy (\\%) with the half-width of its 95\\% Wilson interval on {samples} test samples; "
+               "ALL: robust to every attack of that norm; best per row in bold. advbench "
+               f"{latex_escape(__version__)}, run {latex_escape(', '.join(report.runs))}.")
+    return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", *lines, f"\\caption{{{caption}}}",
+                      r"\end{table}"]) + "\n"
+
+
+def robustbench_entries(report: Report, dataset: str) -> list[dict[str, object]]:
+    """One RobustBench-style entry per defense and AutoAttack threat model (norm, epsilon):
+    clean and AutoAttack accuracy in % as RobustBench writes them, with where they came from."""
+    summary = report.summary
+    auto = summary[summary["attack"].astype(str).str.startswith("autoattack")]
+    entries = []
+    for row in auto.itertuples():
+        entries.append({
+            "name": row.defense, "dataset": dataset, "threat_model": norm_label(row.norm),
+            "eps": _eps_text(float(row.epsilon), row.norm), "clean_acc": f"{100 * row.clean_accuracy:.2f}",
+            "autoattack_acc": f"{100 * row.robust_accuracy:.2f}", "attack": row.attack, "samples": int(row.samples),
+            "advbench_version": __version__, "run_id": ", ".join(report.runs),
+        })
+    return entries
+
+
+def robustbench_json(report: Report, dataset: str) -> str:
+    entries = robustbench_entries(report, dataset)
+    missing = sorted(set(report.summary["defense"]) - {e["name"] for e in entries})
+    document = {"entries": entries}
+    if missing:
+        document["without_autoattack"] = missing  # no autoattack cell: no leaderboard number
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _eps_text(eps: float, norm: str) -> str:
+    """Small Linf epsilons in 255ths as RobustBench writes them (8/255), others as numbers."""
+    numerator = eps * 255
+    if norm_label(norm) == "Linf" and abs(numerator - round(numerator)) < 1e-6 and 0 < round(numerator) <= 16:
+        return f"{round(numerator)}/255"
+    return f"{eps:g}"
