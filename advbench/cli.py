@@ -64,7 +64,16 @@ def _dirs(func):
     func = click.option("--data-dir", type=click.Path(path_type=Path), default=None, envvar="ADVBENCH_DATA",
                         help="Dataset directory [default: ~/.cache/advbench/data, or $ADVBENCH_DATA].")(func)
     func = click.option("--download", is_flag=True, help="Download torchvision datasets that are missing.")(func)
+    func = click.option("--model-dir", type=click.Path(path_type=Path), default=None, expose_value=False,
+                        callback=_set_model_dir, help="RobustBench model directory for robustbench:MODEL defenses "
+                        "[default: ./models, or $ADVBENCH_ROBUSTBENCH_DIR].")(func)
     return func
+
+
+def _set_model_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """--model-dir is read where RobustBench models load (also inside Ray workers): the environment."""
+    if value is not None:
+        os.environ["ADVBENCH_ROBUSTBENCH_DIR"] = str(value)
 
 
 def _results_dir(func):

@@ -74,6 +74,7 @@ def prepare(grid: Grid, paths: Paths = Paths()) -> PreparedGrid:
     """Validate everything about `grid` (with its sanity attacks added) without writing anything."""
     grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()))
     grid = replace(grid, subset=subset_rule(grid))  # the manifest records the choice
+    grid = with_robustbench_threats(grid)
     data = load_dataset(grid.dataset, paths.data_dir, paths.download)
     cells = plan_cells(grid, data)
     defenses = [plan_defense(d.spec, data.info, zoo_dir=paths.zoo_dir, weights=d.weights, train_options=dict(d.train))
@@ -81,6 +82,25 @@ def prepare(grid: Grid, paths: Paths = Paths()) -> PreparedGrid:
     sources = {a.source for a in grid.attacks if a.source}
     defenses += [plan_defense(source, data.info, zoo_dir=paths.zoo_dir) for source in sorted(sources)]
     return PreparedGrid(grid, data, cells, defenses, pick_device(grid.device))
+
+
+def with_robustbench_threats(grid: Grid) -> Grid:
+    """`robustbench:MODEL` without a threat model gets the norm of the grid's attacks (when
+    they all use one), keeping its name as the label so tables and restrictions still match."""
+    from .attacks import make_attack
+    from .norms import parse_norm
+    from .specs import DefenseRef
+
+    refs = [DefenseRef.parse(d.spec) for d in grid.defenses]
+    if not any(r.robustbench and r.threat is None for r in refs):
+        return grid
+    norms = {parse_norm(make_attack(a.name, dict(a.options)).norm) for a in grid.attacks}
+    if len(norms) != 1:
+        return grid  # plan_defense asks for an explicit threat model
+    (norm,) = norms
+    defenses = tuple(replace(d, spec=str(replace(r, threat=norm.label)), label=d.label or d.spec)
+                     if r.robustbench and r.threat is None else d for d, r in zip(grid.defenses, refs))
+    return replace(grid, defenses=defenses)
 
 
 def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, executor: str = "local",

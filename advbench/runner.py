@@ -38,7 +38,7 @@ from .errors import AdvbenchError, AttackIsolationError
 from .norms import Norm, parse_norm
 from .progress import Observer
 from .reuse import CellIndex, cell_key
-from .store import RunStore
+from .store import RunStore, sha256_file
 from .zoo import checkpoint_sha256, load_defense, plan_defense
 
 NO_CLASS = -1  # adv_pred of an input the defense gave no finite logits for
@@ -92,7 +92,8 @@ class ModelCache:
             plan = plan_defense(spec, self.data.info, zoo_dir=self.zoo_dir, weights=weights,
                                 train_options=dict(train))
             self._models[key] = load_defense(plan, self.data, zoo_dir=self.zoo_dir, device=self.device)
-            self.checkpoints[key] = checkpoint_sha256(plan.entry, self.zoo_dir) if plan.entry else None
+            self.checkpoints[key] = (checkpoint_sha256(plan.entry, self.zoo_dir) if plan.entry
+                                     else sha256_file(plan.weights) if plan.weights else None)
         return self._models[key]
 
 

@@ -2,6 +2,7 @@
 
     name[:mode[:argument]][@seed][+detect[=FPR]]      a registered defense or a zoo entry
     python:package.module:factory[+detect[=FPR]]      a model from your own code
+    robustbench:MODEL[:THREAT][+detect[=FPR]]         a RobustBench leaderboard model (THREAT: Linf, L2)
 
 `@N` names an independently trained copy (zoo entry `<name>-<dataset>-seed<N>`), `:mode`
 one of a defense's inference modes (with an argument such as GAT's threshold T), and
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from .errors import AdvbenchError
 
 PYTHON_PREFIX = "python:"
+ROBUSTBENCH_PREFIX = "robustbench:"
 DEFAULT_DETECT_RATE = 0.05
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=-]*")
 
@@ -30,6 +32,8 @@ class DefenseRef:
     seed: int = 0
     detect_rate: float | None = None
     python_target: str | None = None  # "package.module:factory" for python: specs
+    robustbench: str | None = None  # the model name of robustbench: specs
+    threat: str | None = None  # its RobustBench threat model (Linf, L2); None: the grid's norm
 
     @classmethod
     def parse(cls, text: str) -> "DefenseRef":
@@ -43,6 +47,12 @@ class DefenseRef:
             if not module or not factory or ":" in factory:
                 raise AdvbenchError(f"python defense {spec!r} must look like python:package.module:factory")
             return cls(name=target, detect_rate=detect_rate, python_target=target)
+        if body.startswith(ROBUSTBENCH_PREFIX):
+            model, _, threat = body[len(ROBUSTBENCH_PREFIX):].partition(":")
+            if not _NAME.fullmatch(model) or (threat and not _NAME.fullmatch(threat)):
+                raise AdvbenchError(f"robustbench defense {spec!r} must look like robustbench:MODEL or "
+                                    "robustbench:MODEL:Linf")
+            return cls(name=body, detect_rate=detect_rate, robustbench=model, threat=threat or None)
         body, at, seed_text = body.partition("@")
         seed = 0
         if at:
@@ -60,6 +70,8 @@ class DefenseRef:
     def __str__(self) -> str:
         if self.python_target:
             text = PYTHON_PREFIX + self.python_target
+        elif self.robustbench:
+            text = ROBUSTBENCH_PREFIX + self.robustbench + (f":{self.threat}" if self.threat else "")
         else:
             text = self.name + (f":{self.mode}" if self.mode else "") + (
                 f":{self.mode_argument}" if self.mode_argument else "") + (f"@{self.seed}" if self.seed else "")

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import importlib
 import inspect
+import sys
 import io
 import json
 import os
@@ -317,6 +318,14 @@ def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None
     if ref.python_target:
         _python_factory(ref.python_target)  # import errors surface now
         return DefensePlan(ref, weights=weights)
+    if ref.robustbench:
+        from .defenses import robustbench_models
+
+        if ref.threat is None:
+            raise AdvbenchError(f"defense {ref}: name its threat model, e.g. {ref}:Linf (a grid whose attacks all "
+                                "use one norm fills it in)")
+        path = robustbench_models.plan(ref.robustbench, robustbench_models.threat_name(ref.threat), info)
+        return DefensePlan(ref, weights=path)
     if ref.name not in defenses:
         if not (zoo_dir / f"{ref.name}.pt").exists():
             defenses.get(ref.name)  # unknown: fails with suggestions
@@ -391,6 +400,11 @@ def load_defense(plan: DefensePlan, data: Dataset, *, zoo_dir: Path | None = Non
     ref = plan.ref
     if ref.python_target:
         model = _from_python_factory(ref.python_target, data.info, plan.weights)
+    elif ref.robustbench:
+        from .defenses import robustbench_models
+
+        model = ModelDefense(robustbench_models.load(ref.robustbench, robustbench_models.threat_name(ref.threat or ""),
+                                                     data.info))
     elif plan.entry is not None:
         if plan.needs_training and not (Path(zoo_dir or default_zoo_dir()) / f"{plan.entry}.pt").exists():
             raise AdvbenchError(f"zoo entry {plan.entry} has not been trained yet; train it first: "
@@ -447,7 +461,12 @@ def _construct(factory: Any, info: DataInfo | None) -> Any:
 
 
 def _python_factory(target: str) -> Any:
+    """The factory of a python: spec. Modules are found in the current directory too, as
+    `python -m advbench` finds them (the installed `advbench` script's path is its bin/)."""
     module_name, _, attr = target.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)  # after installed packages: a local file never shadows one
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
