@@ -11,11 +11,11 @@ import dataclasses
 import datetime as dt
 import importlib
 import inspect
-import sys
 import io
 import json
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

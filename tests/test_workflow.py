@@ -265,3 +265,32 @@ def test_robustbench_entries_carry_clean_and_autoattack_accuracy(two_defense_run
         assert entry["autoattack_acc"] == f"{100 * row['robust_accuracy']:.2f}"
         assert entry["clean_acc"] == f"{100 * row['clean_accuracy']:.2f}" and entry["samples"] == 30
         assert entry["run_id"]
+
+
+# ----------------------------------------------------------------------------- bring your own model
+
+def test_python_models_are_found_in_the_current_directory_by_the_installed_command(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "advbench"
+    if not script.exists():
+        pytest.skip("the advbench command is not installed next to this python")
+    (tmp_path / "my_linear_net.py").write_text(
+        "import torch\n\n"
+        "class Normalised(torch.nn.Module):\n"
+        "    \"\"\"Preprocessing inside the model: advbench feeds [0, 1] inputs.\"\"\"\n"
+        "    def __init__(self, input_shape, num_classes):\n"
+        "        super().__init__()\n"
+        "        torch.manual_seed(0)\n"
+        "        self.register_buffer('mean', torch.full((1, *input_shape), 0.3))\n"
+        "        self.linear = torch.nn.Linear(int(torch.tensor(input_shape).prod()), num_classes)\n"
+        "    def forward(self, x):\n"
+        "        return self.linear(((x - self.mean) / 0.3).flatten(1))\n")
+    done = subprocess.run([str(script), "attack", "python:my_linear_net:Normalised", "--attack", "fgsm", "--eps", "0.1",
+                           "--samples", "10", "--no-sanity", "--format", "csv"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env={**__import__("os").environ,
+                                                      "ADVBENCH_RESULTS": str(tmp_path / "results")})
+    assert done.returncode == 0, done.stderr
+    assert "python:my_linear_net:Normalised" in done.stdout
