@@ -118,6 +118,8 @@ def _observer():
 def _report_options(func):
     func = click.option("--alpha", type=float, default=0.01, show_default=True,
                         help="Significance level of the McNemar tests.")(func)
+    func = click.option("--holm/--no-holm", default=True, show_default=True,
+                        help="Holm-Bonferroni correction across the comparison table's tests.")(func)
     func = click.option("--false-alarm", type=float, default=0.05, show_default=True,
                         help="Clean-input false-alarm rate for the detection rate of reject-option defenses.")(func)
     return func
@@ -275,7 +277,7 @@ def _evaluate(grid, *, fmt: str, results_dir: Path | None, zoo_dir: Path | None,
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
            step_size: str | None, restarts: int | None, eot: int | None, norm: str | None, source: str | None,
            opts: tuple[str, ...],
-           weights: Path | None, resume: bool, fail_fast: bool, fresh: bool, fmt: str, alpha: float,
+           weights: Path | None, resume: bool, fail_fast: bool, fresh: bool, fmt: str, alpha: float, holm: bool,
            false_alarm: float,
            results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
            **overrides: Any) -> None:
@@ -292,7 +294,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
     grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
     grid = validate(grid.with_overrides(**overrides))
     _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
-              resume=resume, alpha=alpha, false_alarm=false_alarm, fail_fast=fail_fast, fresh=fresh)
+              resume=resume, alpha=alpha, holm=holm, false_alarm=false_alarm, fail_fast=fail_fast, fresh=fresh)
 
 
 @main.command()
@@ -315,19 +317,22 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
 @_dirs
 def run(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, resume: bool, fail_fast: bool,
         fresh: bool, executor: str,
-        address: str | None, shard_size: int, fmt: str, alpha: float, false_alarm: float, results_dir: Path | None,
+        address: str | None, shard_size: int, fmt: str, alpha: float, holm: bool, false_alarm: float,
+        results_dir: Path | None,
         zoo_dir: Path | None, data_dir: Path | None, download: bool, **overrides: Any) -> None:
     """Evaluate a defense x attack x epsilon grid (TOML); without GRID_FILE, the digits demo grid."""
     from .config import DefenseSpec, demo_grid, load_grid, validate
+    from .specs import expand_seeds
 
     grid = load_grid(grid_file) if grid_file else demo_grid()
     if weights is not None and len(defense_specs) != 1:
         raise AdvbenchError("--weights needs exactly one --defense")
     if defense_specs:
-        overrides["defenses"] = tuple(DefenseSpec(d, str(weights) if weights else None) for d in defense_specs)
+        overrides["defenses"] = tuple(DefenseSpec(spec, str(weights) if weights else None)
+                                      for d in defense_specs for spec in expand_seeds(d))
     grid = validate(grid.with_overrides(**overrides))
     _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
-              resume=resume, alpha=alpha, false_alarm=false_alarm, executor=executor, address=address,
+              resume=resume, alpha=alpha, holm=holm, false_alarm=false_alarm, executor=executor, address=address,
               shard_size=shard_size, fail_fast=fail_fast, fresh=fresh)
 
 
@@ -388,7 +393,8 @@ def runs(results_dir: Path | None) -> None:
               help="Write the CSV tables and PNG plots to this directory.")
 @_report_options
 @_results_dir
-def report(run_ids: tuple[str, ...], fmt: str, view: str, plots_dir: Path | None, alpha: float, false_alarm: float,
+def report(run_ids: tuple[str, ...], fmt: str, view: str, plots_dir: Path | None, alpha: float, holm: bool,
+           false_alarm: float,
            results_dir: Path | None) -> None:
     """Report runs (default: the latest) from their per-sample records; several runs on the
     same samples are combined into one table."""
@@ -397,7 +403,7 @@ def report(run_ids: tuple[str, ...], fmt: str, view: str, plots_dir: Path | None
 
     directory = Path(results_dir or default_results_dir())
     stores = [RunStore.open(directory, r) for r in run_ids] or [RunStore.open(directory)]
-    built = build_report(stores, alpha=alpha, false_alarm=false_alarm)
+    built = build_report(stores, alpha=alpha, false_alarm=false_alarm, holm=holm)
     render(built, fmt, sys.stdout, view)
     if plots_dir is not None:
         written = write_artifacts(built, plots_dir)

@@ -14,12 +14,13 @@ import pandas as pd
 
 from .errors import AdvbenchError
 from .metrics import clean_correct, group_cells, outcomes_at, worst_case_outcomes, all_label
-from .stats import DEFAULT_ALPHA, mcnemar_test
+from .stats import DEFAULT_ALPHA, holm_adjusted, mcnemar_test, paired_difference_interval
 
 CLEAN = "clean"
 MCNEMAR_COLUMNS = [
     "attack", "norm", "epsilon", "defense_a", "defense_b", "samples", "only_a_correct", "only_b_correct",
-    "statistic", "pvalue", "exact", "significant", "note",
+    "statistic", "pvalue", "exact", "pvalue_holm", "significant", "difference", "difference_low",
+    "difference_high", "note",
 ]
 
 
@@ -42,8 +43,13 @@ def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame) -> dict[tup
     return rows
 
 
-def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA) -> pd.DataFrame:
-    """One row per defense pair per table row; empty when fewer than two defenses ran."""
+def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA,
+                  holm: bool = True) -> pd.DataFrame:
+    """One row per defense pair per table row; empty when fewer than two defenses ran.
+
+    With `holm` and more than one pair tested, `significant` uses Holm-Bonferroni adjusted
+    p-values over every test in the table (`pvalue_holm`); `difference` is the paired accuracy
+    difference a - b with its 95% interval."""
     out = []
     worst = summary[summary["attack"] == summary["norm"].map(all_label)]
     covers = {(r.defense, r.norm, float(r.epsilon)): r.covers for r in worst.itertuples()}
@@ -51,20 +57,28 @@ def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = D
         for a, b in itertools.combinations(by_defense, 2):
             base = {"attack": attack, "norm": norm, "epsilon": eps, "defense_a": a, "defense_b": b}
             if covers.get((a, norm, eps)) != covers.get((b, norm, eps)):
-                out.append({**base, "samples": math.nan, "only_a_correct": math.nan, "only_b_correct": math.nan,
-                            "statistic": math.nan, "pvalue": math.nan, "exact": None, "significant": None,
-                            "note": f"refused: worst cases over different attacks ({covers.get((a, norm, eps))} "
-                                    f"vs {covers.get((b, norm, eps))})"})
+                out.append({**base, **_REFUSED, "note": f"refused: worst cases over different attacks "
+                                                        f"({covers.get((a, norm, eps))} vs {covers.get((b, norm, eps))})"})
                 continue
             try:
                 result = mcnemar_test(by_defense[a], by_defense[b])
             except AdvbenchError as exc:
-                out.append({**base, "samples": math.nan, "only_a_correct": math.nan, "only_b_correct": math.nan,
-                            "statistic": math.nan, "pvalue": math.nan, "exact": None, "significant": None,
-                            "note": f"refused: {exc}"})
+                out.append({**base, **_REFUSED, "note": f"refused: {exc}"})
                 continue
+            difference, low, high = paired_difference_interval(by_defense[a], by_defense[b])
             out.append({**base, "samples": result.samples, "only_a_correct": result.only_a_correct,
                         "only_b_correct": result.only_b_correct, "statistic": result.statistic,
-                        "pvalue": result.pvalue, "exact": result.exact, "significant": result.pvalue < alpha,
-                        "note": ""})
-    return pd.DataFrame(out, columns=MCNEMAR_COLUMNS)
+                        "pvalue": result.pvalue, "exact": result.exact, "pvalue_holm": result.pvalue,
+                        "significant": result.pvalue < alpha, "difference": difference, "difference_low": low,
+                        "difference_high": high, "note": ""})
+    table = pd.DataFrame(out, columns=MCNEMAR_COLUMNS)
+    tested = table["note"] == ""
+    if holm and tested.sum() > 1:
+        table.loc[tested, "pvalue_holm"] = holm_adjusted(table.loc[tested, "pvalue"].tolist())
+        table.loc[tested, "significant"] = table.loc[tested, "pvalue_holm"] < alpha
+    return table
+
+
+_REFUSED = {"samples": math.nan, "only_a_correct": math.nan, "only_b_correct": math.nan, "statistic": math.nan,
+            "pvalue": math.nan, "exact": None, "pvalue_holm": math.nan, "significant": None, "difference": math.nan,
+            "difference_low": math.nan, "difference_high": math.nan}

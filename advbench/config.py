@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import AdvbenchError
 from .norms import Norm, check_epsilon_range, parse_epsilon
-from .specs import DefenseRef
+from .specs import DefenseRef, expand_seeds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -135,17 +135,22 @@ def _attack_spec(raw: Any, where: str) -> AttackSpec:
     return AttackSpec(name, epsilons, tuple(sorted(raw.items())), eot, label, source, tuple(only))
 
 
-def _defense_spec(raw: Any, where: str) -> DefenseSpec:
+def _defense_specs(raw: Any, where: str) -> list[DefenseSpec]:
+    """One grid entry: a spec (`cnn@0..4` gives five seeds) or a table (`seeds = 5` likewise)."""
     if isinstance(raw, str):
-        return DefenseSpec(raw)
+        return [DefenseSpec(spec) for spec in expand_seeds(raw)]
     if isinstance(raw, dict) and "name" in raw:
-        unknown = set(raw) - {"name", "weights", "label", "train"}
+        unknown = set(raw) - {"name", "weights", "label", "train", "seeds"}
         if unknown:
             raise AdvbenchError(f"{where}: unknown defense keys {', '.join(sorted(unknown))}")
         train = raw.get("train", {})
         if not isinstance(train, dict):
             raise AdvbenchError(f"{where}: defense {raw['name']}: train must be a table of hyperparameters")
-        return DefenseSpec(str(raw["name"]), raw.get("weights"), str(raw.get("label", "")), tuple(sorted(train.items())))
+        specs = expand_seeds(str(raw["name"]), raw.get("seeds"))
+        label = str(raw.get("label", ""))
+        if label and len(specs) > 1:
+            raise AdvbenchError(f"{where}: defense {raw['name']}: a label names one model, not {len(specs)} seeds")
+        return [DefenseSpec(spec, raw.get("weights"), label, tuple(sorted(train.items()))) for spec in specs]
     raise AdvbenchError(f"{where}: each defense is a name or {{name = ..., weights = ...}}")
 
 
@@ -153,7 +158,7 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     unknown = set(data) - GRID_KEYS
     if unknown:
         raise AdvbenchError(f"{where}: unknown keys {', '.join(sorted(unknown))} (known: {', '.join(sorted(GRID_KEYS))})")
-    defenses = tuple(_defense_spec(d, where) for d in data.get("defenses", ["cnn"]))
+    defenses = tuple(spec for d in data.get("defenses", ["cnn"]) for spec in _defense_specs(d, where))
     attacks = tuple(_attack_spec(a, where) for a in data.get("attacks", []))
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")

@@ -106,7 +106,7 @@ def with_robustbench_threats(grid: Grid) -> Grid:
 def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, executor: str = "local",
              address: str | None = None, shard_size: int = 0, fail_fast: bool = False,
              observer: Observer | None = None, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05,
-             artifacts: bool = True, fresh: bool = False) -> Evaluation:
+             artifacts: bool = True, fresh: bool = False, holm: bool = True) -> Evaluation:
     """Validate `grid`, train missing models, run every unfinished cell and report.
 
     With `resume`, the latest run of the same grid continues (finished cells whose records
@@ -145,7 +145,7 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
                             plans=prepared.cells, fail_fast=fail_fast, reuse=not fresh)
     report, written = None, []
     if manifest.finished:
-        report = build_report([store], alpha=alpha, false_alarm=false_alarm)
+        report = build_report([store], alpha=alpha, false_alarm=false_alarm, holm=holm)
         if artifacts:
             written = write_artifacts(report, store.path)
     return Evaluation(store, manifest, report, trained, written)

@@ -385,3 +385,32 @@ def ensemble_breakdown(records: pd.DataFrame) -> pd.DataFrame:
                 rows.append({**base, "stage": stage, "accuracy": float((clean_ok & ~beaten).mean())})
             rows.append({**base, "stage": "verified", "accuracy": float(out["robust"].mean())})
     return pd.DataFrame(rows, columns=BREAKDOWN_COLUMNS)
+
+
+SEED_COLUMNS = ["group", "attack", "norm", "epsilon", "seeds", "mean", "sd", "members"]
+
+
+def seed_spread(summary: pd.DataFrame, groups: dict[str, str]) -> pd.DataFrame:
+    """Mean and standard deviation of accuracy across independently trained copies.
+
+    `groups` maps each defense to its group (its spec without the seed); groups with two or
+    more members get one row per table row (clean first): how much of a difference between
+    defenses is the luck of one training run, beside each model's own sampling interval."""
+    members: dict[str, list[str]] = {}
+    for defense in dict.fromkeys(summary["defense"]):
+        members.setdefault(groups.get(defense, defense), []).append(defense)
+    rows = []
+    for group, defenses in members.items():
+        if len(defenses) < 2:
+            continue
+        block = summary[summary["defense"].isin(defenses)]
+        clean = block.drop_duplicates("defense")["clean_accuracy"]
+        rows.append({"group": group, "attack": "clean", "norm": "", "epsilon": math.nan, "seeds": len(clean),
+                     "mean": float(clean.mean()), "sd": float(clean.std(ddof=1)), "members": ", ".join(defenses)})
+        for (attack, norm, eps), same in block.groupby(["attack", "norm", "epsilon"], sort=False):
+            if math.isinf(float(eps)) or len(same) < 2:
+                continue
+            rows.append({"group": group, "attack": attack, "norm": norm, "epsilon": float(eps), "seeds": len(same),
+                         "mean": float(same["robust_accuracy"].mean()), "sd": float(same["robust_accuracy"].std(ddof=1)),
+                         "members": ", ".join(same["defense"])})
+    return pd.DataFrame(rows, columns=SEED_COLUMNS)

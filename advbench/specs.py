@@ -12,7 +12,7 @@ one of a defense's inference modes (with an argument such as GAT's threshold T),
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import AdvbenchError
 
@@ -95,3 +95,37 @@ def _split_detect(spec: str) -> tuple[str, float | None]:
     if not 0 < rate < 1:
         raise AdvbenchError(f"defense {spec!r}: the false-positive rate must be between 0 and 1")
     return base, rate
+
+
+_SEED_RANGE = re.compile(r"^(?P<body>[^@+]+)@(?P<first>\d+)\.\.(?P<last>\d+)(?P<suffix>(\+.*)?)$")
+
+
+def expand_seeds(spec: str, seeds: int | None = None) -> list[str]:
+    """`cnn@0..4` (or `cnn` with `seeds = 5`) -> cnn@0 ... cnn@4: independently trained copies,
+    whose spread the report shows as seed variance. Any other spec is returned as it is."""
+    match = _SEED_RANGE.match(spec.strip())
+    if match:
+        if seeds is not None:
+            raise AdvbenchError(f"defense {spec!r}: give either a seed range or seeds = N, not both")
+        first, last = int(match["first"]), int(match["last"])
+        if last <= first:
+            raise AdvbenchError(f"defense {spec!r}: the seed range must go up, e.g. cnn@0..4")
+        return [f"{match['body']}@{i}{match['suffix']}" for i in range(first, last + 1)]
+    if seeds is None:
+        return [spec]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise AdvbenchError(f"defense {spec!r}: seeds must be a positive integer, got {seeds!r}")
+    ref = DefenseRef.parse(spec)
+    if ref.python_target or ref.robustbench or ref.seed:
+        raise AdvbenchError(f"defense {spec!r}: seeds = N needs a trainable defense name without @seed")
+    body, detect = (spec.split("+", 1) + [""])[:2]
+    return [f"{body}@{i}" + (f"+{detect}" if detect else "") for i in range(seeds)]
+
+
+def seed_group(spec: str) -> str:
+    """The spec with its seed dropped: copies that differ only in seed share it."""
+    try:
+        ref = DefenseRef.parse(spec)
+    except AdvbenchError:
+        return spec
+    return str(replace(ref, seed=0))

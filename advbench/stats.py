@@ -52,3 +52,34 @@ def mcnemar_test(a_correct: pd.Series, b_correct: pd.Series) -> McNemarResult:
     exact = discordant < EXACT_BELOW
     result = mcnemar(table, exact=exact, correction=True)
     return McNemarResult(len(a), int(table[0, 1]), int(table[1, 0]), float(result.statistic), float(result.pvalue), exact)
+
+
+def paired_difference_interval(a_correct: pd.Series, b_correct: pd.Series,
+                               confidence: float = 0.95) -> tuple[float, float, float]:
+    """Accuracy of a minus accuracy of b on the same samples, with Newcombe's (1998, method 10)
+    score interval for a difference of paired proportions: (difference, low, high)."""
+    a = a_correct.astype(bool)
+    b = b_correct.astype(bool).reindex(a.index)
+    n = len(a)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    both, only_a, only_b = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
+    neither = n - both - only_a - only_b
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = wilson_interval(both + only_a, n, confidence)
+    l2, u2 = wilson_interval(both + only_b, n, confidence)
+    denominator = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = (both * neither - only_a * only_b) / np.sqrt(denominator) if denominator > 0 else 0.0
+    difference = p1 - p2
+    low = difference - np.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    high = difference + np.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return float(difference), float(max(low, -1.0)), float(min(high, 1.0))
+
+
+def holm_adjusted(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error across all the tests given)."""
+    if not pvalues:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(p) for p in multipletests(pvalues, method="holm")[1]]

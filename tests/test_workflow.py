@@ -294,3 +294,68 @@ def test_python_models_are_found_in_the_current_directory_by_the_installed_comma
                                                       "ADVBENCH_RESULTS": str(tmp_path / "results")})
     assert done.returncode == 0, done.stderr
     assert "python:my_linear_net:Normalised" in done.stdout
+
+
+# ----------------------------------------------------------------------------- statistics
+
+def test_paired_difference_interval_matches_the_wald_interval_on_many_samples():
+    import numpy as np
+    import pandas as pd
+
+    from advbench.stats import paired_difference_interval
+
+    rng = np.random.default_rng(0)
+    a = pd.Series(rng.random(4000) < 0.7)
+    b = pd.Series(np.where(rng.random(4000) < 0.8, a, rng.random(4000) < 0.5))
+    difference, low, high = paired_difference_interval(a, b)
+    n, only_a, only_b = len(a), int((a & ~b).sum()), int((~a & b).sum())
+    wald = 1.959964 * np.sqrt((only_a + only_b) / n**2 - (only_a - only_b) ** 2 / n**3)
+    assert difference == pytest.approx(a.mean() - b.mean())
+    assert low == pytest.approx(difference - wald, abs=0.003) and high == pytest.approx(difference + wald, abs=0.003)
+    same = paired_difference_interval(a[:50], a[:50])
+    assert same[0] == 0 and same[1] < 0 < same[2]  # no difference, still an honest interval
+    assert -1 <= paired_difference_interval(pd.Series([True] * 5), pd.Series([False] * 5))[1]
+
+
+def test_holm_bonferroni_adjusts_the_comparison_table(two_defense_run):
+    from advbench.stats import holm_adjusted
+
+    assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    corrected = invoke("report", "--format", "json")
+    table = json.loads(corrected.stdout)["mcnemar"]
+    tested = [r for r in table if not r["note"]]
+    assert len(tested) > 1
+    expected = holm_adjusted([r["pvalue"] for r in tested])
+    assert [r["pvalue_holm"] for r in tested] == pytest.approx(expected)
+    assert all(r["significant"] == (r["pvalue_holm"] < 0.01) for r in tested)
+    assert all(r["difference_low"] <= r["difference"] <= r["difference_high"] for r in tested)
+    text = invoke("report").stdout
+    assert f"Holm-Bonferroni over {len(tested)} tests" in text
+    assert "Holm" not in invoke("report", "--no-holm").stdout.split("Paired comparison")[1].split("\n")[0]
+
+
+def test_seed_ranges_expand_and_the_report_gives_their_spread(isolated, trained_zoo, digits, monkeypatch):
+    import shutil
+
+    from advbench import zoo
+    from advbench.config import grid_from_dict
+
+    spec = grid_from_dict({"defenses": ["cnn@0..2"], "attacks": ["fgsm"]})
+    assert [d.spec for d in spec.defenses] == ["cnn@0", "cnn@1", "cnn@2"]
+    table = grid_from_dict({"defenses": [{"name": "cnn+detect", "seeds": 2}], "attacks": ["fgsm"]})
+    assert [d.spec for d in table.defenses] == ["cnn@0+detect", "cnn@1+detect"]
+    own = isolated / "zoo"
+    shutil.copytree(trained_zoo, own)
+    monkeypatch.setenv("ADVBENCH_ZOO", str(own))
+    zoo.train("cnn", digits, options={"epochs": 2}, seed=1, name="cnn-digits-seed1", zoo_dir=own)
+    result = invoke("run", _grid(isolated / "s.toml", [("fgsm", [0.1])]), "--defense", "cnn@0..1",
+                    "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    accuracy = {r["defense"]: r["robust_accuracy"] for r in document["summary"]}
+    (row,) = [r for r in document["seeds"] if r["attack"] == "fgsm"]
+    import statistics
+
+    assert row["group"] == "cnn" and row["seeds"] == 2
+    assert row["mean"] == pytest.approx(statistics.mean(accuracy.values()))
+    assert row["sd"] == pytest.approx(statistics.stdev(accuracy.values()))

@@ -19,8 +19,9 @@ from ..comparisons import mcnemar_table
 from ..contract import SCHEMA_VERSION, CellInfo, DefenseInfo, Manifest
 from ..errors import AdvbenchError
 from ..metrics import (certified_summary, ensemble_breakdown, epsilon_at_accuracy, reject_summary, reject_tradeoff,
-                       robustness_curves, summarize)
+                       robustness_curves, seed_spread, summarize)
 from ..sanity import is_sanity
+from ..specs import seed_group
 from ..stats import DEFAULT_ALPHA
 from ..trust import attack_failure_flags
 from ..store import RunStore, atomic_write_text
@@ -58,12 +59,15 @@ class Report:
     ensembles: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-component breakdown of autoattack cells
     notices: list[str] = field(default_factory=list)  # e.g. "INCOMPLETE run ...: 3 of 5 cells"
     dataset: str = ""
+    holm: bool = True  # McNemar significance after Holm-Bonferroni correction across the table
+    seeds: pd.DataFrame = field(default_factory=pd.DataFrame)  # spread across independently trained copies
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
         tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
                   "reject_tradeoff": self.tradeoff, "defenses": self.defenses,
-                  "certified": self.certified, "flags": self.flags, "ensembles": self.ensembles}
+                  "certified": self.certified, "flags": self.flags, "ensembles": self.ensembles,
+                  "seeds": self.seeds}
         return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
@@ -146,7 +150,8 @@ def run_notices(run_id: str, manifest: Manifest) -> list[str]:
     return notices
 
 
-def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05) -> Report:
+def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05,
+                 holm: bool = True) -> Report:
     if not 0 < alpha < 1:
         raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")
     if not 0 < false_alarm < 1:
@@ -160,13 +165,14 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
         for d, a in zip(summary["defense"], summary["attack"])])
     return Report(
-        summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary, alpha),
+        summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary, alpha, holm),
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
         certified=certified_summary(records), flags=flags, ensembles=ensemble_breakdown(records),
-        notices=run.notices, dataset=run.dataset,
+        notices=run.notices, dataset=run.dataset, holm=holm,
+        seeds=seed_spread(summary, {name: seed_group(info.spec) for name, info in run.defenses.items()}),
     )
 
 

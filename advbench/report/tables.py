@@ -180,6 +180,8 @@ def mcnemar_matrix(report: Report) -> TextTable | None:
     if table.empty:
         return None
     pairs = list(dict.fromkeys(zip(table["defense_a"], table["defense_b"])))
+    tested = table[table["note"] == ""]
+    corrected = report.holm and len(tested) > 1
     rows = []
     for (attack, eps), group in table.groupby(["attack", "epsilon"], sort=False):
         by_pair = {(r.defense_a, r.defense_b): r for r in group.itertuples()}
@@ -191,14 +193,19 @@ def mcnemar_matrix(report: Report) -> TextTable | None:
             elif r.note:
                 cells.append("refused")
             else:
-                cells.append(f"{r.pvalue:.2g}{' *' if r.significant else ''}")
+                p = r.pvalue_holm if corrected else r.pvalue
+                cells.append(f"{100 * r.difference:+.1f} [{100 * r.difference_low:+.1f}, {100 * r.difference_high:+.1f}]"
+                             f" p={p:.2g}{' *' if r.significant else ''}")
         rows.append([attack, "" if attack == "clean" else epsilon(eps), *cells])
     refused = table[table["note"] != ""]
-    note = f"McNemar p-values; * = significant at alpha {report.alpha:g} (exact binomial below 25 discordant pairs)"
+    title = ("Paired comparison: accuracy a - b in points [95% CI], McNemar p"
+             + (f" (Holm-Bonferroni over {len(tested)} tests)" if corrected else ""))
+    note = (f"* = significant at alpha {report.alpha:g}"
+            + (" after Holm-Bonferroni correction (--no-holm: per-test p-values)" if corrected else "")
+            + "; exact binomial McNemar below 25 discordant pairs; Newcombe's interval for paired proportions")
     if not refused.empty:
         note += f"; refused: {refused['note'].iloc[0].removeprefix('refused: ')}"
-    return TextTable("Paired comparison of defenses", ["", "eps", *[f"{a} vs {b}" for a, b in pairs]], rows,
-                     note=note, left_columns=2)
+    return TextTable(title, ["", "eps", *[f"{a} vs {b}" for a, b in pairs]], rows, note=note, left_columns=2)
 
 
 def reject_table(report: Report) -> TextTable | None:
@@ -250,8 +257,22 @@ def flag_table(report: Report) -> TextTable:
                      ["defense", "attack", "flag", "detail", "try"], rows, left_columns=5)
 
 
+def seed_table(report: Report) -> TextTable | None:
+    """Mean +- sd of accuracy across independently trained copies (cnn@0..4)."""
+    if report.seeds.empty:
+        return None
+    rows = [[r.group, r.attack if r.attack == "clean" else f"{r.attack} ({norm_label(r.norm)})",
+             "" if math.isnan(r.epsilon) else epsilon(r.epsilon), str(r.seeds),
+             f"{100 * r.mean:.1f} ±{100 * r.sd:.1f}"] for r in report.seeds.itertuples()]
+    return TextTable("Seed variance: accuracy in % across independently trained copies (mean ± sd)",
+                     ["defense", "", "eps", "seeds", "mean ± sd"], rows,
+                     note="sd over training seeds; each copy's own 95% interval (sampling of test points) is in the "
+                          "accuracy table", left_columns=2)
+
+
 def paper_tables(report: Report) -> list[TextTable]:
-    tables = [defense_table(report), accuracy_table(report), ensemble_table(report), attack_table(report),
+    tables = [defense_table(report), accuracy_table(report), seed_table(report), ensemble_table(report),
+              attack_table(report),
               runtime_table(report),
               curve_table(report), mcnemar_matrix(report),
               reject_table(report), certified_table(report), flag_table(report)]
