@@ -7,10 +7,12 @@ prints. The CLI picks rich bars on a terminal and plain lines otherwise.
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-Advance = Callable[[int], None]
+Advance = Callable[[float], None]  # samples done (fractions while a batch is attacked)
+PLAIN_PROGRESS_SECONDS = 30.0  # how often plain output reports a long task's progress
 
 
 class Observer:
@@ -25,10 +27,37 @@ class Observer:
 
 
 class PlainObserver(Observer):
-    """Messages as plain lines on stderr; no bars, so logs and pipes stay clean."""
+    """Messages as plain lines on stderr; no bars, so logs and pipes stay clean. A long task
+    prints a progress line (done, elapsed, time left) every `interval` seconds."""
+
+    def __init__(self, interval: float = PLAIN_PROGRESS_SECONDS) -> None:
+        self.interval = interval
 
     def message(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Advance]:
+        start = last = time.monotonic()
+        done = 0.0
+
+        def advance(n: float = 1) -> None:
+            nonlocal done, last
+            done += n
+            now = time.monotonic()
+            if now - last >= self.interval and 0 < done < total:
+                last = now
+                left = (now - start) * (total - done) / done
+                self.message(f"{description}: {done:.0f}/{total}, {_clock(now - start)} elapsed, "
+                             f"about {_clock(left)} left")
+
+        yield advance
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 class RichObserver(Observer):

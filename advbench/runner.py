@@ -53,10 +53,13 @@ class QueryCounter(nn.Module):
         super().__init__()
         self.model = model
         self.count = 0
+        self.on_count: Callable[[int], None] | None = None  # progress within a batch
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.count += len(x)
+        if self.on_count is not None:
+            self.on_count(len(x))
         return self.model(x)
 
 
@@ -272,6 +275,16 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                             raise
                 if not todo:
                     continue
+                probe = slice(0, min(grid.batch_size, len(inputs)))
+                try:
+                    estimate = estimate_message(
+                        defense_spec.id, seconds_per_evaluation(defense, inputs[probe].to(device),
+                                                                labels[probe].to(device), data),
+                        [(p, a) for p, a, _ in todo], len(inputs), device, defense.eot_samples)
+                except Exception:  # noqa: BLE001 - an estimate must never stop a run
+                    estimate = None
+                if estimate:
+                    observer.message(estimate)
                 try:
                     clean = clean_predictions(defense, defense_spec.id, inputs, labels, grid, device)
                 except AdvbenchError as exc:
@@ -480,9 +493,13 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     digests = {id(m): state_digest(m) for m in guarded}
     snapshots = {id(m): {k: v.detach().clone() for k, v in m.state_dict().items()} for m in guarded}
     rows: list[dict[str, Any]] = []
+    evaluations_per_input = attack.expected_evaluations() * max(1, len(epsilons)) * max(1, eot)
     with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
+            credit = BatchCredit(advance, min(batch_size, len(inputs) - start), evaluations_per_input)
+            for counter in counters:
+                counter.on_count = credit
             # the runner's own copies: the attack gets clones, so nothing it does to its
             # inputs or labels reaches verification, the records or the next cell
             x, y = inputs[start:stop].to(device).clone(), labels[start:stop].to(device).clone()
@@ -505,8 +522,63 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
                                      eot, seconds, queries, gradients, access, grad_norms, observer, detail))
             if keep_adversarials is not None:
                 keep_adversarials.append(torch.stack([adv.detach().cpu() for adv in output.adversarials]))
-            advance(len(x))
+            credit.finish()
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+class BatchCredit:
+    """Moves a cell's progress bar while a batch is attacked: each model evaluation of k inputs
+    is worth k / (evaluations the attack expects per input) samples, never the whole batch
+    before it is done; `finish` credits the rest."""
+
+    def __init__(self, advance: Callable[[float], None], size: int, evaluations_per_input: int) -> None:
+        self.advance, self.size, self.per_input, self.credited = advance, size, evaluations_per_input, 0.0
+
+    def __call__(self, inputs: int) -> None:
+        step = min(inputs / self.per_input, 0.95 * self.size - self.credited)
+        if step > 0:
+            self.credited += step
+            self.advance(step)
+
+    def finish(self) -> None:
+        self.advance(self.size - self.credited)
+        self.credited = float(self.size)
+
+
+def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, data: Dataset) -> float:
+    """Wall seconds of one gradient evaluation per input on this machine (forward and backward),
+    measured on a whole batch `x` (a defense's cost per input can fall steeply with batch size),
+    after a warm-up on two inputs."""
+    import time
+
+    target, _ = attack_target(defense, 1, data.info.bounds, data.info.num_classes)
+    clean_gradient_norms(target, x[:2], y[:2])
+    start = time.perf_counter()
+    clean_gradient_norms(target, x, y)
+    return (time.perf_counter() - start) / max(1, len(x))
+
+
+def estimate_message(defense_id: str, seconds: float, cells: list[tuple[CellPlan, Attack]], samples: int,
+                     device: torch.device, eot: int, threshold: float = 300.0) -> str | None:
+    """"eabs on cpu: about 80 min for 2 cells (24 s per sample with pgd-l2); try --samples 20" when
+    a defense's remaining cells will take longer than `threshold` seconds, else None."""
+    per_sample = {plan.attack.id: seconds * attack.expected_evaluations() * max(1, len(plan.epsilons))
+                  * max(1, plan.attack.eot or eot) for plan, attack in cells}
+    total = samples * sum(per_sample.values())
+    if total < threshold:
+        return None
+    slowest = max(per_sample, key=per_sample.get)
+    suggestion = max(10, int(samples * threshold / total) // 10 * 10)
+    return (f"{defense_id} on {device.type}: about {_duration(total)} for {len(cells)} cell(s) of {samples} samples "
+            f"({per_sample[slowest]:.1f} s per sample with {slowest}); for a first look try --samples {suggestion}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def check_untouched(model: nn.Module, digest: str, snapshot: dict[str, torch.Tensor], attack: str) -> None:

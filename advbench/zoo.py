@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import importlib
 import inspect
 import io
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ import torch
 from . import __version__
 from .data import DEFAULT_DATASET, DataInfo, Dataset
 from .defenses.base import Defense, ModelDefense, TrainableDefense
-from .defenses.training import accuracy
+from .defenses.training import accuracy, checkpoints_in
 from .errors import AdvbenchError
 from .options import coerce_options
 from .progress import Observer
@@ -35,6 +37,7 @@ from .specs import DefenseRef
 from .store import atomic_write_bytes, atomic_write_text, sha256_bytes
 
 CHECKSUM_KEY = "checkpoint_sha256"
+PARTIAL_DIR = ".partial"  # <zoo>/.partial/<entry>/: per-epoch checkpoints of a training not finished yet
 
 
 @dataclass
@@ -88,8 +91,13 @@ def train(
     _ensure_writable(zoo_dir)
     torch.manual_seed(seed)
     model = cls.build(data.info, config).to(device)
+    entry = check_name(name or default_name(defense_name, data.info.name))
+    partial = zoo_dir / PARTIAL_DIR / entry
+    identity = hashlib.sha256(json.dumps([defense_name, data.info.name, dataclasses.asdict(config), seed],
+                                         sort_keys=True, default=str).encode()).hexdigest()
     start = time.perf_counter()
-    epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer)
+    with checkpoints_in(partial, identity):  # every epoch is kept; a rerun continues after the last one
+        epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer)
     seconds = time.perf_counter() - start
     model.eval()
     broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -98,7 +106,7 @@ def train(
                             f"{len(broken) - 1} more); lower the learning rate. Nothing was written to the zoo")
     hyper = dataclasses.asdict(config)
     card = Card(
-        name=check_name(name or default_name(defense_name, data.info.name)), defense=defense_name, dataset=data.info.name,
+        name=entry, defense=defense_name, dataset=data.info.name,
         input_shape=list(data.info.input_shape), num_classes=data.info.num_classes, hyperparameters=hyper,
         seed=seed, clean_accuracy=accuracy(model, data.test_x, data.test_y, device=device),
         train_seconds=round(seconds, 3),
@@ -106,6 +114,7 @@ def train(
         norm=hyper.get("norm", cls.norm), eps=hyper.get("eps"),
     )
     save(model, card, zoo_dir)
+    shutil.rmtree(partial, ignore_errors=True)
     return card
 
 

@@ -359,3 +359,48 @@ def test_seed_ranges_expand_and_the_report_gives_their_spread(isolated, trained_
     assert row["group"] == "cnn" and row["seeds"] == 2
     assert row["mean"] == pytest.approx(statistics.mean(accuracy.values()))
     assert row["sd"] == pytest.approx(statistics.stdev(accuracy.values()))
+
+
+# ----------------------------------------------------------------------------- training that resumes
+
+class _StopAfter:
+    """An observer that interrupts training (as Ctrl-C does) when an epoch message appears."""
+
+    def __init__(self, marker: str) -> None:
+        from advbench.progress import Observer
+
+        self.base, self.marker = Observer(), marker
+
+    def message(self, text: str) -> None:
+        if self.marker in text:
+            raise KeyboardInterrupt
+
+    def task(self, description, total):
+        return self.base.task(description, total)
+
+
+@pytest.mark.parametrize("defense, options, marker", [
+    ("cnn", {"epochs": 3}, "epoch 2/3"),
+    ("gat", {"epochs": 2, "steps": 2, "classifier_epochs": 2, "val_samples": 20}, "validation AUC"),  # after the classifier and one detector epoch
+])
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, digits, defense, options, marker):
+    from advbench import zoo
+    from advbench.defenses.base import state_digest
+
+    whole = zoo.train(defense, digits, options=options, zoo_dir=tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        zoo.train(defense, digits, options=options, zoo_dir=tmp_path / "b", observer=_StopAfter(marker))
+    assert not (tmp_path / "b" / f"{whole.name}.pt").exists()
+    assert any((tmp_path / "b" / ".partial" / whole.name).iterdir())  # finished epochs were kept
+    messages = []
+
+    class Listen(_StopAfter):
+        def message(self, text):
+            messages.append(text)
+
+    resumed = zoo.train(defense, digits, options=options, zoo_dir=tmp_path / "b", observer=Listen("-"))
+    assert any("resuming after epoch" in m for m in messages)
+    first, _ = zoo.load(whole.name, tmp_path / "a", info=digits.info)
+    second, _ = zoo.load(resumed.name, tmp_path / "b", info=digits.info)
+    assert state_digest(first) == state_digest(second)
+    assert not (tmp_path / "b" / ".partial" / whole.name).exists()  # cleaned up once saved

@@ -48,6 +48,13 @@ class AutoAttack(FixedEpsilonAttack):
         version = self.version if self.version != "auto" else "rand" if target.stochastic else "standard"
         return COMPONENTS[version]
 
+    def expected_evaluations(self) -> int:
+        """Worst case (nothing falls early): APGD-CE, then APGD-T and FAB-T over the targets and
+        Square (standard), or APGD-CE and APGD-DLR with EOT (rand)."""
+        if self.version == "rand":
+            return 2 * self.steps * self.eot_iter
+        return self.steps * (1 + 2 * self.targets) + self.square_queries
+
     def run(self, target: AttackTarget, x: Tensor, y: Tensor, *, epsilon: float) -> Adversarials:
         judge = build_objective(target, "margin", reject_aware=self.reject_aware, decision=True)
         with torch.no_grad():

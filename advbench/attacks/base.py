@@ -133,6 +133,15 @@ class Attack(ABC):
         values = {p.name: getattr(self, p.name) for p in params if p.kind is p.KEYWORD_ONLY}
         return {k: v.value if isinstance(v, Enum) else v for k, v in values.items()}
 
+    def expected_evaluations(self) -> int:
+        """About how many model evaluations the attack spends per input and epsilon (EOT aside):
+        drives the progress bar within a batch and the up-front time estimate, nothing else.
+        The default reads `steps` (or `queries`) times `restarts`; override when that is wrong."""
+        options = self.hyperparameters()
+        steps = options.get("steps") or options.get("queries") or options.get("iterations") or 1
+        restarts = options.get("restarts") or 1
+        return max(1, int(steps) * int(restarts)) + 1
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +32,7 @@ from ..progress import Observer
 from ..registry import register_defense
 from .abs_networks import Decoders, Discriminator, Encoder, architecture_for
 from .base import TrainableDefense
+from .training import EpochLoop
 from .latent_inference import InferenceSettings, LatentFit, LatentInference, certified_l2_bound, squared_error
 
 MODES = ("exact", "variational")
@@ -163,37 +163,35 @@ class AnalysisBySynthesis(TrainableDefense):
         optimizer = torch.optim.Adam(autoencoder_params, lr=config.lr)
         disc_optimizer = (torch.optim.Adam(self.discriminator.parameters(), lr=config.lr)
                           if self.discriminator is not None else None)
-        epoch_seconds: list[float] = []
         steps = math.ceil(len(data.train_y) / config.batch_size)
-        with observer.task(f"training {self.name()}", config.epochs) as advance:
-            for epoch in range(config.epochs):
-                start = time.perf_counter()
-                self.train()
-                totals = torch.zeros(4)
-                for batch in torch.randperm(len(data.train_y), generator=generator).split(config.batch_size):
-                    x, y = data.train_x[batch].to(device), data.train_y[batch].to(device)
-                    if config.noise_std:
-                        x = (x + config.noise_std * torch.randn_like(x)).clamp(*data.info.bounds)
-                    terms, z = self._autoencoder_loss(x, y, config)
-                    optimizer.zero_grad(set_to_none=True)
-                    sum(terms).backward()
-                    optimizer.step()
-                    disc_loss = torch.zeros(())
-                    if disc_optimizer is not None:
-                        disc_loss = self._discriminator_loss(z.detach(), config.beta)
-                        disc_optimizer.zero_grad(set_to_none=True)
-                        disc_loss.backward()
-                        disc_optimizer.step()
-                    totals += torch.stack([*(t.detach().cpu() for t in terms), disc_loss.detach().cpu()])
-                if not torch.isfinite(totals).all():
-                    raise AdvbenchError(f"{self.name()} training diverged in epoch {epoch + 1}; lower --lr")
-                epoch_seconds.append(time.perf_counter() - start)
-                rec, prior, disc, d_loss = (totals / steps).tolist()
-                observer.message(f"epoch {epoch + 1}/{config.epochs}: reconstruction {rec:.3f}, latent {prior:.3f}, "
-                                 f"discriminative {disc:.3f}, discriminator {d_loss:.3f}")
-                advance(1)
+        optimizers = {"optimizer": optimizer, **({"disc_optimizer": disc_optimizer} if disc_optimizer else {})}
+        loop = EpochLoop(f"training {self.name()}", config.epochs, observer, model=self, generator=generator,
+                         **optimizers)
+        for epoch in loop:
+            self.train()
+            totals = torch.zeros(4)
+            for batch in torch.randperm(len(data.train_y), generator=generator).split(config.batch_size):
+                x, y = data.train_x[batch].to(device), data.train_y[batch].to(device)
+                if config.noise_std:
+                    x = (x + config.noise_std * torch.randn_like(x)).clamp(*data.info.bounds)
+                terms, z = self._autoencoder_loss(x, y, config)
+                optimizer.zero_grad(set_to_none=True)
+                sum(terms).backward()
+                optimizer.step()
+                disc_loss = torch.zeros(())
+                if disc_optimizer is not None:
+                    disc_loss = self._discriminator_loss(z.detach(), config.beta)
+                    disc_optimizer.zero_grad(set_to_none=True)
+                    disc_loss.backward()
+                    disc_optimizer.step()
+                totals += torch.stack([*(t.detach().cpu() for t in terms), disc_loss.detach().cpu()])
+            if not torch.isfinite(totals).all():
+                raise AdvbenchError(f"{self.name()} training diverged in epoch {epoch + 1}; lower --lr")
+            rec, prior, disc, d_loss = (totals / steps).tolist()
+            loop.report(f"reconstruction {rec:.3f}, latent {prior:.3f}, discriminative {disc:.3f}, "
+                        f"discriminator {d_loss:.3f}")
         self.eval()
-        return epoch_seconds
+        return loop.seconds
 
     def _autoencoder_loss(self, x: torch.Tensor, y: torch.Tensor,
                           config: ABSConfig) -> tuple[list[torch.Tensor], torch.Tensor]:

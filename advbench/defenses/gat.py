@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +30,7 @@ from ..registry import register_defense
 from .base import TrainableDefense
 from .networks import classifier_for_shape
 from .stacked import StackedNetwork
-from .training import train_classifier
+from .training import EpochLoop, KeptValues, train_classifier
 
 MODES = ("generative", "integrated", "ovr")
 TPR_TARGET = 0.95
@@ -234,7 +233,7 @@ class GenerativeAdversarialTraining(TrainableDefense):
 
         observer.message("training the integrated mode's classifier f")
         train_classifier(self.classifier, x_train, y_train, epochs=config.classifier_epochs, batch_size=64,
-                         lr=1e-3, seed=seed, device=device, observer=observer)
+                         lr=1e-3, seed=seed, device=device, observer=observer, description="training gat classifier")
         if config.init_from_classifier:
             self.detectors.init_from_classifier(self.classifier)
 
@@ -245,42 +244,37 @@ class GenerativeAdversarialTraining(TrainableDefense):
             raise AdvbenchError("gat: every class needs training samples")
         optimizer = torch.optim.Adam(self.detectors.parameters(), lr=config.lr)
         iterations = math.ceil(max(len(p) for p in positives) / config.batch_size)
-        best_auc = np.full(self.num_classes, -1.0)
-        best_states = [self.detectors.detector_state(k) for k in range(self.num_classes)]
-        epoch_seconds = []
-        with observer.task("training gat detectors", config.epochs) as advance:
-            for epoch in range(config.epochs):
-                start = time.perf_counter()
+        best = KeptValues(auc=np.full(self.num_classes, -1.0),
+                          states=[self.detectors.detector_state(k) for k in range(self.num_classes)])
+        loop = EpochLoop("training gat detectors", config.epochs, observer, detectors=self.detectors,
+                         optimizer=optimizer, generator=generator, best=best)
+        for _ in loop:
+            self.detectors.train()
+            total = 0.0
+            for _ in range(iterations):
+                pos = x_train[sample_per_detector(positives, config.batch_size, generator)].to(device)
+                neg = x_train[sample_per_detector(negatives, config.batch_size, generator)].to(device)
+                self.detectors.eval()
+                neg = attack_detectors(self.detectors, neg, eps=config.eps, norm=norm, steps=config.steps,
+                                       step_size=config.step_size, step_rule=config.step_rule,
+                                       bounds=data.info.bounds)
                 self.detectors.train()
-                total = 0.0
-                for _ in range(iterations):
-                    pos = x_train[sample_per_detector(positives, config.batch_size, generator)].to(device)
-                    neg = x_train[sample_per_detector(negatives, config.batch_size, generator)].to(device)
-                    self.detectors.eval()
-                    neg = attack_detectors(self.detectors, neg, eps=config.eps, norm=norm, steps=config.steps,
-                                           step_size=config.step_size, step_rule=config.step_rule,
-                                           bounds=data.info.bounds)
-                    self.detectors.train()
-                    loss = asymmetric_loss(self.detectors(pos), self.detectors(neg))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.item()
-                epoch_seconds.append(time.perf_counter() - start)
-                aucs = self._validate(x_val, y_val, config, generator, data.info.bounds)
-                improved = aucs > best_auc
-                for k in np.nonzero(improved)[0]:
-                    best_auc[k] = aucs[k]
-                    best_states[k] = self.detectors.detector_state(int(k))
-                observer.message(f"epoch {epoch + 1}/{config.epochs}: loss {total / iterations:.4f}, "
-                                 f"validation AUC mean {aucs.mean():.4f} (min {aucs.min():.4f})")
-                advance(1)
-        for k, state in enumerate(best_states):
+                loss = asymmetric_loss(self.detectors(pos), self.detectors(neg))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            aucs = self._validate(x_val, y_val, config, generator, data.info.bounds)
+            for k in np.nonzero(aucs > best.values["auc"])[0]:
+                best.values["auc"][k] = aucs[k]
+                best.values["states"][k] = self.detectors.detector_state(int(k))
+            loop.report(f"loss {total / iterations:.4f}, validation AUC mean {aucs.mean():.4f} (min {aucs.min():.4f})")
+        for k, state in enumerate(best.values["states"]):
             self.detectors.load_detector_state(k, state)
         self.eval()
         self._set_thresholds(x_val)
         self.select_mode("generative")
-        return epoch_seconds
+        return loop.seconds
 
     def _validate(self, x_val: torch.Tensor, y_val: torch.Tensor, config: GATConfig, generator: torch.Generator,
                   bounds: tuple[float, float]) -> np.ndarray:

@@ -13,7 +13,6 @@ Bernoulli likelihood on [0, 1] intensities.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,7 @@ from ..errors import AdvbenchError
 from ..progress import Observer
 from ..registry import register_defense
 from .base import TrainableDefense
+from .training import EpochLoop
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -149,26 +149,23 @@ class LatentVariableClassifier(TrainableDefense):
         torch.manual_seed(seed)
         self.to(device)
         optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
-        epoch_seconds: list[float] = []
-        with observer.task(f"training {self.family}", config.epochs) as advance:
-            for epoch in range(config.epochs):
-                start = time.perf_counter()
-                self.train()
-                total, seen = 0.0, 0
-                for batch in torch.randperm(len(data.train_y), generator=generator).split(config.batch_size):
-                    x, y = data.train_x[batch].to(device), data.train_y[batch].to(device)
-                    loss = -self.elbo(x, y).mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total, seen = total + loss.item() * len(y), seen + len(y)
-                if not math.isfinite(total):
-                    raise AdvbenchError(f"{self.family} training diverged in epoch {epoch + 1}; lower --lr")
-                self.eval()
-                epoch_seconds.append(time.perf_counter() - start)
-                observer.message(f"epoch {epoch + 1}/{config.epochs}: negative ELBO {total / seen:.3f}")
-                advance(1)
-        return epoch_seconds
+        loop = EpochLoop(f"training {self.family}", config.epochs, observer, model=self, optimizer=optimizer,
+                         generator=generator)
+        for epoch in loop:
+            self.train()
+            total, seen = 0.0, 0
+            for batch in torch.randperm(len(data.train_y), generator=generator).split(config.batch_size):
+                x, y = data.train_x[batch].to(device), data.train_y[batch].to(device)
+                loss = -self.elbo(x, y).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, seen = total + loss.item() * len(y), seen + len(y)
+            if not math.isfinite(total):
+                raise AdvbenchError(f"{self.family} training diverged in epoch {epoch + 1}; lower --lr")
+            self.eval()
+            loop.report(f"negative ELBO {total / seen:.3f}")
+        return loop.seconds
 
 
 @register_defense("gfz", description="generative latent-variable classifier p(z)p(y|z)p(x|z,y) (paper 002); "

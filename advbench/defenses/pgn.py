@@ -21,6 +21,7 @@ from ..norms import Norm
 from ..progress import Observer
 from ..registry import register_defense
 from .base import TrainableDefense
+from .training import EpochLoop
 from .networks import classifier_for_shape
 
 ATANH_LIMIT = 1 - 1e-6
@@ -117,8 +118,6 @@ class PerturbationGeneratorTraining(TrainableDefense):
         return tanh_perturb(x, scale * self.generator(gradient_image(classifier, x, y), x, y), bounds)
 
     def fit(self, data: Dataset, config: PGNConfig, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
-        import time
-
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         generator = torch.Generator().manual_seed(seed)
@@ -129,39 +128,36 @@ class PerturbationGeneratorTraining(TrainableDefense):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
         ema = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
                if config.ema_decay else None)
-        epoch_seconds = []
-        with observer.task("training pgn", config.epochs) as advance:
-            for epoch in range(config.epochs):
-                start = time.perf_counter()
-                self.train()
-                totals = torch.zeros(3)
-                for batch in torch.randperm(len(data.train_y), generator=generator).split(config.batch_size):
-                    x, y = data.train_x[batch].to(device), data.train_y[batch].to(device)
-                    grad = gradient_image(self.net, x, y)
-                    # generator step: maximise CE(F(x_adv), y) - c_L ||x_adv - x||^2
-                    x_adv = tanh_perturb(x, self.generator(grad, x, y), bounds)
-                    size = (x_adv - x).flatten(1).pow(2).sum(1)
-                    gain = F.cross_entropy(self.net(x_adv), y, reduction="none") - config.c_l * size
-                    opt_g.zero_grad(set_to_none=True)
-                    (-gain.mean()).backward()
-                    opt_g.step()
-                    # classifier step on clean and generated inputs
-                    x_adv = x_adv.detach()
-                    loss = F.cross_entropy(self.net(x), y) + config.adv_coefficient * F.cross_entropy(self.net(x_adv), y)
-                    opt_f.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt_f.step()
-                    if ema is not None:
-                        ema.update_parameters(self.net)
-                    totals += torch.tensor([loss.item(), gain.mean().item(), size.sqrt().mean().item()])
-                if not torch.isfinite(totals).all():
-                    raise AdvbenchError(f"pgn training diverged in epoch {epoch + 1} (non-finite loss); lower the learning rates")
-                epoch_seconds.append(time.perf_counter() - start)
-                n = math.ceil(len(data.train_y) / config.batch_size)
-                observer.message(f"epoch {epoch + 1}/{config.epochs}: classifier loss {totals[0] / n:.4f}, "
-                                 f"generator gain {totals[1] / n:.4f}, mean L2 {totals[2] / n:.3f}")
-                advance(1)
+        loop = EpochLoop("training pgn", config.epochs, observer, model=self, opt_f=opt_f, opt_g=opt_g,
+                         generator=generator, **({"ema": ema} if ema is not None else {}))
+        for epoch in loop:
+            self.train()
+            totals = torch.zeros(3)
+            for batch in torch.randperm(len(data.train_y), generator=generator).split(config.batch_size):
+                x, y = data.train_x[batch].to(device), data.train_y[batch].to(device)
+                grad = gradient_image(self.net, x, y)
+                # generator step: maximise CE(F(x_adv), y) - c_L ||x_adv - x||^2
+                x_adv = tanh_perturb(x, self.generator(grad, x, y), bounds)
+                size = (x_adv - x).flatten(1).pow(2).sum(1)
+                gain = F.cross_entropy(self.net(x_adv), y, reduction="none") - config.c_l * size
+                opt_g.zero_grad(set_to_none=True)
+                (-gain.mean()).backward()
+                opt_g.step()
+                # classifier step on clean and generated inputs
+                x_adv = x_adv.detach()
+                loss = F.cross_entropy(self.net(x), y) + config.adv_coefficient * F.cross_entropy(self.net(x_adv), y)
+                opt_f.zero_grad(set_to_none=True)
+                loss.backward()
+                opt_f.step()
+                if ema is not None:
+                    ema.update_parameters(self.net)
+                totals += torch.tensor([loss.item(), gain.mean().item(), size.sqrt().mean().item()])
+            if not torch.isfinite(totals).all():
+                raise AdvbenchError(f"pgn training diverged in epoch {epoch + 1} (non-finite loss); lower the learning rates")
+            n = math.ceil(len(data.train_y) / config.batch_size)
+            loop.report(f"classifier loss {totals[0] / n:.4f}, generator gain {totals[1] / n:.4f}, "
+                        f"mean L2 {totals[2] / n:.3f}")
         if ema is not None:
             self.net.load_state_dict(ema.module.state_dict())
         self.eval()
-        return epoch_seconds
+        return loop.seconds

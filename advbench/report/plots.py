@@ -69,34 +69,60 @@ def plot_roc(report: Report, path: Path) -> Path | None:
         return None
     plt = pyplot()
     defenses = list(dict.fromkeys(c["defense"].iloc[0] for c in cells))
-    fig, axes = plt.subplots(1, len(defenses), figsize=(5 * len(defenses), 4.5), squeeze=False)
-    for ax, defense in zip(axes[0], defenses):
+    fig, axes = panel_grid(plt, len(defenses), width=5, height=4.5)
+    for ax, defense in zip(axes, defenses):
+        curves = []
         for cell in (c for c in cells if c["defense"].iloc[0] == defense):
             for eps in cell_epsilons(cell):
                 fpr, tpr, auc = roc(outcomes_at(cell, eps))
                 if len(fpr):
-                    ax.plot(fpr, tpr, label=f"{cell['attack'].iloc[0]} eps {eps:g} (AUC {auc:.3f})")
+                    curves.append((fpr, tpr, f"{cell['attack'].iloc[0]} eps {eps:g} (AUC {auc:.3f})"))
+        for (fpr, tpr, label), (colour, style) in zip(curves, line_styles(len(curves))):
+            ax.plot(fpr, tpr, color=colour, linestyle=style, label=label)
         ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
         ax.set_title(defense)
         ax.set_xlabel("clean inputs flagged")
         ax.set_ylabel("adversarial examples detected")
         ax.legend(fontsize=7)
+    fig.tight_layout()
     path = save_figure(fig, path)
     plt.close(fig)
     return path
 
 
+PANELS_PER_ROW = 4
+
+
+def panel_grid(plt, count: int, width: float = 4.2, height: float = 3.6):
+    """A figure with `count` panels laid out PANELS_PER_ROW to a row (unused ones hidden)."""
+    columns = min(count, PANELS_PER_ROW)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[count:]:
+        ax.set_visible(False)
+    return fig, flat[:count]
+
+
+def line_styles(count: int) -> list[tuple[str, object]]:
+    """(colour, line style) pairs, all distinct for up to 40 lines: ten colours, then dashes."""
+    dashes = ["-", "--", ":", "-."]
+    return [(f"C{i % 10}", dashes[(i // 10) % len(dashes)]) for i in range(count)]
+
+
 def _panel_per_attack(table, path: Path, draw, xlabel: str, ylabel: str) -> Path:
-    """One panel per (attack, epsilon) of a threshold-sweep table; `draw(ax, rows)` fills it."""
+    """One panel per (attack, epsilon) of a threshold-sweep table, in rows of PANELS_PER_ROW;
+    `draw(ax, rows)` fills it."""
     plt = pyplot()
     keys = list(dict.fromkeys(zip(table["attack"], table["epsilon"])))
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4.5), squeeze=False)
-    for ax, (attack, eps) in zip(axes[0], keys):
+    fig, axes = panel_grid(plt, len(keys))
+    for ax, (attack, eps) in zip(axes, keys):
         draw(ax, table[(table["attack"] == attack) & np.isclose(table["epsilon"], eps)])
-        ax.set_title(f"{attack}, eps {eps:g}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_title(f"{attack}, eps {eps:g}", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(fontsize=7)
+    fig.tight_layout()
     path = save_figure(fig, path)
     plt.close(fig)
     return path
