@@ -133,7 +133,8 @@ def _report_options(func):
 def list_command(kind: str | None, params: bool) -> None:
     """List defenses, attacks and datasets: built-in and from plugin packages."""
     from . import registry
-    from .options import declared_defaults
+    from .config import default_epsilon_text
+    from .options import describe_parameters
 
     tables = {"defenses": registry.defenses, "attacks": registry.attacks, "datasets": registry.datasets}
     for name, reg in tables.items():
@@ -144,11 +145,9 @@ def list_command(kind: str | None, params: bool) -> None:
             status = f"BROKEN ({entry.error})" if entry.broken else entry.description
             click.echo(f"  {entry.name:<16} {status}  [{entry.origin}]")
             if params and not entry.broken and isinstance(entry.obj, type):
-                target = getattr(entry.obj, "Config", None) or entry.obj.__init__
-                fixed = dict(entry.preset)
-                settings = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in declared_defaults(target).items()
-                                     if k not in fixed)
-                click.echo(f"  {'':<16} {settings or '(no options)'}")
+                click.echo(f"  {'':<16} {describe_parameters(entry.obj, dict(entry.preset)) or '(no options)'}")
+    if params and kind in (None, "datasets"):
+        click.echo(f"default epsilons (attacks without their own): {default_epsilon_text()}")
 
 
 @main.group("zoo")

@@ -37,6 +37,17 @@ DATASET_EPSILONS: dict[str, dict[Norm, tuple[float, ...]]] = {
 }
 
 
+def default_epsilon_text() -> str:
+    """The default epsilons per dataset, as `advbench list --params` prints them."""
+    def eps(values: tuple[float, ...]) -> str:
+        return ", ".join(f"{round(v * 255)}/255" if abs(v * 255 - round(v * 255)) < 1e-9 and v < 0.1 else f"{v:g}"
+                         for v in values)
+
+    parts = [f"digits and others Linf {eps(DEFAULT_EPSILONS[Norm.LINF])} / L2 {eps(DEFAULT_EPSILONS[Norm.L2])}"]
+    parts += [f"{name} Linf {eps(by[Norm.LINF])} / L2 {eps(by[Norm.L2])}" for name, by in DATASET_EPSILONS.items()]
+    return "; ".join(parts)
+
+
 def default_epsilons(dataset: str, norm: Norm) -> tuple[float, ...]:
     """The epsilons an attack without its own gets on `dataset`."""
     return DATASET_EPSILONS.get(dataset, {}).get(norm, DEFAULT_EPSILONS[norm])

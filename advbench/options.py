@@ -132,3 +132,38 @@ def coerce_options(target: Any, values: Mapping[str, Any], owner: str) -> dict[s
         out[name] = _coerce(name, value, defaults[name], owner)
         check_range(name, out[name], defaults[name], owner)
     return out
+
+
+# Input shapes whose defaults `advbench list --params` shows for "by input shape" options.
+SHAPE_EXAMPLES = (("8x8", (1, 8, 8)), ("28x28", (1, 28, 28)), ("32x32", (3, 32, 32)))
+
+
+def describe_parameters(obj: Any, preset: Mapping[str, Any] = {}) -> str:
+    """`--name default, ...` for a registered defense or attack class, with the real default
+    where the declared one is a placeholder: by input shape for defenses (resolved for 8x8,
+    28x28 and 32x32 inputs), or what the attack derives it from."""
+    config_cls = getattr(obj, "Config", None)
+    declared = declared_defaults(config_cls or obj.__init__)
+    texts = {k: str(v) for k, v in declared.items() if k not in preset}
+    if config_cls is not None and hasattr(obj, "resolve_config"):
+        from .data import DataInfo
+
+        by_shape: dict[str, list[str]] = {}
+        for label, shape in SHAPE_EXAMPLES:
+            try:
+                resolved = dataclasses.asdict(obj.resolve_config(config_cls(), DataInfo(label, shape, 10)))
+            except Exception:  # noqa: BLE001 - a plugin's resolver may need more than a shape
+                continue
+            for name, value in resolved.items():
+                by_shape.setdefault(name, []).append(f"{label} {_short(value)}")
+        for name, values in by_shape.items():
+            if name in texts and any(v.split(" ", 1)[1] != _short(declared[name]) for v in values):
+                texts[name] = "by input shape (" + ", ".join(values) + ")"
+    for name, meaning in getattr(obj, "derived_defaults", {}).items():
+        if name in texts:
+            texts[name] = meaning
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in texts.items())
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -404,3 +404,41 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, digits, defe
     second, _ = zoo.load(resumed.name, tmp_path / "b", info=digits.info)
     assert state_digest(first) == state_digest(second)
     assert not (tmp_path / "b" / ".partial" / whole.name).exists()  # cleaned up once saved
+
+
+# ----------------------------------------------------------------------------- conventions
+
+def test_list_params_shows_real_defaults_not_placeholders():
+    result = invoke("list", "--params")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    params = {lines[i].split()[0]: lines[i + 1] for i in range(len(lines) - 1)
+              if lines[i].startswith("  ") and not lines[i].startswith("   ") and lines[i + 1].startswith("    ")}
+    assert "--eps by input shape (8x8 0.1, 28x28 0.3, 32x32 0.03137)" in params["pgd-at"]
+    import re
+
+    for placeholder in ("--eps 0.0", "--epochs 0", "--noise-std -1.0", "--step-size 0.0", "--latent 0", "--upper 0.0"):
+        pattern = re.compile(re.escape(placeholder) + r"(,|$)")
+        assert not any(pattern.search(line) for line in params.values()), placeholder
+    assert "cifar10 Linf 8/255 / L2 0.5" in result.output and "mnist Linf 0.3 / L2 2" in result.output
+
+
+def test_dataset_epsilons_and_first_n_samples(tmp_path):
+    from advbench.config import AttackSpec, DefenseSpec, Grid, default_epsilons, resolve_epsilons, subset_rule
+    from advbench.norms import Norm
+
+    assert default_epsilons("cifar10", Norm.LINF) == (8 / 255,) and default_epsilons("mnist", Norm.L2) == (2.0,)
+    assert resolve_epsilons(AttackSpec("pgd-linf"), Norm.LINF, (0.0, 1.0), "svhn") == (8 / 255,)
+    assert default_epsilons("digits", Norm.LINF) == (0.05, 0.1, 0.2, 0.3)
+    grid = Grid((DefenseSpec("cnn"),), (AttackSpec("fgsm"),), dataset="mnist")
+    assert subset_rule(grid) == "first" and subset_rule(Grid(grid.defenses, grid.attacks)) == "random"
+    from advbench.data import load_dataset
+
+    digits = load_dataset("digits")
+    first, _, _ = digits.test_subset(5, seed=3, first=True)
+    assert first.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_norms_print_as_linf_and_l2(two_defense_run):
+    text = invoke("report").stdout
+    assert "fgsm (Linf)" in text and "ALL Linf" in text and "(linf)" not in text

@@ -108,6 +108,8 @@ class Attack(ABC):
     score_based: ClassVar[bool] = False  # uses output scores but no gradients (e.g. Square)
     # attacks written for one kind of defense name it ("gat": needs its surfaces; "reject-option")
     requires: ClassVar[str | None] = None
+    # options whose declared default is a sentinel, with what it stands for (`advbench list --params`)
+    derived_defaults: ClassVar[dict[str, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,6 +17,8 @@ trial, an independent cross-check of FMN's norms (slower: one APGD run per depth
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import math
 
 import torch
@@ -147,6 +149,7 @@ class FastMinimumNorm(MinimumNormAttack):
 @register_attack("apgd-bs-linf", norm="linf", description="binary search over epsilon with APGD-CE, Linf")
 class APGDBinarySearch(MinimumNormAttack):
     """Per-sample bisection on epsilon in [0, upper]: APGD succeeds -> smaller, fails -> larger."""
+    derived_defaults: ClassVar[dict[str, str]] = {"upper": "the data box's diameter in the norm"}
 
     def __init__(self, *, norm: str = "l2", steps: int = 30, depth: int = 10, upper: float = 0.0,
                  reject_aware: bool = False) -> None:

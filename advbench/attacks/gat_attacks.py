@@ -8,6 +8,8 @@ own predictions and reject scores, so the engine keeps the highest-loss point.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import nn
 
@@ -63,6 +65,7 @@ class _ClassifierAndDetectors(nn.Module):
 @register_attack("gat-l2", norm="l2", description="PGD on a gat model with paper 001's objectives, L2")
 class GATPGD(FixedEpsilonAttack):
     """PGD on a GAT model with one of the paper 001 objectives (classifier, detectors, combined, switch)."""
+    derived_defaults: ClassVar[dict[str, str]] = {"step_size": "rel-step-size x eps / steps"}
 
     requires = "gat"
 

@@ -6,6 +6,8 @@ up a defense's adaptive loss (`loss="auto"`), Adam steps and random restarts.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 from ..errors import AdvbenchError
@@ -34,6 +36,7 @@ class _GradientAttack(FixedEpsilonAttack):
                  description="PGD in the L2 ball: steps, step-size (0 = 2.5*eps/steps), random start, restarts")
 class PGD(_GradientAttack):
     """Projected gradient descent with random start and restarts (Madry et al. 2018)."""
+    derived_defaults: ClassVar[dict[str, str]] = {"step_size": "rel-step-size x eps / steps"}
 
     def __init__(self, *, norm: str = "linf", steps: int = 40, step_size: float = 0.0, rel_step_size: float = 2.5, random_start: bool = True,
                  restarts: int = 1, loss: str = "auto", step_rule: str = "sign", reject_aware: bool = False) -> None:
@@ -80,6 +83,7 @@ class SingleStep(_GradientAttack):
 @register_attack("mim-l2", norm="l2", description="momentum iterative method (Dong et al. 2018) in the L2 ball")
 class MIM(_GradientAttack):
     """Momentum iterative method (Dong et al. 2018): L1-normalised gradients accumulated with decay."""
+    derived_defaults: ClassVar[dict[str, str]] = {"step_size": "eps / steps"}
 
     def __init__(self, *, norm: str = "linf", steps: int = 10, step_size: float = 0.0, decay: float = 1.0,
                  loss: str = "auto") -> None:
