@@ -65,7 +65,7 @@ def test_attack_then_report_in_every_format(isolated):
     runs = list((isolated / "results").iterdir())
     assert len(runs) == 1
     assert {"manifest.json", "summary.csv", "records"} <= set(os.listdir(runs[0]))
-    for fmt, check in [("csv", "robust_accuracy"), ("markdown", "| defense |"), ("table", "pgd-linf (linf)")]:
+    for fmt, check in [("csv", "robust_accuracy"), ("markdown", "| defense |"), ("table", "pgd-linf (Linf)")]:
         result = invoke("report", "--format", fmt)
         assert result.exit_code == 0 and check in result.output, result.output
     data = json.loads(invoke("report", runs[0].name, "--format", "json").stdout)

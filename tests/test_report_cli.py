@@ -60,7 +60,7 @@ def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defens
     result = invoke("run", str(two_defense_grid))
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "Paired comparison of defenses" in out and "cnn vs cnn-seed1" in out
+    assert "Paired comparison: accuracy a - b" in out and "cnn vs cnn-seed1" in out
     assert "ALL Linf" in out and "Reject option" in out and "detector" in out
     assert "±" in out
     (run_dir,) = (isolated / "results").iterdir()
