@@ -275,16 +275,8 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                             raise
                 if not todo:
                     continue
-                probe = slice(0, min(grid.batch_size, len(inputs)))
-                try:
-                    estimate = estimate_message(
-                        defense_spec.id, seconds_per_evaluation(defense, inputs[probe].to(device),
-                                                                labels[probe].to(device), data),
-                        [(p, a) for p, a, _ in todo], len(inputs), device, defense.eot_samples)
-                except Exception:  # noqa: BLE001 - an estimate must never stop a run
-                    estimate = None
-                if estimate:
-                    observer.message(estimate)
+                announce_estimate(defense_spec.id, defense, [(p, a) for p, a, _ in todo], inputs, labels, data,
+                                  grid.batch_size, device, observer)
                 try:
                     clean = clean_predictions(defense, defense_spec.id, inputs, labels, grid, device)
                 except AdvbenchError as exc:
@@ -556,6 +548,21 @@ def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, d
     start = time.perf_counter()
     clean_gradient_norms(target, x, y)
     return (time.perf_counter() - start) / max(1, len(x))
+
+
+def announce_estimate(defense_id: str, defense: Defense, cells: list[tuple[CellPlan, Attack]], inputs: torch.Tensor,
+                      labels: torch.Tensor, data: Dataset, batch_size: int, device: torch.device,
+                      observer: Observer) -> None:
+    """Say up front when a defense's cells will take long (timed on one batch; batches are
+    seeded, so this costs no reproducibility)."""
+    probe = slice(0, min(batch_size, len(inputs)))
+    try:
+        seconds = seconds_per_evaluation(defense, inputs[probe].to(device), labels[probe].to(device), data)
+        message = estimate_message(defense_id, seconds, cells, len(inputs), device, defense.eot_samples)
+    except Exception:  # noqa: BLE001 - an estimate must never stop a run
+        message = None
+    if message:
+        observer.message(message)
 
 
 def estimate_message(defense_id: str, seconds: float, cells: list[tuple[CellPlan, Attack]], samples: int,

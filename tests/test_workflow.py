@@ -442,3 +442,42 @@ def test_dataset_epsilons_and_first_n_samples(tmp_path):
 def test_norms_print_as_linf_and_l2(two_defense_run):
     text = invoke("report").stdout
     assert "fgsm (Linf)" in text and "ALL Linf" in text and "(linf)" not in text
+
+
+# ----------------------------------------------------------------------------- long work
+
+def test_progress_moves_within_a_batch_and_estimates_say_how_long():
+    import torch
+
+    from advbench.attacks import make_attack
+    from advbench.config import AttackSpec, CellPlan, DefenseSpec
+    from advbench.runner import BatchCredit, estimate_message
+
+    steps: list[float] = []
+    credit = BatchCredit(steps.append, size=100, evaluations_per_input=41)
+    for _ in range(20):
+        credit(100)  # one evaluation of the whole batch per attack step
+    assert 0 < sum(steps) < 100 and sum(steps) == pytest.approx(20 * 100 / 41)
+    for _ in range(100):
+        credit(100)
+    assert sum(steps) <= 95  # never the whole batch before the attack returns
+    credit.finish()
+    assert sum(steps) == pytest.approx(100)
+    attack = make_attack("pgd-l2", {"steps": 80, "restarts": 5})
+    plan = CellPlan(DefenseSpec("eabs"), AttackSpec("pgd-l2", (0.6,)), (0.6,))
+    slow = estimate_message("eabs", 0.01, [(plan, attack)], 200, torch.device("cpu"), eot=5)
+    assert slow is not None and "eabs on cpu: about" in slow and "--samples" in slow and "s per sample with pgd-l2" in slow
+    assert estimate_message("cnn", 1e-5, [(plan, attack)], 200, torch.device("cpu"), eot=1) is None
+
+
+def test_plain_output_prints_progress_lines(capsys, monkeypatch):
+    from advbench import progress
+
+    clock = iter(range(0, 1000, 20))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    observer = progress.PlainObserver(interval=30)
+    with observer.task("cnn x pgd", 200) as advance:
+        for _ in range(4):
+            advance(25.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all(line.startswith("cnn x pgd: ") and "left" in line for line in lines)
