@@ -481,3 +481,18 @@ def test_plain_output_prints_progress_lines(capsys, monkeypatch):
             advance(25.0)
     lines = capsys.readouterr().err.splitlines()
     assert lines and all(line.startswith("cnn x pgd: ") and "left" in line for line in lines)
+
+
+def test_wide_plain_tables_fold_into_blocks_that_fit():
+    import io
+
+    from advbench.report.terminal import PLAIN_WIDTH, TextTable, write_tables
+
+    header = ["", "eps", *[f"defense-{i} vs defense-{j}" for i in range(5) for j in range(i + 1, 5)]]
+    rows = [["pgd-linf", "0.1", *["-25.0 [-30.5, -19.3] p=2.4e-11 *"] * 10], ["clean", "", *["+0.0"] * 10]]
+    out = io.StringIO()
+    write_tables([TextTable("Wide", header, rows, left_columns=2)], out)
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= PLAIN_WIDTH
+    assert sum(line.startswith("pgd-linf") for line in lines) > 1  # labels repeated in every block
+    assert out.getvalue().count("p=2.4e-11 *") == 10  # nothing lost

@@ -165,7 +165,7 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
         for d, a in zip(summary["defense"], summary["attack"])])
     return Report(
-        summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary, alpha, holm),
+        summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary[~summary["attack"].map(is_sanity)], alpha, holm),
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],

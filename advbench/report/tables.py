@@ -254,7 +254,7 @@ def flag_table(report: Report) -> TextTable:
                          note="none of the checks fired (see README: Trusting an evaluation)")
     rows = [[r.defense, r.attack, r.flag, r.detail, r.advice] for r in report.flags.itertuples()]
     return TextTable("Attack-failure checks (flags: look before trusting these cells)",
-                     ["defense", "attack", "flag", "detail", "try"], rows, left_columns=5)
+                     ["defense", "attack", "flag", "detail", "try"], rows, left_columns=3)
 
 
 def seed_table(report: Report) -> TextTable | None:

@@ -8,6 +8,7 @@ from typing import TextIO
 
 
 NOTE_WIDTH = 100  # plain-text notes wrap here, so reports read in a narrow terminal or an e-mail
+PLAIN_WIDTH = 120  # plain-text tables wider than this are folded into blocks of columns
 
 
 @dataclass
@@ -44,16 +45,31 @@ def _markdown(table: TextTable, out: TextIO) -> None:
 
 
 def _plain(table: TextTable, out: TextIO) -> None:
+    """Aligned text; a table wider than PLAIN_WIDTH is folded into blocks of its columns, each
+    repeating the left (label) columns, so reports read in a narrow terminal or an e-mail."""
     out.write(f"{table.title}\n")
     widths = [max([len(h), *(len(r[i]) for r in table.rows)]) for i, h in enumerate(table.header)]
+    left = list(range(table.left_columns))
+    blocks: list[list[int]] = [[]]
+    used = sum(widths[i] + 2 for i in left)
+    for i in range(table.left_columns, len(widths)):
+        if blocks[-1] and used + widths[i] + 2 > PLAIN_WIDTH:
+            blocks.append([])
+            used = sum(widths[j] + 2 for j in left)
+        blocks[-1].append(i)
+        used += widths[i] + 2
 
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i < table.left_columns else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    def line(cells: list[str], columns: list[int]) -> str:
+        return "  ".join(cells[i].ljust(widths[i]) if i < table.left_columns else cells[i].rjust(widths[i])
+                         for i in columns).rstrip()
 
-    out.write(line(table.header) + "\n")
-    for row in table.rows:
-        out.write(line(row) + "\n")
+    for n, block in enumerate(blocks):
+        columns = left + block
+        if n:
+            out.write("\n")
+        out.write(line(table.header, columns) + "\n")
+        for row in table.rows:
+            out.write(line(row, columns) + "\n")
     if table.note:
         out.write(textwrap.fill(table.note, width=NOTE_WIDTH) + "\n")
 
