@@ -496,3 +496,17 @@ def test_wide_plain_tables_fold_into_blocks_that_fit():
     assert max(len(line) for line in lines) <= PLAIN_WIDTH
     assert sum(line.startswith("pgd-linf") for line in lines) > 1  # labels repeated in every block
     assert out.getvalue().count("p=2.4e-11 *") == 10  # nothing lost
+
+
+def test_reuse_keeps_saved_adversarials_and_reruns_cells_without_them(isolated, cells_run):
+    plain = _grid(isolated / "a.toml", [("fgsm", [0.1])])
+    assert invoke("run", plain).exit_code == 0
+    cells_run.clear()
+    assert invoke("run", plain, "--save-adversarials").exit_code == 0
+    assert cells_run == ["cnn__fgsm"]  # the earlier cell kept no inputs to show
+    cells_run.clear()
+    assert invoke("run", plain, "--save-adversarials").exit_code == 0
+    assert cells_run == []
+    latest = list_runs(isolated / "results")[-1].manifest()
+    assert "cnn__fgsm" in latest.reused and "cnn__fgsm" in latest.adversarials
+    assert invoke("show", "--out", isolated / "x.png").exit_code == 0
