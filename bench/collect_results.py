@@ -19,6 +19,8 @@ BENCHMARKS = [
     ("PGD speed: ours vs foolbox, torchattacks and a raw torch loop (targets: <= 1.0, <= 1.0, <= 1.15)",
      "pgd_speed.py", ["--repeats", "5"], ["--repeats", "2"]),
     ("Grid throughput and peak memory", "grid_throughput.py", [], ["--samples", "120"]),
+    ("All epsilons in one batched run vs one run per epsilon (target <= 0.5; on by default only on a GPU)",
+     "batched_epsilons.py", [], ["--samples", "120", "--repeats", "1"]),
     ("GAT: K detectors stacked vs K separate trainings (target >= 3x)", "gat_vectorized.py", [], []),
     ("ABS/E-ABS inference batched over classes and starting points vs looped", "eabs_inference.py", [],
      ["--looped-samples", "2"]),

@@ -125,3 +125,33 @@ def test_unknown_attack_option_is_named():
         make_attack("pgd-linf", {"stpes": 3})
     with pytest.raises(AdvbenchError, match="not a valid int"):
         make_attack("pgd-linf", {"steps": "many"})
+
+
+@pytest.mark.parametrize("name, epsilons", [("pgd-linf", [0.05, 0.1, 0.2, 0.3]), ("pgd-l2", [0.5, 1.0, 2.0]),
+                                            ("fgsm", [0.0, 0.1, 0.2]), ("fgm", [0.5, 1.0]), ("mim", [0.1, 0.3])])
+def test_all_epsilons_in_one_batched_run_equal_runs_per_epsilon(tiny_cnn, digits, name, epsilons, monkeypatch):
+    from advbench.attacks import make_attack
+    from advbench.runner import attack_target
+
+    monkeypatch.setenv("ADVBENCH_BATCH_EPSILONS", "1")  # on by default only on a GPU
+    target, _ = attack_target(tiny_cnn, 1, digits.info.bounds, 10)
+    x, y = digits.test_x[:120], digits.test_y[:120]
+    attack = make_attack(name, {})
+    calls = []
+    original = attack.run_epsilons
+
+    def spy(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    attack.run_epsilons = spy
+    torch.manual_seed(0)
+    together = attack(target, x, y, epsilons)
+    assert calls == [[e for e in epsilons if e]]  # one batched run for every non-zero epsilon
+    attack.run_epsilons = lambda *args: None
+    torch.manual_seed(0)
+    apart = attack(target, x, y, epsilons)
+    for eps, a, b in zip(epsilons, together.adversarials, apart.adversarials):
+        assert torch.equal(a, b), eps
+    for a, b in zip(together.details, apart.details):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))

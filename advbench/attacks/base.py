@@ -154,7 +154,11 @@ class Attack(ABC):
         if self.kind is AttackKind.MINIMUM_NORM:
             results = [self.run(target, x, y)]
         else:
-            results = [x.clone() if eps == 0 else self.run(target, x, y, epsilon=eps) for eps in epsilons]
+            attacked = [eps for eps in epsilons if eps != 0]
+            together = self.run_epsilons(target, x, y, attacked) if len(attacked) > 1 else None
+            by_eps = dict(zip(attacked, together)) if together is not None else {}
+            results = [x.clone() if eps == 0 else by_eps[eps] if eps in by_eps
+                       else self.run(target, x, y, epsilon=eps) for eps in epsilons]
         found = [r if isinstance(r, Adversarials) else Adversarials(r) for r in results]
         return AttackOutput([f.points.detach() for f in found], time.perf_counter() - start,
                             [{k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in f.details.items()}
@@ -164,6 +168,12 @@ class Attack(ABC):
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
             **kwargs: Any) -> torch.Tensor | Adversarials:
         """Adversarial inputs for `x` (see the two subclasses for the signature)."""
+
+    def run_epsilons(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
+                     epsilons: list[float]) -> list[torch.Tensor | Adversarials] | None:
+        """Optional: every epsilon of a fixed-epsilon attack in one batched run (one result per
+        epsilon, in order), or None to run them one by one (the default)."""
+        return None
 
 
 class FixedEpsilonAttack(Attack):

@@ -6,6 +6,7 @@ up a defense's adaptive loss (`loss="auto"`), Adam steps and random restarts.
 
 from __future__ import annotations
 
+import os
 from typing import ClassVar
 
 import torch
@@ -16,10 +17,55 @@ from ..registry import register_attack
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .losses import pick_loss
 from .objectives import build_objective
-from .pgd import STEP_RULES, LossTrace, pgd
+from .pgd import STEP_RULES, LossTrace, Radius, pgd
+
+
+BATCH_EPSILONS_ENV = "ADVBENCH_BATCH_EPSILONS"
+
+
+def batch_epsilons(x: torch.Tensor) -> bool:
+    """Whether to attack all epsilons in one batched run: on a GPU, where a step's cost is mostly
+    kernel launches; not on a CPU, where it grows with the batch (bench/batched_epsilons.py
+    measured 1.15-1.28x slower there). $ADVBENCH_BATCH_EPSILONS=1 or 0 decides instead."""
+    setting = os.environ.get(BATCH_EPSILONS_ENV)
+    return setting == "1" if setting in ("0", "1") else x.is_cuda
 
 
 class _GradientAttack(FixedEpsilonAttack):
+    """Attacks on the PGD engine: one epsilon per `run`, or all of a cell's epsilons in one
+    batched run (`run_epsilons`: the batch stacked once per epsilon, with per-sample radii)."""
+
+    def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
+                step: Radius) -> torch.Tensor | Adversarials:
+        raise NotImplementedError
+
+    def _step(self, epsilon: float) -> float:
+        return epsilon
+
+    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
+            ) -> torch.Tensor | Adversarials:
+        return self._attack(target, x, y, epsilon, self._step(epsilon))
+
+    def run_epsilons(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
+                     epsilons: list[float]) -> list[torch.Tensor | Adversarials] | None:
+        """The batch repeated once per epsilon (in order, so that random starts draw the same
+        numbers as runs per epsilon), attacked in one pass, split back: the same examples as
+        runs per epsilon, bit for bit. Left to runs per epsilon where that would not hold:
+        Adam steps (one step size per batch), restarts (later restarts would draw in another
+        order) and stochastic defenses (their noise would be drawn in another order)."""
+        if not batch_epsilons(x) or getattr(self, "step_rule", "sign") == "adam" or getattr(self, "restarts", 1) > 1 \
+                or target.stochastic:
+            return None
+        k, n = len(epsilons), len(x)
+        stacked_x = x.repeat(k, *([1] * (x.dim() - 1)))
+        radii = torch.tensor(epsilons, device=x.device).repeat_interleave(n)
+        steps = torch.tensor([self._step(e) for e in epsilons], device=x.device).repeat_interleave(n)
+        result = self._attack(target, stacked_x, y.repeat(k), radii, steps)
+        found = result if isinstance(result, Adversarials) else Adversarials(result)
+        return [Adversarials(found.points[i * n:(i + 1) * n],
+                             {key: value[i * n:(i + 1) * n] for key, value in found.details.items()})
+                for i in range(k)]
+
     def _check(self) -> None:
         if getattr(self, "steps", 1) < 1:
             raise AdvbenchError(f"{type(self).__name__}: steps must be at least 1")
@@ -46,8 +92,11 @@ class PGD(_GradientAttack):
         self.reject_aware = reject_aware
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> Adversarials:
-        step = self.step_size or self.rel_step_size * epsilon / self.steps
+    def _step(self, epsilon: float) -> float:
+        return self.step_size or self.rel_step_size * epsilon / self.steps
+
+    def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
+                step: Radius) -> Adversarials:
         trace = LossTrace(len(x), x.device)
         if self.reject_aware and target.has_reject_option:  # misclassified AND accepted
             objective = build_objective(target, self.loss, reject_aware=True)
@@ -55,7 +104,7 @@ class PGD(_GradientAttack):
             judged = {"success": objective.success}
         else:
             (loss_fn, untargeted), model, judged = pick_loss(self.loss, target.loss), target.gradient_model, {}
-        points = pgd(model, x, y, eps=epsilon, norm=self.norm, steps=self.steps, step_size=step, loss_fn=loss_fn,
+        points = pgd(model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step, loss_fn=loss_fn,
                      bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
                      step_rule=self.step_rule, prefer_misclassified=untargeted, trace=trace, **judged)
         return Adversarials(points, trace.details())
@@ -73,9 +122,10 @@ class SingleStep(_GradientAttack):
         self.loss = loss
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+    def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
+                step: Radius) -> torch.Tensor:
         loss_fn, untargeted = pick_loss(self.loss, target.loss)
-        return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=1, step_size=epsilon,
+        return pgd(target.gradient_model, x, y, eps=eps, norm=self.norm, steps=1, step_size=step,
                    loss_fn=loss_fn, bounds=target.bounds, random_init=False, prefer_misclassified=untargeted)
 
 
@@ -91,8 +141,12 @@ class MIM(_GradientAttack):
         self.steps, self.step_size, self.decay, self.loss = steps, step_size, decay, loss
         self._check()
 
-    def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+    def _step(self, epsilon: float) -> float:
+        return self.step_size or epsilon / self.steps
+
+    def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
+                step: Radius) -> torch.Tensor:
         loss_fn, untargeted = pick_loss(self.loss, target.loss)
-        return pgd(target.gradient_model, x, y, eps=epsilon, norm=self.norm, steps=self.steps,
-                   step_size=self.step_size or epsilon / self.steps, loss_fn=loss_fn, bounds=target.bounds,
-                   random_init=False, momentum=self.decay, prefer_misclassified=untargeted)
+        return pgd(target.gradient_model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step,
+                   loss_fn=loss_fn, bounds=target.bounds, random_init=False, momentum=self.decay,
+                   prefer_misclassified=untargeted)

@@ -20,19 +20,39 @@ from .base import Loss
 STEP_RULES = ("sign", "adam")
 
 
+Radius = float | torch.Tensor  # one epsilon (or step size) for the batch, or one per sample [n]
+
+
 def _per_sample_norm(t: torch.Tensor, norm: Norm) -> torch.Tensor:
     view = (-1,) + (1,) * (t.dim() - 1)
     return norm.of(t).clamp_min(1e-12).view(view)
 
 
-def project(delta: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+def _broadcast(value: Radius, like: torch.Tensor) -> Radius:
+    """A per-sample radius as [n, 1, 1, ...] against `like`; a float as it is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(like.dtype).view((-1,) + (1,) * (like.dim() - 1))
+    return value
+
+
+def project(delta: torch.Tensor, eps: Radius, norm: Norm) -> torch.Tensor:
     if norm is Norm.LINF:
+        if isinstance(eps, torch.Tensor):
+            bound = _broadcast(eps, delta)
+            return torch.minimum(torch.maximum(delta, -bound), bound)
         return delta.clamp(-eps, eps)
-    return delta * (eps / _per_sample_norm(delta, Norm.L2)).clamp(max=1.0)
+    # reciprocal-then-multiply is what `float / tensor` computes: per-sample radii give the same bits
+    return delta * (_per_sample_norm(delta, Norm.L2).reciprocal() * _broadcast(eps, delta)).clamp(max=1.0)
 
 
-def random_start(x: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
-    """Uniform in the Linf ball; uniform in the L2 ball (direction x radius^(1/d))."""
+def random_start(x: torch.Tensor, eps: Radius, norm: Norm) -> torch.Tensor:
+    """Uniform in the Linf ball; uniform in the L2 ball (direction x radius^(1/d)). With one
+    epsilon per sample, each run of equal epsilons is drawn in turn, consuming the random
+    stream exactly as separate calls per epsilon would."""
+    if isinstance(eps, torch.Tensor):
+        values = eps.tolist()
+        starts = [i for i in range(len(values)) if i == 0 or values[i] != values[i - 1]] + [len(values)]
+        return torch.cat([random_start(x[a:b], values[a], norm) for a, b in zip(starts, starts[1:])])
     if norm is Norm.LINF:
         return torch.empty_like(x).uniform_(-eps, eps)
     direction = torch.randn_like(x)
@@ -110,7 +130,7 @@ def _misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def pgd(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int, step_size: float,
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Radius, norm: Norm, steps: int, step_size: Radius,
     loss_fn: Loss, bounds: tuple[float, float], random_init: bool = True, restarts: int = 1,
     momentum: float = 0.0, step_rule: str = "sign", prefer_misclassified: bool = True,
     success: Success = _misclassified, trace: LossTrace | None = None,
@@ -121,28 +141,37 @@ def pgd(
     misclassified point (by `success`) beats any other when `prefer_misclassified`
     (untargeted attacks), then the higher loss wins (the only criterion for a
     defense's own objective, whose success need not mean misclassification).
+    `eps` and `step_size` may be per-sample tensors (one batch attacked at several epsilons).
     """
+    if step_rule == "adam" and isinstance(step_size, torch.Tensor):
+        raise ValueError("pgd: Adam steps need one step size for the batch")
     best = _Best(x, prefer_misclassified)
     for restart in range(max(restarts, 1)):
         idx = (~best.fooled).nonzero().squeeze(1) if prefer_misclassified else torch.arange(len(x), device=x.device)
         if len(idx) == 0:
             break
         run = _Best(x[idx], prefer_misclassified)
-        _single_run(model, x[idx], y[idx], run, eps=eps, norm=norm, steps=steps, step_size=step_size,
+        _single_run(model, x[idx], y[idx], run, eps=_rows(eps, idx), norm=norm, steps=steps,
+                    step_size=_rows(step_size, idx),
                     loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum, step_rule=step_rule,
                     success=success, trace=trace, idx=idx, first_step=restart * (steps + 1))
         best.offer(run.point, run.fooled, run.loss, idx)
     return best.point
 
 
-def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best, *, eps: float, norm: Norm,
-                steps: int, step_size: float, loss_fn: Loss, bounds: tuple[float, float], random_init: bool,
+def _rows(value: Radius, idx: torch.Tensor) -> Radius:
+    return value[idx] if isinstance(value, torch.Tensor) else value
+
+
+def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best, *, eps: Radius, norm: Norm,
+                steps: int, step_size: Radius, loss_fn: Loss, bounds: tuple[float, float], random_init: bool,
                 momentum: float, step_rule: str, success: Success, trace: LossTrace | None, idx: torch.Tensor,
                 first_step: int) -> None:
     low, high = bounds
     start = random_start(x, eps, norm) if random_init else torch.zeros_like(x)
     delta = ((x + start).clamp(low, high) - x).requires_grad_(True)
     velocity = torch.zeros_like(x)
+    step_size = _broadcast(step_size, x)
     optimizer = torch.optim.Adam([delta], lr=step_size, maximize=True) if step_rule == "adam" else None
     for step in range(steps):
         logits = model(x + delta)
