@@ -138,6 +138,7 @@ class Manifest:
     content_keys: dict[str, str] = field(default_factory=dict)  # cell -> content key (advbench.reuse)
     reused: dict[str, str] = field(default_factory=dict)  # cell -> the earlier run its records were copied from
     adversarials: dict[str, str] = field(default_factory=dict)  # cell -> sha256 of its saved adversarial inputs
+    timings: dict[str, float] = field(default_factory=dict)  # phase ("training", "clean <defense>", a cell id) -> s
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -161,7 +162,7 @@ class Manifest:
             "defenses": {k: asdict(v) for k, v in self.defenses.items()},
             "finished": {k: asdict(v) for k, v in self.finished.items()},
             "refused": self.refused, "skipped": self.skipped, "content_keys": self.content_keys,
-            "reused": self.reused, "adversarials": self.adversarials,
+            "reused": self.reused, "adversarials": self.adversarials, "timings": self.timings,
         }
 
     @classmethod
@@ -180,7 +181,8 @@ class Manifest:
                           for k, v in data.get("finished", {}).items()},
                 refused=dict(data.get("refused", {})), skipped=dict(data.get("skipped", {})),
                 content_keys=dict(data.get("content_keys", {})), reused=dict(data.get("reused", {})),
-                adversarials=dict(data.get("adversarials", {})), schema_version=version,
+                adversarials=dict(data.get("adversarials", {})),
+                timings={str(k): float(v) for k, v in data.get("timings", {}).items()}, schema_version=version,
             )
         except AdvbenchError:
             raise

@@ -13,6 +13,7 @@ models is its own reported step; then the run, the report and its files.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -126,8 +127,10 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
             raise AdvbenchError("saving adversarial inputs is not supported with --executor ray; run locally")
     prepared = prepare(grid, paths)
     grid = prepared.grid
+    started = time.perf_counter()
     trained = train_missing(prepared.defenses, prepared.data, zoo_dir=paths.zoo_dir, device=prepared.device,
                             observer=observer)
+    training_seconds = time.perf_counter() - started
     results_dir = Path(paths.results_dir or default_results_dir())
     store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
     if resume and store is None:
@@ -143,6 +146,11 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
     else:
         manifest = run_grid(grid, prepared.data, store, zoo_dir=paths.zoo_dir, observer=observer,
                             plans=prepared.cells, fail_fast=fail_fast, reuse=not fresh)
+    if trained:
+        with store.lock():
+            manifest = store.manifest()
+            manifest.timings["training"] = round(training_seconds, 3)
+            store.write_manifest(manifest)
     report, written = None, []
     if manifest.finished:
         report = build_report([store], alpha=alpha, false_alarm=false_alarm, holm=holm)

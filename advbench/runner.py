@@ -15,6 +15,7 @@ import datetime as dt
 import math
 import platform
 import subprocess
+import time
 import zlib
 from dataclasses import asdict
 from importlib import metadata
@@ -278,7 +279,9 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                 announce_estimate(defense_spec.id, defense, [(p, a) for p, a, _ in todo], inputs, labels, data,
                                   grid.batch_size, device, observer)
                 try:
+                    started = time.perf_counter()
                     clean = clean_predictions(defense, defense_spec.id, inputs, labels, grid, device)
+                    manifest.timings[f"clean {defense_spec.id}"] = round(time.perf_counter() - started, 3)
                 except AdvbenchError as exc:
                     _refuse_all(manifest, store, [(p, a) for p, a, _ in todo], exc, observer, advance_cells)
                     if fail_fast:
@@ -287,6 +290,7 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                 for plan, attack, source in todo:
                     try:
                         observer.message(f"cell {plan.id}: {attack!r}")
+                        started = time.perf_counter()
                         kept: list[torch.Tensor] | None = [] if grid.save_adversarials else None
                         records = run_cell(plan, attack, defense, indices, inputs, labels, clean,
                                            batch_size=grid.batch_size, bounds=data.info.bounds,
@@ -297,6 +301,7 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                             manifest.adversarials[plan.id] = store.write_adversarials(
                                 plan.id, saved_adversarials(plan, attack, indices, kept))
                         manifest.finished[plan.id] = store.write_cell(plan.id, records)
+                        manifest.timings[plan.id] = round(time.perf_counter() - started, 3)
                         manifest.refused.pop(plan.id, None)
                         store.write_manifest(manifest)
                     except AdvbenchError as exc:
@@ -541,8 +546,6 @@ def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, d
     """Wall seconds of one gradient evaluation per input on this machine (forward and backward),
     measured on a whole batch `x` (a defense's cost per input can fall steeply with batch size),
     after a warm-up on two inputs."""
-    import time
-
     target, _ = attack_target(defense, 1, data.info.bounds, data.info.num_classes)
     clean_gradient_norms(target, x[:2], y[:2])
     start = time.perf_counter()

@@ -61,13 +61,15 @@ class Report:
     dataset: str = ""
     holm: bool = True  # McNemar significance after Holm-Bonferroni correction across the table
     seeds: pd.DataFrame = field(default_factory=pd.DataFrame)  # spread across independently trained copies
+    timings: pd.DataFrame = field(default_factory=pd.DataFrame)  # phase, seconds (from the manifests)
+    reused: int = 0  # cells copied from earlier runs
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Machine-readable tables by file stem (CSV files, JSON keys)."""
         tables = {"summary": self.summary, "curves": self.curves, "mcnemar": self.mcnemar, "reject": self.reject,
                   "reject_tradeoff": self.tradeoff, "defenses": self.defenses,
                   "certified": self.certified, "flags": self.flags, "ensembles": self.ensembles,
-                  "seeds": self.seeds}
+                  "seeds": self.seeds, "timings": self.timings}
         return {k: v for k, v in tables.items() if not v.empty or k == "summary"}
 
 
@@ -91,6 +93,8 @@ class Run:
     defenses: dict[str, DefenseInfo]
     notices: list[str]
     dataset: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: int = 0
 
     @property
     def epsilons(self) -> dict[str, list[float]]:
@@ -100,6 +104,8 @@ class Run:
     def open(cls, stores: list[RunStore]) -> "Run":
         """Records of one or more runs; runs are combined only when they evaluated the same samples."""
         frames, cells, defenses, notices, samples = [], {}, {}, [], None
+        timings: dict[str, float] = {}
+        reused = 0
         ids = [s.run_id for s in stores]
         if len(set(ids)) != len(ids):
             raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
@@ -120,6 +126,8 @@ class Run:
                     cells[prefix + cell.id] = replace(cell, id=prefix + cell.id)
             defenses.update(manifest.defenses)
             notices += run_notices(store.run_id, manifest)
+            timings.update({prefix + phase: seconds for phase, seconds in manifest.timings.items()})
+            reused += len(manifest.reused)
         records = pd.concat(frames, ignore_index=True)
         pairs = records.drop_duplicates("cell")
         repeated_sanity = pairs.duplicated(["defense", "attack"]) & pairs["attack"].map(is_sanity)
@@ -133,7 +141,7 @@ class Run:
             pair = pairs[duplicated].iloc[0]
             raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
                                 "label one of them differently to combine the runs")
-        return cls(records, cells, defenses, notices, str(samples[0]) if samples else "")
+        return cls(records, cells, defenses, notices, str(samples[0]) if samples else "", timings, reused)
 
 
 def run_notices(run_id: str, manifest: Manifest) -> list[str]:
@@ -173,6 +181,8 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         certified=certified_summary(records), flags=flags, ensembles=ensemble_breakdown(records),
         notices=run.notices, dataset=run.dataset, holm=holm,
         seeds=seed_spread(summary, {name: seed_group(info.spec) for name, info in run.defenses.items()}),
+        timings=pd.DataFrame(sorted(run.timings.items(), key=lambda item: -item[1]), columns=["phase", "seconds"]),
+        reused=run.reused,
     )
 
 

@@ -270,12 +270,29 @@ def seed_table(report: Report) -> TextTable | None:
                           "accuracy table", left_columns=2)
 
 
+def timing_table(report: Report, shown: int = 8) -> TextTable | None:
+    """Where the run's wall time went: training, clean predictions, the slowest cells."""
+    if report.timings.empty:
+        return None
+    frame = report.timings
+    is_cell = ~frame["phase"].str.startswith(("training", "clean ")) & ~frame["phase"].str.contains("/(training|clean )")
+    phases = frame[~is_cell]
+    cells = frame[is_cell]
+    rows = [[r.phase, f"{r.seconds:.1f}"] for r in phases.itertuples()]
+    rows += [[f"cell {r.phase}", f"{r.seconds:.1f}"] for r in cells.head(shown).itertuples()]
+    if len(cells) > shown:
+        rows.append([f"{len(cells) - shown} other cells", f"{cells['seconds'].iloc[shown:].sum():.1f}"])
+    rows.append(["total", f"{frame['seconds'].sum():.1f}"])
+    note = f"{report.reused} cell(s) reused from earlier runs took no time here" if report.reused else ""
+    return TextTable("Phase times (wall seconds)", ["phase", "seconds"], rows, note=note, left_columns=1)
+
+
 def paper_tables(report: Report) -> list[TextTable]:
     tables = [defense_table(report), accuracy_table(report), seed_table(report), ensemble_table(report),
               attack_table(report),
               runtime_table(report),
               curve_table(report), mcnemar_matrix(report),
-              reject_table(report), certified_table(report), flag_table(report)]
+              reject_table(report), certified_table(report), flag_table(report), timing_table(report)]
     return [t for t in tables if t is not None]
 
 
