@@ -116,10 +116,35 @@ class LossTrace:
         self.best[rows[better]] = loss[better]
         self.best_step[rows[better]] = float(step)
 
+    def merge(self, run: "_RunTrace", idx: torch.Tensor) -> None:
+        """Fold one run's trace (rows `idx`) in: what `record` at every step of it would give."""
+        unset = torch.isnan(self.first[idx])
+        self.first[idx[unset]] = run.first[unset]
+        self.last[idx] = run.last
+        better = run.best > self.best[idx]
+        self.best[idx[better]] = run.best[better]
+        self.best_step[idx[better]] = run.best_step[better]
+
     def details(self) -> dict[str, torch.Tensor]:
         best = torch.where(torch.isinf(self.best), torch.full_like(self.best, math.nan), self.best)
         return {"loss_first": self.first.cpu(), "loss_best": best.cpu(), "loss_last": self.last.cpu(),
                 "best_step": self.best_step.cpu()}
+
+
+class _RunTrace:
+    """One run's loss trace on its own rows, kept without indexing at every step (merged once)."""
+
+    def __init__(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        self.first, self.last, self.best = loss, loss, loss
+        self.best_step = torch.full_like(loss, float(step))
+
+    def record(self, loss: torch.Tensor, step: int) -> None:
+        loss = loss.detach().float()
+        better = loss > self.best
+        self.best = torch.where(better, loss, self.best)
+        self.best_step = self.best_step.masked_fill(better, float(step))
+        self.last = loss
 
 
 Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -173,14 +198,19 @@ def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best,
     velocity = torch.zeros_like(x)
     step_size = _broadcast(step_size, x)
     optimizer = torch.optim.Adam([delta], lr=step_size, maximize=True) if step_rule == "adam" else None
+    run_trace: _RunTrace | None = None
     for step in range(steps):
-        logits = model(x + delta)
+        point = x + delta
+        logits = model(point)
         loss = loss_fn(logits, y)
         (grad,) = torch.autograd.grad(loss.sum(), delta)
         with torch.no_grad():
-            best.offer(x + delta, success(logits, y), loss.detach())
+            best.offer(point.detach(), success(logits, y), loss.detach())
             if trace is not None:
-                trace.record(loss, first_step + step, idx)
+                if run_trace is None:
+                    run_trace = _RunTrace(loss, first_step + step)
+                else:
+                    run_trace.record(loss, first_step + step)
             if optimizer is not None:
                 delta.grad = grad
                 optimizer.step()
@@ -190,12 +220,19 @@ def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best,
                     velocity = momentum * velocity + grad / l1
                     grad = velocity
                 delta += step_size * steepest_direction(grad, norm)
-            delta.copy_(project(delta, eps, norm))
-            delta.copy_((x + delta).clamp(low, high) - x)
+            if norm is Norm.LINF and not isinstance(eps, torch.Tensor):
+                delta.clamp_(-eps, eps)
+            else:
+                delta.copy_(project(delta, eps, norm))
+            delta.add_(x).clamp_(low, high).sub_(x)
     with torch.no_grad():
         final = x + delta
         logits = model(final)
         loss = loss_fn(logits, y)
         best.offer(final, success(logits, y), loss)
         if trace is not None:
-            trace.record(loss, first_step + steps, idx)
+            if run_trace is None:
+                run_trace = _RunTrace(loss, first_step + steps)
+            else:
+                run_trace.record(loss, first_step + steps)
+            trace.merge(run_trace, idx)
