@@ -4,13 +4,14 @@ Each cell gets a content key, a hash of everything that decides its records: the
 points (dataset and sample indices), the grid's seed and batch size (they seed every
 batch), the cell id, the exact weights attacked (and those of a transfer source), the
 attack and its settings, the epsilons (of a fixed-epsilon attack: one more epsilon reruns
-its cell, since its random starts share one seeded stream), EOT, the record schema and the versions of
-advbench and torch. A new run looks the key up in the manifests of earlier runs under
-the same results directory and copies a match whose records still verify; the manifest
-says which run each reused cell came from. `--fresh` (``reuse=False``) runs everything.
+its cell, since its random starts share one seeded stream), EOT, the record schema and
+the versions of advbench (with its git commit when it runs from a checkout) and torch.
+A new run looks the key up in the manifests of earlier runs under the same results
+directory and copies a match whose records still verify; the manifest says which run each
+reused cell came from. `--fresh` (``reuse=False``) runs everything.
 
 Not covered by the key: a change to a python: factory's code that leaves its weights
-alone; rerun such cells with --fresh.
+alone, and uncommitted edits to advbench itself; rerun such cells with --fresh.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from .store import RunStore, list_runs
 def cell_key(plan: CellPlan, attack: Attack, grid: Grid, dataset: str, indices: torch.Tensor,
              weights_sha256: str, source_sha256: str | None = None, eot: int | None = None) -> str:
     """The content key of one cell (see the module docstring for what it covers)."""
+    from .runner import source_revision
+
     content = {
-        "schema": SCHEMA_VERSION, "advbench": __version__, "torch": str(torch.__version__),
+        "schema": SCHEMA_VERSION, "advbench": __version__, "code": source_revision(), "torch": str(torch.__version__),
         "dataset": dataset, "samples": hashlib.sha256(indices.numpy().astype("int64").tobytes()).hexdigest(),
         "seed": grid.seed, "batch_size": grid.batch_size, "cell": plan.id,
         "defense": plan.defense.spec, "weights": weights_sha256, "eot": eot,

@@ -130,6 +130,17 @@ def _git_commit() -> str | None:
         return None
 
 
+_REVISION: list[str | None] = []
+
+
+def source_revision() -> str | None:
+    """The git commit advbench runs from (None for an installed release): a change to the code
+    between two runs of one version must not let the second reuse the first's cells."""
+    if not _REVISION:
+        _REVISION.append(_git_commit())
+    return _REVISION[0]
+
+
 def library_versions() -> dict[str, str | None]:
     """Versions of everything that can change the numbers."""
     versions: dict[str, str | None] = {"advbench": __version__, "python": platform.python_version(),

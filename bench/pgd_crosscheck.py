@@ -1,7 +1,7 @@
 """Robust accuracy under advbench's PGD vs torchattacks' PGD on the same samples and settings.
 
 Shipped zoo models, digits test samples (seed 0), 40 steps of 2.5 eps / 40, one random start.
-Run: .venv/bin/python bench/pgd_crosscheck.py [--samples 200]
+Run: .venv/bin/python bench/pgd_crosscheck.py [--samples 200] [--seed 0]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from advbench.zoo import load
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0, help="seed of both attacks' random starts")
     args = parser.parse_args()
     import torchattacks
 
@@ -31,11 +32,11 @@ def main() -> None:
         target, _ = attack_target(model, 1, data.info.bounds, 10)
         for norm, eps in (("linf", 0.1), ("l2", 1.0)):
             step = 2.5 * eps / 40
-            torch.manual_seed(0)
+            torch.manual_seed(args.seed)
             ours = make_attack(f"pgd-{norm}", {"steps": 40, "step_size": step})(target, x, y, [eps]).adversarials[0]
             ta = (torchattacks.PGD(model, eps=eps, alpha=step, steps=40, random_start=True) if norm == "linf"
                   else torchattacks.PGDL2(model, eps=eps, alpha=step, steps=40, random_start=True))
-            torch.manual_seed(0)
+            torch.manual_seed(args.seed)
             theirs = ta(x, y)
             with torch.no_grad():
                 acc_ours = 100 * (model(ours).argmax(1) == y).float().mean().item()
