@@ -56,7 +56,7 @@ class EarlierCell:
     store: RunStore
     cell_id: str
     checksum: CellChecksum
-    adversarials: bool
+    adversarials: str | None  # sha256 of its saved adversarial inputs, None when it kept none
 
 
 class CellIndex:
@@ -74,7 +74,7 @@ class CellIndex:
             for cell_id, key in manifest.content_keys.items():
                 if cell_id in manifest.finished:
                     self._cells.setdefault(key, []).append(EarlierCell(
-                        store, cell_id, manifest.finished[cell_id], cell_id in manifest.adversarials))
+                        store, cell_id, manifest.finished[cell_id], manifest.adversarials.get(cell_id)))
 
     def find(self, key: str, cell_id: str, need_adversarials: bool = False) -> EarlierCell | None:
         """The newest earlier cell with `key` whose records (and saved adversarials, when

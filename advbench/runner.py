@@ -330,8 +330,7 @@ def reuse_earlier_cell(manifest: Manifest, store: RunStore, cell_id: str, earlie
     if found is None:
         return False
     if found.adversarials:
-        sha = found.store.manifest().adversarials[cell_id]
-        manifest.adversarials[cell_id] = store.copy_adversarials(found.store, cell_id, sha)
+        manifest.adversarials[cell_id] = store.copy_adversarials(found.store, cell_id, found.adversarials)
     manifest.finished[cell_id] = store.copy_cell(found.store, cell_id, found.checksum)
     manifest.reused[cell_id] = found.store.run_id
     manifest.refused.pop(cell_id, None)
