@@ -461,7 +461,7 @@ def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_c
         models += [WithRejectScore(defense, counter) for counter in counters]
     averaged = defense.stochastic and eot > 1
     if averaged:
-        models = [ExpectationOverTransformation(m, eot) for m in models]
+        models = [ExpectationOverTransformation(m, eot, batched=defense.eot_in_one_batch) for m in models]
 
     def reject_score(x: torch.Tensor) -> torch.Tensor:
         return defense.predict(x).reject_score
@@ -492,7 +492,6 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
-    target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
     access = Access.TRANSFER if source is not None else attack.access
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
@@ -505,6 +504,9 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
             credit = BatchCredit(advance, min(batch_size, len(inputs) - start), evaluations_per_input)
+            # a fresh target per batch: a gradient model may keep state between an attack's steps
+            # (warm-started inference), and no batch may see another's (shards reproduce cells)
+            target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
             for counter in counters:
                 counter.on_count = credit
             # the runner's own copies: the attack gets clones, so nothing it does to its
@@ -555,9 +557,10 @@ class BatchCredit:
 def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, data: Dataset) -> float:
     """Wall seconds of one gradient evaluation per input on this machine (forward and backward),
     measured on a whole batch `x` (a defense's cost per input can fall steeply with batch size),
-    after a warm-up on two inputs."""
+    after a first call on it (caches filled; a warm-started gradient model's later steps cost less
+    than its first)."""
     target, _ = attack_target(defense, 1, data.info.bounds, data.info.num_classes)
-    clean_gradient_norms(target, x[:2], y[:2])
+    clean_gradient_norms(target, x, y)
     start = time.perf_counter()
     clean_gradient_norms(target, x, y)
     return (time.perf_counter() - start) / max(1, len(x))

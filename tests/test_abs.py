@@ -202,3 +202,92 @@ def test_attack_eabs_with_pgd_l2_end_to_end(tmp_path):
     manifest = json.loads((runs[0] / "manifest.json").read_text())
     assert manifest["defenses"]["eabs"]["stochastic"] is True
     assert manifest["cells"][0]["eot"] == 2
+
+
+# ---------------------------------------------------------------- inference under attack
+
+def refinement_steps(monkeypatch) -> list[tuple[int, int]]:
+    """(rows, steps) of every refinement the inference runs from now on."""
+    from advbench.defenses import latent_inference
+
+    calls: list[tuple[int, int]] = []
+    for name in ("_refine_points", "_refine_distribution"):
+        original = getattr(latent_inference.LatentInference, name)
+
+        def recorded(self, x, *args, _original=original):
+            calls.append((len(x), args[-1]))
+            return _original(self, x, *args)
+        monkeypatch.setattr(latent_inference.LatentInference, name, recorded)
+    return calls
+
+
+def test_warm_started_inference_continues_from_the_previous_step(eabs, digits, monkeypatch):
+    from advbench.defenses.analysis_by_synthesis import WarmStartedInference
+
+    eabs.select_mode("exact")  # deterministic: the full inference is reproducible
+    try:
+        view = eabs.gradient_model()
+        assert isinstance(view, WarmStartedInference) and view.steps == eabs.warm_steps
+        calls = refinement_steps(monkeypatch)
+        x = digits.test_x[:6]
+        assert torch.equal(view(x), eabs(x))  # a first call is the full inference
+        moved = (x + 0.01 * torch.randn_like(x)).clamp(0, 1)
+        moved[0] = digits.test_x[10]  # one input replaced: it moved far
+        warm = view(moved)
+        full_steps = eabs.inference.settings.steps
+        assert calls[-2:] == [(5, eabs.warm_steps), (1, full_steps)]
+        assert torch.equal(warm[0], eabs(moved[:1])[0])  # the far row: full inference
+        # the near rows: a few steps from the previous optimum land where the full inference does
+        full = eabs(moved[1:])
+        assert (warm[1:] - full).abs().max() <= 0.05 * full.abs().max()
+    finally:
+        eabs.select_mode("variational")
+
+
+def test_full_inference_under_attack_is_one_mode_argument_away(digits):
+    from advbench.errors import AdvbenchError
+
+    model = tiny(EfficientABS, digits, epochs=1)
+    model.select_mode("variational", "full")
+    assert model.gradient_model() is model
+    model.select_mode("variational", "7")
+    assert model.gradient_model().steps == 7
+    with pytest.raises(AdvbenchError, match="mode argument"):
+        model.select_mode("variational", "fast")
+
+
+def test_warm_started_attack_on_eabs_is_verified_and_batches_do_not_share_state(eabs, digits, monkeypatch):
+    """Every batch gets its own warm-started view (so shards reproduce whole cells), the
+    attack runs its steps warm, and its adversarials pass the runner's verification."""
+    from advbench.config import AttackSpec, CellPlan, DefenseSpec
+    from advbench.runner import predict_batches, run_cell
+
+    attack = make_attack("pgd-l2", {"steps": 3})
+    plan = CellPlan(DefenseSpec("eabs"), AttackSpec("pgd-l2", (0.05,)), (0.05,))
+    # the same four inputs twice: a view kept across batches would warm-start the second batch
+    indices = torch.arange(8)
+    x, y = digits.test_x[:4].repeat(2, 1, 1, 1), digits.test_y[:4].repeat(2)
+    clean = predict_batches(eabs, x, 4, torch.device("cpu"))
+    calls = refinement_steps(monkeypatch)
+    kwargs = dict(batch_size=4, bounds=digits.info.bounds, num_classes=10, device=torch.device("cpu"), seed=0)
+    whole = run_cell(plan, attack, eabs, indices, x, y, clean, **kwargs)
+    assert (len(x[:4]) * eabs.eot_samples, eabs.warm_steps) in calls  # attack steps ran warm
+    second = run_cell(plan, attack, eabs, indices[4:], x[4:], y[4:], predict_batches(eabs, x[4:], 4, torch.device("cpu")),
+                      offset=4, **kwargs)
+    columns = ["sample", "adv_pred", "l2"]
+    assert whole.iloc[4:][columns].reset_index(drop=True).equals(second[columns].reset_index(drop=True))
+
+
+def test_eot_in_one_batch_averages_independent_copies():
+    class Noisy(nn.Module):
+        def forward(self, x):
+            return x.flatten(1) + torch.randn(len(x), x[0].numel())
+
+    x = torch.rand(3, 1, 2, 2)
+    torch.manual_seed(0)
+    batched = ExpectationOverTransformation(Noisy(), 4, batched=True)(x)
+    torch.manual_seed(0)
+    draws = x.flatten(1).repeat(4, 1) + torch.randn(12, 4)
+    assert torch.allclose(batched, draws.view(4, 3, 4).mean(0))
+    many = ExpectationOverTransformation(Noisy(), 400, batched=True)(x)
+    assert (many - x.flatten(1)).std() < 0.1  # the mean of 400 independent draws, not of one

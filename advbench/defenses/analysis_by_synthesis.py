@@ -15,6 +15,12 @@ So `abs --adversarial true` is A-ABS, and `abs:variational` V-ABS.
 Attacks get the adaptive gradient of paper 004 Eq. 8 for free: logits are computed from
 x and the optimum z* with z* detached, so d l_k / dx = 2 (x - G_k(z*)) — which is also the
 exact gradient of the minimum l_k(x) = min_z f(x, z) (Danskin's theorem).
+
+Under attack the inference is warm-started (`WarmStartedInference`, the gradient model):
+an attack step moves x a little, so the previous step's optimum is a good start and a few
+Adam steps refine it (inputs that moved far, e.g. on a random restart, get the full inference). Every adversarial is still judged by the full
+inference (the runner re-predicts it), and `name:mode:full` attacks with the full inference
+at every step (the cross-check).
 """
 
 from __future__ import annotations
@@ -25,17 +31,21 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..data import DataInfo, Dataset
 from ..errors import AdvbenchError
 from ..progress import Observer
 from ..registry import register_defense
 from .abs_networks import Decoders, Discriminator, Encoder, architecture_for
-from .base import TrainableDefense
+from .base import Defense, TrainableDefense
 from .training import EpochLoop
 from .latent_inference import InferenceSettings, LatentFit, LatentInference, certified_l2_bound, squared_error
 
 MODES = ("exact", "variational")
+FULL_INFERENCE = "full"       # mode argument: attack gradients from the full inference at every step
+WARM_STEPS = 4                # Adam steps per attack step when the inference is warm-started
+WARM_RADIUS = 0.1             # an input counts as "moved little" within this L2 fraction of its norm
 
 
 @dataclass(frozen=True)
@@ -117,10 +127,21 @@ class AnalysisBySynthesis(TrainableDefense):
 
     # ------------------------------------------------------------------ inference
     def select_mode(self, mode: str | None, argument: str | None = None) -> None:
-        super().select_mode(mode, argument)
+        """`exact` or `variational`; the argument `full` or N sets the inference under attack."""
+        Defense.select_mode(self, mode, None)
         variational = self.mode == "variational"
         self.stochastic = variational  # per instance: the mode decides
         self.eot_samples = self.config.eot_samples if variational else 1
+        self.eot_in_one_batch = True  # each input's noise is its own: EOT's passes run as one batch
+        self.warm_steps = WARM_STEPS
+        if argument not in (None, FULL_INFERENCE) and not (argument.isdigit() and int(argument) > 0):
+            raise AdvbenchError(f"{self.name()}: the mode argument is {FULL_INFERENCE!r} (full inference at every "
+                                f"attack step) or a number of warm-started steps, not {argument!r}")
+        if argument == FULL_INFERENCE:
+            self.warm_steps = 0
+        elif argument:
+            self.warm_steps = int(argument)
+        self.mode_argument = argument
 
     def point_cost(self, z: torch.Tensor) -> torch.Tensor:
         """Latent cost of a point: -log D(z) with a discriminator, else ||z||^2 / 2 (KL of N(z, 1))."""
@@ -128,17 +149,28 @@ class AnalysisBySynthesis(TrainableDefense):
             return self.discriminator.neg_log_prob_prior(z)
         return 0.5 * z.pow(2).sum(-1)
 
-    def fit_latents(self, x: torch.Tensor) -> LatentFit:
-        """The optimum z* of every class for x, by the selected inference."""
+    def fit_latents(self, x: torch.Tensor, start: tuple[torch.Tensor, ...] | None = None,
+                    steps: int | None = None) -> LatentFit:
+        """The optimum z* of every class for x, by the selected inference (continued from a
+        nearby input's `LatentFit.start` for `steps` steps, with `start`)."""
         if self.mode == "variational":
-            mean, log_var = self.encoder(x)
-            return self.inference.variational(x, (mean, log_var), kl_cost=self.discriminator is None)
-        return self.inference.exact(x)
+            proposal = self.encoder(x) if start is None else None
+            return self.inference.variational(x, proposal, kl_cost=self.discriminator is None, start=start,
+                                              steps=steps)
+        return self.inference.exact(x, start=start, steps=steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits -l_k(x), differentiable in x through the reconstruction term only (Eq. 8)."""
-        fit = self.fit_latents(x)
+        return self.logits(x, self.fit_latents(x))
+
+    @staticmethod
+    def logits(x: torch.Tensor, fit: LatentFit) -> torch.Tensor:
         return -(squared_error(x, fit.images.detach()) + fit.latent_cost.detach())
+
+    def gradient_model(self) -> nn.Module:
+        """A fresh warm-started view per call (the runner asks once per batch), or the model
+        itself with the full inference at every step (`name:mode:full`)."""
+        return WarmStartedInference(self, self.warm_steps) if self.warm_steps else self
 
     @torch.no_grad()
     def certified_radius(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -219,6 +251,38 @@ class AnalysisBySynthesis(TrainableDefense):
         logits = self.discriminator(torch.cat([prior, z]))
         targets = torch.cat([torch.ones(len(z)), torch.zeros(len(z))]).to(z.device)
         return beta * F.binary_cross_entropy_with_logits(logits, targets)
+
+
+class WarmStartedInference(nn.Module):
+    """The attack's view of an ABS-like model: an input that moved little since the previous call
+    of the same batch shape (one attack step) continues from that call's optimum with `steps`
+    refinement steps; the others (first calls, random restarts, new batches) get the full
+    inference. Holds state, so one view serves one batch of one attack."""
+
+    def __init__(self, model: AnalysisBySynthesis, steps: int, radius: float = WARM_RADIUS) -> None:
+        super().__init__()
+        self.model, self.steps, self.radius = model, steps, radius
+        self.stochastic = model.stochastic
+        self._previous: dict[tuple[int, ...], tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
+        self.train(model.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = tuple(x.shape)
+        fit = self._fit(x, self._previous.get(key))
+        self._previous[key] = (x.detach().clone(), tuple(part.detach() for part in fit.start))
+        return self.model.logits(x, fit)
+
+    def _fit(self, x: torch.Tensor, previous: tuple[torch.Tensor, tuple[torch.Tensor, ...]] | None) -> LatentFit:
+        if previous is None:
+            return self.model.fit_latents(x)
+        before, start = previous
+        near = (x - before).flatten(1).norm(dim=1) <= self.radius * before.flatten(1).norm(dim=1)
+        if near.all():
+            return self.model.fit_latents(x, start, self.steps)
+        if not near.any():
+            return self.model.fit_latents(x)
+        return LatentFit.joined(near, self.model.fit_latents(x[near], tuple(s[near] for s in start), self.steps),
+                                self.model.fit_latents(x[~near]))
 
 
 @register_defense("eabs", description="E-ABS (paper 004): shared encoder, K decoders, latent discriminator, "

@@ -36,7 +36,9 @@ class Defense(nn.Module):
     - `reject_score(x, logits)`: higher means "more likely adversarial"; metrics need a
       continuous score (ROC/AUC), with `reject_threshold` as the operating point.
     - `stochastic = True` with `eot_samples`: predictions and gradients are averaged over
-      that many forward passes (expectation over transformation).
+      that many forward passes (expectation over transformation); `eot_in_one_batch = True`
+      when each input's randomness is drawn independently, so the passes can run as one
+      batch of copies (one call instead of `eot_samples`).
     - `gradient_model()`: the differentiable x -> logits function gradient attacks use,
       e.g. an adaptive gradient that skips an inner optimisation.
     - `certified_radius(x, labels)`: a provable L2 lower bound on the adversarial distance.
@@ -57,6 +59,7 @@ class Defense(nn.Module):
         super().__init__()
         self.stochastic = type(self).stochastic
         self.eot_samples: int = 1
+        self.eot_in_one_batch = False
         self.reject_threshold: float | None = None
         self.mode: str | None = None
         self.card: dict[str, Any] | None = None  # the zoo card, when loaded from the zoo
@@ -107,7 +110,7 @@ class Defense(nn.Module):
     def predict(self, x: torch.Tensor, samples: int | None = None) -> Prediction:
         """Labels from logits averaged over EOT samples when the defense is stochastic."""
         n = (samples or self.eot_samples) if self.stochastic else 1
-        logits = ExpectationOverTransformation(self, n)(x)
+        logits = ExpectationOverTransformation(self, n, batched=self.eot_in_one_batch)(x)
         return Prediction(logits, logits.argmax(dim=1), self.reject_score(x, logits))
 
 
@@ -125,17 +128,23 @@ class ModelDefense(Defense):
 
 
 class ExpectationOverTransformation(nn.Module):
-    """Averages a stochastic model's logits over `samples` passes, so gradients are averaged too."""
+    """Averages a stochastic model's logits over `samples` passes, so gradients are averaged too;
+    `batched` runs the passes as one call on `samples` stacked copies of the batch (for models
+    whose randomness is drawn per input: the same distribution, fewer and larger calls)."""
 
-    def __init__(self, model: nn.Module, samples: int) -> None:
+    def __init__(self, model: nn.Module, samples: int, batched: bool = False) -> None:
         super().__init__()
         self.model = model
         self.samples = samples
+        self.batched = batched
         self.train(model.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.samples == 1:
             return self.model(x)
+        if self.batched:
+            copies = x.repeat(self.samples, *([1] * (x.dim() - 1)))
+            return self.model(copies).unflatten(0, (self.samples, len(x))).mean(0)
         return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
 
 

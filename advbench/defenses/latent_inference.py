@@ -25,17 +25,32 @@ LatentCost = Callable[[torch.Tensor], torch.Tensor]   # z (..., L) -> cost (...)
 @dataclass
 class LatentFit:
     """The optimum of each class's inference: z* (B, K, L), G_k(z*) (B, K, C, H, W),
-    squared reconstruction error and beta-weighted latent cost, each (B, K)."""
+    squared reconstruction error and beta-weighted latent cost, each (B, K); `start` is
+    what a later inference of a nearby input may continue from (the optimised point, or
+    the mean and log-variance of q(z))."""
 
     z: torch.Tensor
     images: torch.Tensor
     reconstruction: torch.Tensor
     latent_cost: torch.Tensor
+    start: tuple[torch.Tensor, ...] = ()
 
     @property
     def loss(self) -> torch.Tensor:
         """l_k(x) = reconstruction + latent cost; classification is argmin_k."""
         return self.reconstruction + self.latent_cost
+
+    @staticmethod
+    def joined(rows: torch.Tensor, chosen: "LatentFit", others: "LatentFit") -> "LatentFit":
+        """One batch's fit from the fit of its rows `rows` (a mask) and that of the other rows."""
+        def join(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            out = a.new_empty((len(rows), *a.shape[1:]))
+            out[rows], out[~rows] = a, b
+            return out
+        return LatentFit(join(chosen.z, others.z), join(chosen.images, others.images),
+                         join(chosen.reconstruction, others.reconstruction),
+                         join(chosen.latent_cost, others.latent_cost),
+                         tuple(join(a, b) for a, b in zip(chosen.start, others.start)))
 
 
 @dataclass
@@ -103,19 +118,36 @@ class LatentInference(nn.Module):
         reconstruction = squared_error(x, images)
         return images, reconstruction, beta * self.point_cost(z) if beta else torch.zeros_like(reconstruction)
 
-    def exact(self, x: torch.Tensor, *, beta: float | None = None,
-              proposal: torch.Tensor | None = None) -> LatentFit:
-        """ABS inference: argmin_z ||x - G_k(z)||^2 + beta cost(z) per class, keeping the best point seen."""
+    def exact(self, x: torch.Tensor, *, beta: float | None = None, proposal: torch.Tensor | None = None,
+              start: tuple[torch.Tensor, ...] | None = None, steps: int | None = None) -> LatentFit:
+        """ABS inference: argmin_z ||x - G_k(z)||^2 + beta cost(z) per class, keeping the best point seen.
+
+        With `start` (a nearby input's `LatentFit.start`) the search over prototypes is
+        skipped and `steps` Adam steps refine that point instead."""
         beta = self.beta if beta is None else beta
         x = x.detach()
-        z, best_loss = self.best_prototypes(x, beta)
-        if proposal is not None:
-            z, best_loss = self._prefer_proposal(x, z, best_loss, proposal, beta)
+        if start is not None:
+            z = start[0]
+            with torch.no_grad():
+                _, reconstruction, cost = self._evaluate(x, z, beta)
+            best_loss = reconstruction + cost
+        else:
+            z, best_loss = self.best_prototypes(x, beta)
+            if proposal is not None:
+                z, best_loss, _ = self._prefer(x, z, best_loss, proposal, beta)
+        z, best_loss = self._refine_points(x, z, best_loss, beta, self.settings.steps if steps is None else steps)
+        with torch.no_grad():
+            images, reconstruction, cost = self._evaluate(x, z, beta)
+        return LatentFit(z, images, reconstruction, cost, (z,))
+
+    def _refine_points(self, x: torch.Tensor, z: torch.Tensor, best_loss: torch.Tensor, beta: float,
+                       steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`steps` Adam steps on z from `z`; the best point seen (the start included) and its loss."""
         best_z = z.clone()
         with torch.enable_grad():
             z = z.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([z], lr=self.settings.lr)
-            for _ in range(self.settings.steps):
+            for _ in range(steps):
                 _, reconstruction, cost = self._evaluate(x, z, beta)
                 loss = reconstruction + cost
                 with torch.no_grad():
@@ -124,53 +156,64 @@ class LatentInference(nn.Module):
                 (z.grad,) = torch.autograd.grad(loss.sum(), z)  # latent gradient only, never the weights'
                 optimizer.step()
         with torch.no_grad():
-            images, reconstruction, cost = self._evaluate(x, z.detach(), beta)
+            _, reconstruction, cost = self._evaluate(x, z.detach(), beta)
             better = reconstruction + cost < best_loss
-            best_z[better] = z.detach()[better]
-            images, reconstruction, cost = self._evaluate(x, best_z, beta)
-        return LatentFit(best_z, images, reconstruction, cost)
+            best_z[better], best_loss = z.detach()[better], torch.where(better, reconstruction + cost, best_loss)
+        return best_z, best_loss
 
     def variational(self, x: torch.Tensor, proposal: tuple[torch.Tensor, torch.Tensor] | None = None,
-                    kl_cost: bool = False) -> LatentFit:
+                    kl_cost: bool = False, *, start: tuple[torch.Tensor, ...] | None = None,
+                    steps: int | None = None) -> LatentFit:
         """E-ABS inference (paper 004 Eq. 6): optimise q(z) = N(mean, var) with one reparameterised
         sample per step from the best of the prototypes (unit variance) and the encoder's proposal.
-        With `kl_cost` (models without a discriminator) the latent cost is KL(q || N(0, 1))."""
+        With `kl_cost` (models without a discriminator) the latent cost is KL(q || N(0, 1)).
+        `start` and `steps` as in `exact`: a nearby input's q(z) is refined instead."""
         x = x.detach()
-        mean, best_loss = self.best_prototypes(x, self.beta)
-        log_var = torch.zeros_like(mean)
-        if proposal is not None:
-            proposal_mean, proposal_log_var = (p.detach().expand_as(mean) for p in proposal)
-            mean, best_loss = self._prefer_proposal(x, mean, best_loss, proposal_mean, self.beta)
-            from_encoder = (mean == proposal_mean).all(-1, keepdim=True)
-            log_var = torch.where(from_encoder, proposal_log_var, log_var)
+        if start is not None:
+            mean, log_var = start
+        else:
+            mean, best_loss = self.best_prototypes(x, self.beta)
+            log_var = torch.zeros_like(mean)
+            if proposal is not None:
+                proposal_mean, proposal_log_var = (p.detach().expand_as(mean) for p in proposal)
+                mean, best_loss, from_encoder = self._prefer(x, mean, best_loss, proposal_mean, self.beta)
+                log_var = torch.where(from_encoder[..., None], proposal_log_var, log_var)
+        mean, log_var = self._refine_distribution(x, mean, log_var, kl_cost,
+                                                  self.settings.steps if steps is None else steps)
+        with torch.no_grad():
+            z, images, cost = self._sample_cost(mean, log_var, kl_cost)
+        return LatentFit(z, images, squared_error(x, images), cost, (mean, log_var))
 
-        def sample_cost(mean: torch.Tensor, log_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            z = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
-            images = self.decoders(z)
-            cost = self.beta * (gaussian_kl(mean, log_var) if kl_cost else self.point_cost(z))
-            return z, images, cost
+    def _sample_cost(self, mean: torch.Tensor, log_var: torch.Tensor,
+                     kl_cost: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+        images = self.decoders(z)
+        cost = self.beta * (gaussian_kl(mean, log_var) if kl_cost else self.point_cost(z))
+        return z, images, cost
 
+    def _refine_distribution(self, x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, kl_cost: bool,
+                             steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`steps` Adam steps on q(z)'s mean and log-variance, one reparameterised sample each."""
         with torch.enable_grad():
             mean, log_var = mean.clone().requires_grad_(True), log_var.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([mean, log_var], lr=self.settings.lr)
-            for _ in range(self.settings.steps):
-                _, images, cost = sample_cost(mean, log_var)
+            for _ in range(steps):
+                _, images, cost = self._sample_cost(mean, log_var, kl_cost)
                 loss = (squared_error(x, images) + cost).sum()
                 mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
                 optimizer.step()
                 with torch.no_grad():
                     log_var.clamp_(-10, 5)
-        with torch.no_grad():
-            z, images, cost = sample_cost(mean.detach(), log_var.detach())
-        return LatentFit(z, images, squared_error(x, images), cost)
+        return mean.detach(), log_var.detach()
 
-    def _prefer_proposal(self, x: torch.Tensor, z: torch.Tensor, loss: torch.Tensor, proposal: torch.Tensor,
-                         beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prefer(self, x: torch.Tensor, z: torch.Tensor, loss: torch.Tensor, candidate: torch.Tensor,
+                beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per sample and class, the candidate where its loss is lower: (z, loss, where the candidate won)."""
         with torch.no_grad():
-            proposal = proposal.expand_as(z)
-            _, reconstruction, cost = self._evaluate(x, proposal, beta)
+            candidate = candidate.expand_as(z)
+            _, reconstruction, cost = self._evaluate(x, candidate, beta)
             better = reconstruction + cost < loss
-            return torch.where(better[..., None], proposal, z), torch.where(better, reconstruction + cost, loss)
+            return torch.where(better[..., None], candidate, z), torch.where(better, reconstruction + cost, loss), better
 
 
 def certified_l2_bound(distances: torch.Tensor, true_loss: torch.Tensor, true_residual: torch.Tensor,

@@ -35,6 +35,7 @@ class LogitDetection(Defense):
         self.base = base
         self.stochastic = base.stochastic
         self.eot_samples = base.eot_samples
+        self.eot_in_one_batch = base.eot_in_one_batch
         self.card = base.card
         self.register_buffer("class_mean", torch.zeros(num_classes))
         self.register_buffer("class_std", torch.ones(num_classes))

@@ -1,4 +1,4 @@
-"""K copies of one network evaluated in a single pass (grouped convolutions, batched matmuls).
+"""K copies of one network evaluated in a single pass, built from `grouped.py`'s layers.
 
 GAT trains K one-vs-rest detectors; paper 001 names their training cost as the method's
 main drawback. Stacking their weights lets one forward/backward pass serve all K, each
@@ -9,36 +9,9 @@ slice of any tensor is `tensor.view(K, -1)[k]` (used for per-detector checkpoint
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-class _StackedConv(nn.Module):
-    def __init__(self, conv: nn.Conv2d, k: int) -> None:
-        super().__init__()
-        self.k, self.stride, self.padding = k, conv.stride, conv.padding
-        self.weight = nn.Parameter(conv.weight.detach().unsqueeze(0).repeat(k, 1, 1, 1, 1).clone())
-        self.bias = nn.Parameter(conv.bias.detach().unsqueeze(0).repeat(k, 1).clone())
-
-    def reset_from(self, convs: list[nn.Conv2d]) -> None:
-        with torch.no_grad():
-            self.weight.copy_(torch.stack([c.weight for c in convs]))
-            self.bias.copy_(torch.stack([c.bias for c in convs]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, out, inp, kh, kw = self.weight.shape
-        return F.conv2d(x, self.weight.reshape(k * out, inp, kh, kw), self.bias.reshape(-1), self.stride,
-                        self.padding, groups=k)
-
-
-class _StackedLinear(nn.Module):
-    def __init__(self, linear: nn.Linear, k: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(linear.weight.detach().unsqueeze(0).repeat(k, 1, 1).clone())
-        self.bias = nn.Parameter(linear.bias.detach().unsqueeze(0).repeat(k, 1).clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, K, in) -> (B, K, out)
-        return torch.einsum("bki,koi->bko", x, self.weight) + self.bias
+from .grouped import GroupedConv2d, GroupedLinear
 
 
 class _StackedFlatten(nn.Module):
@@ -64,13 +37,9 @@ class StackedNetwork(nn.Module):
         layers: list[nn.Module] = []
         for index, layer in enumerate(templates[0]):
             if isinstance(layer, nn.Conv2d):
-                stacked = _StackedConv(layer, k)
-                stacked.reset_from([t[index] for t in templates])
+                stacked = GroupedConv2d.of([t[index] for t in templates])
             elif isinstance(layer, nn.Linear):
-                stacked = _StackedLinear(layer, k)
-                with torch.no_grad():
-                    stacked.weight.copy_(torch.stack([t[index].weight for t in templates]))
-                    stacked.bias.copy_(torch.stack([t[index].bias for t in templates]))
+                stacked = GroupedLinear.of([t[index] for t in templates])
             elif isinstance(layer, nn.BatchNorm2d):
                 stacked = nn.BatchNorm2d(k * layer.num_features)
             elif isinstance(layer, nn.Flatten):
