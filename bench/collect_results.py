@@ -24,6 +24,9 @@ BENCHMARKS = [
     ("GAT: K detectors stacked vs K separate trainings (target >= 3x)", "gat_vectorized.py", [], []),
     ("ABS/E-ABS inference batched over classes and starting points vs looped", "eabs_inference.py", [],
      ["--looped-samples", "2"]),
+    ("E-ABS under pgd-l2 80x5 with EOT 5: warm-started vs full inference at every step (target <= 0.33; "
+     "accuracy inside the old run's 95% interval)", "eabs_attack.py", ["--samples", "40"],
+     ["--samples", "12", "--restarts", "1"]),
     ("PGN vs PGD adversarial training, seconds per epoch", "pgn_vs_pgd_at.py", [], []),
     ("AutoAttack: advbench autoattack vs torchattacks AutoAttack (target <= 1.0 on the MNIST-sized CNN)",
      "autoattack_speed.py", [], ["--batch", "32"]),

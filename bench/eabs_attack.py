@@ -1,9 +1,9 @@
 """E-ABS under attack: warm-started latent inference vs the full inference at every attack step.
 
 One advbench run attacks the shipped `eabs` twice on the same samples with the same seed:
-`eabs:variational:full` (every gradient from the full 20-step inference, the old way) and
-`eabs` (each attack step continues the previous step's q(z) for a few steps; EOT passes in one
-batch). Both are judged by the full inference: the runner re-predicts every adversarial.
+`eabs` (every gradient from the full 20-step inference, the default) and `eabs:variational:warm`
+(each attack step continues the previous step's q(z) for a few steps). Both run EOT's passes
+as one batch, and both are judged by the full inference: the runner re-predicts every adversarial.
 Prints seconds per sample of each cell, new/old (target <= 0.33) and both robust accuracies
 with 95% Wilson intervals (target: new inside old's interval).
 Run: .venv/bin/python bench/eabs_attack.py [--samples 200] [--steps 80] [--restarts 5] [--eot 5] [--eps 0.6]
@@ -23,7 +23,7 @@ from advbench.evaluate import Paths, evaluate
 from advbench.metrics import outcomes_at
 from advbench.stats import wilson_interval
 
-OLD, NEW = "eabs:variational:full", "eabs"
+OLD, NEW = "eabs", "eabs:variational:warm"
 
 
 def main() -> None:

@@ -224,7 +224,7 @@ def refinement_steps(monkeypatch) -> list[tuple[int, int]]:
 def test_warm_started_inference_continues_from_the_previous_step(eabs, digits, monkeypatch):
     from advbench.defenses.analysis_by_synthesis import WarmStartedInference
 
-    eabs.select_mode("exact")  # deterministic: the full inference is reproducible
+    eabs.select_mode("exact", "warm")  # deterministic: the full inference is reproducible
     try:
         view = eabs.gradient_model()
         assert isinstance(view, WarmStartedInference) and view.steps == eabs.warm_steps
@@ -244,10 +244,38 @@ def test_warm_started_inference_continues_from_the_previous_step(eabs, digits, m
         eabs.select_mode("variational")
 
 
-def test_full_inference_under_attack_is_one_mode_argument_away(digits):
+def test_warm_variational_inference_restarts_the_variance_its_inference_started_with(eabs, digits, monkeypatch):
+    """Carried over an attack's steps, q(z)'s variance would keep shrinking (every class would
+    fit better than under the defense's own inference): a warm step refines the previous mean
+    from the initial log-variance."""
+    from advbench.defenses import latent_inference
+
+    seen = []
+    original = latent_inference.LatentInference._refine_distribution
+
+    def spy(self, x, mean, log_var, kl_cost, steps):
+        seen.append((mean.clone(), log_var.clone()))
+        return original(self, x, mean, log_var, kl_cost, steps)
+    monkeypatch.setattr(latent_inference.LatentInference, "_refine_distribution", spy)
+    eabs.select_mode("variational", "warm")
+    view = eabs.gradient_model()
+    eabs.select_mode("variational")
+    x = digits.test_x[:4]
+    view(x)
+    first = view._previous[tuple(x.shape)][1]
+    view((x + 0.01 * torch.rand_like(x)).clamp(0, 1))
+    warm_mean, warm_log_var = seen[-1]
+    assert torch.equal(warm_mean, first[0]) and torch.equal(warm_log_var, seen[0][1])
+    assert not torch.equal(warm_log_var, first[1])  # not the optimised variance
+
+
+def test_warm_inference_under_attack_is_one_mode_argument_away(digits):
     from advbench.errors import AdvbenchError
 
     model = tiny(EfficientABS, digits, epochs=1)
+    assert model.gradient_model() is model  # the default: the full inference at every attack step
+    model.select_mode("variational", "warm")
+    assert model.gradient_model().steps == model.warm_steps > 0
     model.select_mode("variational", "full")
     assert model.gradient_model() is model
     model.select_mode("variational", "7")
@@ -270,10 +298,14 @@ def test_warm_started_attack_on_eabs_is_verified_and_batches_do_not_share_state(
     clean = predict_batches(eabs, x, 4, torch.device("cpu"))
     calls = refinement_steps(monkeypatch)
     kwargs = dict(batch_size=4, bounds=digits.info.bounds, num_classes=10, device=torch.device("cpu"), seed=0)
-    whole = run_cell(plan, attack, eabs, indices, x, y, clean, **kwargs)
-    assert (len(x[:4]) * eabs.eot_samples, eabs.warm_steps) in calls  # attack steps ran warm
-    second = run_cell(plan, attack, eabs, indices[4:], x[4:], y[4:], predict_batches(eabs, x[4:], 4, torch.device("cpu")),
-                      offset=4, **kwargs)
+    eabs.select_mode("variational", "warm")
+    try:
+        whole = run_cell(plan, attack, eabs, indices, x, y, clean, **kwargs)
+        assert (len(x[:4]) * eabs.eot_samples, eabs.warm_steps) in calls  # attack steps ran warm
+        second = run_cell(plan, attack, eabs, indices[4:], x[4:], y[4:],
+                          predict_batches(eabs, x[4:], 4, torch.device("cpu")), offset=4, **kwargs)
+    finally:
+        eabs.select_mode("variational")
     columns = ["sample", "adv_pred", "l2"]
     assert whole.iloc[4:][columns].reset_index(drop=True).equals(second[columns].reset_index(drop=True))
 

@@ -42,6 +42,19 @@ def test_stacked_and_sequential_detectors_give_the_same_outputs_and_gradients():
             assert torch.allclose(ours, reference, atol=1e-5)
 
 
+def test_detectors_on_one_shared_input_equal_them_on_k_copies_of_it():
+    torch.manual_seed(0)
+    stacked = StackedNetwork(lambda: classifier_for_shape((1, 8, 8), 1), 4)
+    x = torch.rand(6, 1, 8, 8, requires_grad=True)
+    shared = stacked.same_input(x)
+    copies = x.unsqueeze(1).expand(-1, 4, 1, 8, 8)
+    assert torch.allclose(shared, stacked(copies), atol=1e-5)
+    assert torch.allclose(shared, torch.cat([stacked.detector(k)(x) for k in range(4)], 1), atol=1e-5)
+    (grad,) = torch.autograd.grad(shared.sum(), x)
+    (reference,) = torch.autograd.grad(stacked(copies).sum(), x)
+    assert torch.allclose(grad, reference, atol=1e-5)
+
+
 def test_detector_slices_round_trip():
     stacked = StackedNetwork(lambda: classifier_for_shape((1, 8, 8), 1), 3)
     saved = stacked.detector_state(1)

@@ -41,6 +41,13 @@ class GroupedConv2d(nn.Module):
         return F.conv2d(x, self.weight.reshape(g * out, inp, kh, kw), self.bias.reshape(-1), self.stride,
                         self.padding, groups=g)
 
+    def shared_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Every copy on the same input: (B, in, H, W) -> (B, G*out, H', W'), one dense
+        convolution instead of a grouped one on G stacked copies of x."""
+        g, out, inp, kh, kw = self.weight.shape
+        return F.conv2d(x, self.weight.reshape(g * out, inp, kh, kw), self.bias.reshape(-1), self.stride,
+                        self.padding)
+
 
 class GroupedConvTranspose2d(nn.Module):
     """G independently initialised ConvTranspose2d: (B, G*in, H, W) -> (B, G*out, H', W')."""

@@ -27,7 +27,7 @@ class LatentFit:
     """The optimum of each class's inference: z* (B, K, L), G_k(z*) (B, K, C, H, W),
     squared reconstruction error and beta-weighted latent cost, each (B, K); `start` is
     what a later inference of a nearby input may continue from (the optimised point, or
-    the mean and log-variance of q(z))."""
+    q(z)'s optimised mean, log-variance and the log-variance it started from)."""
 
     z: torch.Tensor
     images: torch.Tensor
@@ -167,10 +167,13 @@ class LatentInference(nn.Module):
         """E-ABS inference (paper 004 Eq. 6): optimise q(z) = N(mean, var) with one reparameterised
         sample per step from the best of the prototypes (unit variance) and the encoder's proposal.
         With `kl_cost` (models without a discriminator) the latent cost is KL(q || N(0, 1)).
-        `start` and `steps` as in `exact`: a nearby input's q(z) is refined instead."""
+        `start` and `steps` as in `exact`: a nearby input's optimised mean is refined, from the
+        log-variance its own inference started with (carried on, the variance would keep shrinking
+        over an attack's steps and fit every class better than the defense's inference does)."""
         x = x.detach()
         if start is not None:
-            mean, log_var = start
+            mean, initial_log_var = start[0], start[-1]
+            log_var = initial_log_var
         else:
             mean, best_loss = self.best_prototypes(x, self.beta)
             log_var = torch.zeros_like(mean)
@@ -178,11 +181,12 @@ class LatentInference(nn.Module):
                 proposal_mean, proposal_log_var = (p.detach().expand_as(mean) for p in proposal)
                 mean, best_loss, from_encoder = self._prefer(x, mean, best_loss, proposal_mean, self.beta)
                 log_var = torch.where(from_encoder[..., None], proposal_log_var, log_var)
+            initial_log_var = log_var
         mean, log_var = self._refine_distribution(x, mean, log_var, kl_cost,
                                                   self.settings.steps if steps is None else steps)
         with torch.no_grad():
             z, images, cost = self._sample_cost(mean, log_var, kl_cost)
-        return LatentFit(z, images, squared_error(x, images), cost, (mean, log_var))
+        return LatentFit(z, images, squared_error(x, images), cost, (mean, log_var, initial_log_var))
 
     def _sample_cost(self, mean: torch.Tensor, log_var: torch.Tensor,
                      kl_cost: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -48,7 +48,10 @@ class StackedNetwork(nn.Module):
                 stacked = layer
             else:
                 raise TypeError(f"cannot stack layer {type(layer).__name__}")
-            layers.append(stacked)
+            if isinstance(stacked, nn.MaxPool2d) and layers and isinstance(layers[-1], nn.ReLU):
+                layers.insert(-1, stacked)  # max-pool first: relu commutes with max, on a quarter of the values
+            else:
+                layers.append(stacked)
         self.layers = nn.Sequential(*layers)
         self.make_template = make_template
 
@@ -57,7 +60,11 @@ class StackedNetwork(nn.Module):
         return self.layers(x.reshape(batch, k * x.shape[2], *x.shape[3:])).reshape(batch, k)
 
     def same_input(self, x: torch.Tensor) -> torch.Tensor:
-        """All K detectors on the same inputs: (B, C, H, W) -> (B, K)."""
+        """All K detectors on the same inputs: (B, C, H, W) -> (B, K); the first convolution
+        runs once, densely, on x (not on K copies of it)."""
+        first = self.layers[0]
+        if isinstance(first, GroupedConv2d):
+            return self.layers[1:](first.shared_input(x)).reshape(len(x), self.k)
         return self(x.unsqueeze(1).expand(-1, self.k, *x.shape[1:]))
 
     def detector_state(self, k: int) -> dict[str, torch.Tensor]:
