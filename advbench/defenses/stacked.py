@@ -14,6 +14,12 @@ from torch import nn
 from .grouped import GroupedConv2d, GroupedLinear
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last activations: on a CPU the K-grouped convolutions and max-pooling run
+    1.3x faster in this layout (bench/gat_vectorized.py)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class _StackedFlatten(nn.Module):
     def __init__(self, k: int) -> None:
         super().__init__()
@@ -57,14 +63,14 @@ class StackedNetwork(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, k = x.shape[:2]
-        return self.layers(x.reshape(batch, k * x.shape[2], *x.shape[3:])).reshape(batch, k)
+        return self.layers(_channels_last(x.reshape(batch, k * x.shape[2], *x.shape[3:]))).reshape(batch, k)
 
     def same_input(self, x: torch.Tensor) -> torch.Tensor:
         """All K detectors on the same inputs: (B, C, H, W) -> (B, K); the first convolution
         runs once, densely, on x (not on K copies of it)."""
         first = self.layers[0]
         if isinstance(first, GroupedConv2d):
-            return self.layers[1:](first.shared_input(x)).reshape(len(x), self.k)
+            return self.layers[1:](first.shared_input(_channels_last(x))).reshape(len(x), self.k)
         return self(x.unsqueeze(1).expand(-1, self.k, *x.shape[1:]))
 
     def detector_state(self, k: int) -> dict[str, torch.Tensor]:
