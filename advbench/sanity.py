@@ -31,7 +31,8 @@ def is_sanity(attack_id: str) -> bool:
 
 def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
     """`grid` plus, for each norm its gradient attacks use, a small Square attack and (when
-    `zoo_dir` holds a cnn for the dataset and a defense is not that cnn) a PGD transfer from it."""
+    `zoo_dir` holds a cnn for the dataset, or the grid trains one, and a defense is not that cnn)
+    a PGD transfer from it."""
     from .attacks import make_attack
 
     if not grid.sanity or any(is_sanity(a.id) for a in grid.attacks):
@@ -41,7 +42,10 @@ def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
         attack = make_attack(spec.name, dict(spec.options))
         if attack.access is Access.GRADIENT and spec.source is None:
             epsilons.setdefault(attack.norm, set()).update(spec.epsilons or default_epsilons(grid.dataset, attack.norm))
-    has_source = (zoo_dir / f"{TRANSFER_SOURCE}-{grid.dataset}.pt").exists()
+    # a cnn the grid trains before its cells run counts too: the grid (and its fingerprint, which
+    # resume matches) must not depend on whether the zoo held the cnn when the run began
+    has_source = ((zoo_dir / f"{TRANSFER_SOURCE}-{grid.dataset}.pt").exists()
+                  or any(d.spec == TRANSFER_SOURCE for d in grid.defenses))
     others = any(d.spec != TRANSFER_SOURCE for d in grid.defenses)
     extra = []
     for norm, values in epsilons.items():

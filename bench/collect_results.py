@@ -1,5 +1,5 @@
 """Run every benchmark and write bench/RESULTS.md with their output and the machine description.
-Run: .venv/bin/python bench/collect_results.py [--quick]
+Run: .venv/bin/python bench/collect_results.py [--quick] [--device cuda]
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ BENCHMARKS = [
     ("Grid throughput and peak memory", "grid_throughput.py", [], ["--samples", "120"]),
     ("All epsilons in one batched run vs one run per epsilon (target <= 0.5; on by default only on a GPU)",
      "batched_epsilons.py", [], ["--samples", "120", "--repeats", "1"]),
-    ("GAT: K detectors stacked vs K separate trainings (target >= 3x)", "gat_vectorized.py", [], []),
+    ("GAT: K detectors stacked vs K separate trainings (target >= 3x), with the alternatives tried and the profile",
+     "gat_vectorized.py", ["--compile"], []),
     ("ABS/E-ABS inference batched over classes and starting points vs looped", "eabs_inference.py", [],
      ["--looped-samples", "2"]),
     ("E-ABS under pgd-l2 80x5 with EOT 5: warm-started vs full inference at every step (target <= 0.33; "
@@ -43,18 +44,23 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and samples")
+    parser.add_argument("--device", default="cpu", help="passed to every script (cpu, cuda)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="default: bench/RESULTS.md on the cpu, bench/RESULTS-<device>.md otherwise")
     args = parser.parse_args()
-    sections = [f"# Benchmark results\n\nMeasured {dt.date.today().isoformat()} on: {machine()}.\n"
+    output_path = args.output or HERE / ("RESULTS.md" if args.device == "cpu" else f"RESULTS-{args.device.split(':')[0]}.md")
+    sections = [f"# Benchmark results ({args.device})\n\nMeasured {dt.date.today().isoformat()} on: {machine()}.\n"
                 "Each section is the verbatim output of the script named in it; ratios are measured side by side "
-                "in one run. Regenerate with `.venv/bin/python bench/collect_results.py`.\n"]
+                f"in one run. Regenerate with `.venv/bin/python bench/collect_results.py --device {args.device}`.\n"]
     for title, script, full, quick in BENCHMARKS:
-        command = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
+        options = [*(quick if args.quick else full), "--device", args.device]
+        command = [sys.executable, str(HERE / script), *options]
         print(f"running {script} ...", flush=True)
         done = subprocess.run(command, capture_output=True, text=True)
         output = done.stdout.strip() if done.returncode == 0 else f"FAILED ({done.returncode}):\n{done.stderr[-2000:]}"
-        sections.append(f"## {title}\n\n`bench/{script} {' '.join(quick if args.quick else full)}`\n\n```\n{output}\n```\n")
-    (HERE / "RESULTS.md").write_text("\n".join(sections))
-    print(f"wrote {HERE / 'RESULTS.md'}")
+        sections.append(f"## {title}\n\n`bench/{script} {' '.join(options)}`\n\n```\n{output}\n```\n")
+    output_path.write_text("\n".join(sections))
+    print(f"wrote {output_path}")
 
 
 if __name__ == "__main__":

@@ -174,6 +174,20 @@ def test_grids_can_turn_the_sanity_attacks_off(tmp_path, trained_zoo):
     assert [c.attack for c in run.manifest.cells] == ["pgd-linf"]
 
 
+def test_sanity_transfer_does_not_depend_on_whether_the_zoo_held_the_cnn_yet(tmp_path):
+    """A first run on an empty zoo trains the cnn: it gets the same grid (transfer sanity cells
+    included, the same fingerprint to resume) as a later run on the filled zoo."""
+    from advbench.config import DefenseSpec, Grid
+    from advbench.sanity import with_sanity_attacks
+
+    grid = Grid((DefenseSpec("cnn"), DefenseSpec("pgd-at")), (AttackSpec("pgd-linf", (0.1,)),))
+    empty = with_sanity_attacks(grid, tmp_path)
+    (tmp_path / "cnn-digits.pt").write_bytes(b"")
+    filled = with_sanity_attacks(grid, tmp_path)
+    assert "sanity pgd-linf from cnn" in [a.id for a in empty.attacks]
+    assert empty.fingerprint() == filled.fingerprint()
+
+
 # ----------------------------------------------------------------------------- the worst case
 
 
