@@ -17,12 +17,14 @@ x and the optimum z* with z* detached, so d l_k / dx = 2 (x - G_k(z*)) — which
 exact gradient of the minimum l_k(x) = min_z f(x, z) (Danskin's theorem).
 
 `name:mode:warm` (or `name:mode:N`) warm-starts the inference under attack
-(`WarmStartedInference`): an attack step moves x a little, so the previous step's optimum is
-a start a few Adam steps refine (inputs that moved far, e.g. on a random restart, get the full
-inference). It is about 5x cheaper but not the default: its surrogate does not see how the
-attack spoils the full inference's choice of starting point, and bench/eabs_attack.py measured
-it 6.5-8 points weaker (robust accuracy 76.5-78% vs 70.0% on 200 digits under pgd-l2 80x5,
-EOT 5). Every adversarial is judged by the full inference either way (the runner re-predicts it).
+(`WarmStartedInference`): an attack step moves x a little, so a class whose best starting
+point (prototype or encoder proposal) is unchanged continues from the previous step's optimum
+for a few Adam steps; a sample where some class's best start changed, or that moved far (a
+random restart), gets the full inference. Not the default: bench/eabs_attack.py measured a
+first version that always continued (about 5x cheaper) 6.5-8 points weaker, because the attack
+spoils the full inference's choice of start and a pure warm chain never sees it; this one
+(about 2.5x cheaper) left 74.5% against the full inference's 70.0% [63.3, 75.9] on 200 digits
+(pgd-l2 80x5, EOT 5). Every adversarial is judged by the full inference either way.
 """
 
 from __future__ import annotations
@@ -159,8 +161,7 @@ class AnalysisBySynthesis(TrainableDefense):
         """The optimum z* of every class for x, by the selected inference (continued from a
         nearby input's `LatentFit.start` for `steps` steps, with `start`)."""
         if self.mode == "variational":
-            proposal = self.encoder(x) if start is None else None
-            return self.inference.variational(x, proposal, kl_cost=self.discriminator is None, start=start,
+            return self.inference.variational(x, self.encoder(x), kl_cost=self.discriminator is None, start=start,
                                               steps=steps)
         return self.inference.exact(x, start=start, steps=steps)
 

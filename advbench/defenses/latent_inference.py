@@ -26,8 +26,8 @@ LatentCost = Callable[[torch.Tensor], torch.Tensor]   # z (..., L) -> cost (...)
 class LatentFit:
     """The optimum of each class's inference: z* (B, K, L), G_k(z*) (B, K, C, H, W),
     squared reconstruction error and beta-weighted latent cost, each (B, K); `start` is
-    what a later inference of a nearby input may continue from (the optimised point, or
-    q(z)'s optimised mean, log-variance and the log-variance it started from)."""
+    what a later inference of a nearby input may continue from: the optimised point (or q(z)'s
+    mean) and which starting point it came from (a prototype's index, -1 for the proposal)."""
 
     z: torch.Tensor
     images: torch.Tensor
@@ -101,8 +101,8 @@ class LatentInference(nn.Module):
         return self._cache[1]
 
     @torch.no_grad()
-    def best_prototypes(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample and class, the prototype with the lowest cost: z (B, K, L) and cost (B, K)."""
+    def best_prototypes(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per sample and class, the prototype with the lowest cost: z (B, K, L), cost and index (B, K)."""
         images = self.prototype_images()                       # (N, K, D)
         flat = x.flatten(1)                                    # (B, D)
         distances = (flat.pow(2).sum(1)[:, None, None] - 2 * torch.einsum("bd,nkd->bkn", flat, images)
@@ -110,7 +110,7 @@ class LatentInference(nn.Module):
         if beta:
             distances = distances + beta * self.point_cost(self.prototypes)
         cost, best = distances.min(-1)
-        return self.prototypes[best], cost
+        return self.prototypes[best], cost, best
 
     # ------------------------------------------------------------------ optimisation
     def _evaluate(self, x: torch.Tensor, z: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,23 +122,36 @@ class LatentInference(nn.Module):
               start: tuple[torch.Tensor, ...] | None = None, steps: int | None = None) -> LatentFit:
         """ABS inference: argmin_z ||x - G_k(z)||^2 + beta cost(z) per class, keeping the best point seen.
 
-        With `start` (a nearby input's `LatentFit.start`) the search over prototypes is
-        skipped and `steps` Adam steps refine that point instead."""
+        With `start` (a nearby input's `LatentFit.start`), each class whose best starting point
+        (prototype or proposal) is the one the nearby input's inference started from continues
+        from that inference's optimum: `steps` Adam steps for samples where every class did,
+        the full number where one class's choice changed (the attack moved it to another basin)."""
         beta = self.beta if beta is None else beta
         x = x.detach()
-        if start is not None:
-            z = start[0]
+        z, best_loss, choice = self.best_prototypes(x, beta)
+        if proposal is not None:
+            z, best_loss, from_proposal = self._prefer(x, z, best_loss, proposal, beta)
+            choice = torch.where(from_proposal, -1, choice)
+        if start is None:
+            z, best_loss = self._refine_points(x, z, best_loss, beta, self.settings.steps)
+        else:
+            same = choice == start[1]
+            z = torch.where(same[..., None], start[0], z)
             with torch.no_grad():
                 _, reconstruction, cost = self._evaluate(x, z, beta)
             best_loss = reconstruction + cost
-        else:
-            z, best_loss = self.best_prototypes(x, beta)
-            if proposal is not None:
-                z, best_loss, _ = self._prefer(x, z, best_loss, proposal, beta)
-        z, best_loss = self._refine_points(x, z, best_loss, beta, self.settings.steps if steps is None else steps)
+            for rows, count in self._warm_schedule(same, steps):
+                z[rows], best_loss[rows] = self._refine_points(x[rows], z[rows], best_loss[rows], beta, count)
         with torch.no_grad():
             images, reconstruction, cost = self._evaluate(x, z, beta)
-        return LatentFit(z, images, reconstruction, cost, (z,))
+        return LatentFit(z, images, reconstruction, cost, (z, choice))
+
+    def _warm_schedule(self, same: torch.Tensor, steps: int | None) -> list[tuple[torch.Tensor, int]]:
+        """Rows whose every class kept its starting choice refine `steps` steps from the previous
+        optimum; the others (a class's best start changed) run the full inference's steps."""
+        steady = same.all(1)
+        schedule = ((steady, self.settings.steps if steps is None else steps), (~steady, self.settings.steps))
+        return [(rows, count) for rows, count in schedule if rows.any()]
 
     def _refine_points(self, x: torch.Tensor, z: torch.Tensor, best_loss: torch.Tensor, beta: float,
                        steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,26 +180,29 @@ class LatentInference(nn.Module):
         """E-ABS inference (paper 004 Eq. 6): optimise q(z) = N(mean, var) with one reparameterised
         sample per step from the best of the prototypes (unit variance) and the encoder's proposal.
         With `kl_cost` (models without a discriminator) the latent cost is KL(q || N(0, 1)).
-        `start` and `steps` as in `exact`: a nearby input's optimised mean is refined, from the
-        log-variance its own inference started with (carried on, the variance would keep shrinking
-        over an attack's steps and fit every class better than the defense's inference does)."""
+        `start` and `steps` as in `exact`: a class that kept its starting choice refines the nearby
+        input's optimised mean, from the log-variance its start gives (carried on, the variance
+        would keep shrinking over an attack's steps and fit every class better than the defense's
+        own inference does)."""
         x = x.detach()
-        if start is not None:
-            mean, initial_log_var = start[0], start[-1]
-            log_var = initial_log_var
+        mean, best_loss, choice = self.best_prototypes(x, self.beta)
+        log_var = torch.zeros_like(mean)
+        if proposal is not None:
+            proposal_mean, proposal_log_var = (p.detach().expand_as(mean) for p in proposal)
+            mean, best_loss, from_encoder = self._prefer(x, mean, best_loss, proposal_mean, self.beta)
+            log_var = torch.where(from_encoder[..., None], proposal_log_var, log_var)
+            choice = torch.where(from_encoder, -1, choice)
+        if start is None:
+            mean, log_var = self._refine_distribution(x, mean, log_var, kl_cost, self.settings.steps)
         else:
-            mean, best_loss = self.best_prototypes(x, self.beta)
-            log_var = torch.zeros_like(mean)
-            if proposal is not None:
-                proposal_mean, proposal_log_var = (p.detach().expand_as(mean) for p in proposal)
-                mean, best_loss, from_encoder = self._prefer(x, mean, best_loss, proposal_mean, self.beta)
-                log_var = torch.where(from_encoder[..., None], proposal_log_var, log_var)
-            initial_log_var = log_var
-        mean, log_var = self._refine_distribution(x, mean, log_var, kl_cost,
-                                                  self.settings.steps if steps is None else steps)
+            same = choice == start[1]
+            mean = torch.where(same[..., None], start[0], mean)
+            for rows, count in self._warm_schedule(same, steps):
+                mean[rows], log_var[rows] = self._refine_distribution(x[rows], mean[rows], log_var[rows], kl_cost,
+                                                                      count)
         with torch.no_grad():
             z, images, cost = self._sample_cost(mean, log_var, kl_cost)
-        return LatentFit(z, images, squared_error(x, images), cost, (mean, log_var, initial_log_var))
+        return LatentFit(z, images, squared_error(x, images), cost, (mean, choice))
 
     def _sample_cost(self, mean: torch.Tensor, log_var: torch.Tensor,
                      kl_cost: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
