@@ -19,12 +19,13 @@ exact gradient of the minimum l_k(x) = min_z f(x, z) (Danskin's theorem).
 `name:mode:warm` (or `name:mode:N`) warm-starts the inference under attack
 (`WarmStartedInference`): an attack step moves x a little, so a class whose best starting
 point (prototype or encoder proposal) is unchanged continues from the previous step's optimum
-for a few Adam steps; a sample where some class's best start changed, or that moved far (a
-random restart), gets the full inference. Not the default: bench/eabs_attack.py measured a
-first version that always continued (about 5x cheaper) 6.5-8 points weaker, because the attack
-spoils the full inference's choice of start and a pure warm chain never sees it; this one
-(about 2.5x cheaper) left 74.5% against the full inference's 70.0% [63.3, 75.9] on 200 digits
-(pgd-l2 80x5, EOT 5). Every adversarial is judged by the full inference either way.
+for a few Adam steps; a sample where some class's best start changed runs the full number of
+steps, and one that moved far (a random restart) gets the full inference. Not the default:
+bench/eabs_attack.py measured a first version that always continued (about 5x cheaper) 8
+points weaker, because the attack spoils the full inference's choice of start and a pure warm
+chain never sees it; this one (about 2x cheaper) left 74.5% against the full inference's
+70.0% [63.3, 75.9] on 200 digits (pgd-l2 80x5, EOT 5). Every adversarial is judged by the full
+inference either way.
 """
 
 from __future__ import annotations
