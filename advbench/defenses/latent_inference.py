@@ -128,10 +128,7 @@ class LatentInference(nn.Module):
         the full number where one class's choice changed (the attack moved it to another basin)."""
         beta = self.beta if beta is None else beta
         x = x.detach()
-        z, best_loss, choice = self.best_prototypes(x, beta)
-        if proposal is not None:
-            z, best_loss, from_proposal = self._prefer(x, z, best_loss, proposal, beta)
-            choice = torch.where(from_proposal, -1, choice)
+        z, best_loss, choice, _ = self._best_start(x, proposal, beta)
         if start is None:
             z, best_loss = self._refine_points(x, z, best_loss, beta, self.settings.steps)
         else:
@@ -145,6 +142,16 @@ class LatentInference(nn.Module):
         with torch.no_grad():
             images, reconstruction, cost = self._evaluate(x, z, beta)
         return LatentFit(z, images, reconstruction, cost, (z, choice))
+
+    def _best_start(self, x: torch.Tensor, proposal: torch.Tensor | None, beta: float
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per sample and class, the better of the best prototype and the proposal: the point, its
+        loss, which it was (a prototype's index, -1 for the proposal) and where the proposal won."""
+        z, loss, choice = self.best_prototypes(x, beta)
+        if proposal is None:
+            return z, loss, choice, None
+        z, loss, from_proposal = self._prefer(x, z, loss, proposal, beta)
+        return z, loss, torch.where(from_proposal, -1, choice), from_proposal
 
     def _warm_schedule(self, same: torch.Tensor, steps: int | None) -> list[tuple[torch.Tensor, int]]:
         """Rows whose every class kept its starting choice refine `steps` steps from the previous
@@ -185,13 +192,11 @@ class LatentInference(nn.Module):
         would keep shrinking over an attack's steps and fit every class better than the defense's
         own inference does)."""
         x = x.detach()
-        mean, best_loss, choice = self.best_prototypes(x, self.beta)
+        mean, _, choice, from_encoder = self._best_start(x, None if proposal is None else proposal[0].detach(),
+                                                         self.beta)
         log_var = torch.zeros_like(mean)
         if proposal is not None:
-            proposal_mean, proposal_log_var = (p.detach().expand_as(mean) for p in proposal)
-            mean, best_loss, from_encoder = self._prefer(x, mean, best_loss, proposal_mean, self.beta)
-            log_var = torch.where(from_encoder[..., None], proposal_log_var, log_var)
-            choice = torch.where(from_encoder, -1, choice)
+            log_var = torch.where(from_encoder[..., None], proposal[1].detach().expand_as(mean), log_var)
         if start is None:
             mean, log_var = self._refine_distribution(x, mean, log_var, kl_cost, self.settings.steps)
         else:
