@@ -202,7 +202,8 @@ def parse_extra_options(args: list[str]) -> dict[str, str]:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Zoo entry name [default: DEFENSE-DATASET].")
 @click.option("--device", default="auto", show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite an existing zoo entry.")
+@click.option("--force", is_flag=True, help="Overwrite an existing zoo entry; discard an interrupted training of it "
+              "that had other settings.")
 @_dirs
 @click.pass_context
 def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str | None, device: str, force: bool,
@@ -280,17 +281,21 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
            false_alarm: float,
            results_dir: Path | None, zoo_dir: Path | None, data_dir: Path | None, download: bool,
            **overrides: Any) -> None:
-    """Attack one DEFENSE (a zoo/registry name, NAME:MODE, or python:module:factory)."""
+    """Attack one DEFENSE (a zoo/registry name, NAME:MODE, python:module:factory, or a seed range NAME@0..4)."""
     from .config import AttackSpec, DefenseSpec, Grid, validate
     from .norms import parse_epsilon
     from .options import parse_assignments
+    from .specs import expand_seeds
 
     options: dict[str, Any] = parse_assignments(opts)
     options.update({k: v for k, v in {"steps": steps, "step_size": step_size, "restarts": restarts,
                                       "norm": norm}.items() if v is not None})
     eps = tuple(parse_epsilon(e) for e in epsilons)
     specs = tuple(AttackSpec(name, eps, tuple(sorted(options.items())), eot, source=source) for name in attack_names)
-    grid = Grid((DefenseSpec(defense, str(weights) if weights else None),), specs)
+    copies = expand_seeds(defense)  # cnn@0..4: five independently trained copies, as with `run --defense`
+    if weights is not None and len(copies) > 1:
+        raise AdvbenchError("--weights names one model's weights, not those of a seed range")
+    grid = Grid(tuple(DefenseSpec(spec, str(weights) if weights else None) for spec in copies), specs)
     grid = validate(grid.with_overrides(**overrides))
     _evaluate(grid, fmt=fmt, results_dir=results_dir, zoo_dir=zoo_dir, data_dir=data_dir, download=download,
               resume=resume, alpha=alpha, holm=holm, false_alarm=false_alarm, fail_fast=fail_fast, fresh=fresh)
@@ -430,6 +435,9 @@ def show(run_id: str | None, defense: str | None, attack: str | None, eps_text: 
 
     if count < 1:
         raise AdvbenchError("--count must be at least 1")
+    if out_path.is_dir():
+        raise AdvbenchError(f"--out {out_path} is a directory; name the PNG file to write, "
+                            f"e.g. {out_path / 'adversarials.png'}")
     store = RunStore.open(Path(results_dir or default_results_dir()), run_id)
     data = load_dataset(str(store.manifest().grid.get("dataset", "digits")), data_dir, download)
     cell = choose_cell(store, defense, attack)
@@ -498,6 +506,8 @@ def curve(run_id: str | None, sweep_defenses: tuple[str, ...], sweep_params: tup
     from .report.tables import curve_table
 
     store = RunStore.open(results, run_id)
+    if out_dir is None and not os.access(store.path, os.W_OK):
+        raise AdvbenchError(f"run {store.run_id} is read-only here; write its curves elsewhere with --out DIR")
     built = build_report([store])
     out_dir = Path(out_dir or store.path)
     out_dir.mkdir(parents=True, exist_ok=True)

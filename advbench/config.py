@@ -52,13 +52,13 @@ def default_epsilons(dataset: str, norm: Norm) -> tuple[float, ...]:
     """The epsilons an attack without its own gets on `dataset`."""
     return DATASET_EPSILONS.get(dataset, {}).get(norm, DEFAULT_EPSILONS[norm])
 GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity", "subset",
-             "save_adversarials"}
+             "save_adversarials", "reuse"}
 # Which test points `samples = N` takes: the first N (RobustBench's convention, the default for the
 # torchvision datasets) or a seeded random subset (the default on digits, whose test split is sorted by
 # nothing in particular but small).
 SUBSETS = ("first", "random")
 # Settings that do not change any number: left out of the grid's fingerprint.
-NOT_FINGERPRINTED = ("device", "save_adversarials")
+NOT_FINGERPRINTED = ("device", "save_adversarials", "reuse")
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,7 @@ class Grid:
     sanity: bool = True  # add the masking sanity attacks (advbench.sanity)
     subset: str | None = None  # "first" or "random" test points; None: by dataset (see `subset_rule`)
     save_adversarials: bool = False  # keep each cell's adversarial inputs beside its records
+    reuse: bool = True  # copy cells an earlier run computed on the same content (`advbench.reuse`)
 
     def fingerprint(self) -> str:
         numbers = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
@@ -132,7 +133,10 @@ def _attack_spec(raw: Any, where: str) -> AttackSpec:
         raise AdvbenchError(f"{where}: each attack needs a name (e.g. {{name = \"pgd-linf\", epsilons = [0.1]}})")
     raw = dict(raw)
     name = str(raw.pop("name"))
-    epsilons = tuple(parse_epsilon(e) for e in raw.pop("epsilons", ()))
+    epsilons = raw.pop("epsilons", ())
+    if not isinstance(epsilons, (list, tuple)):
+        raise AdvbenchError(f"{where}: attack {name}: epsilons must be a list, e.g. epsilons = [0.1, 0.3]")
+    epsilons = tuple(parse_epsilon(e) for e in epsilons)
     eot = raw.pop("eot", None)
     if eot is not None and (not isinstance(eot, int) or eot < 1):
         raise AdvbenchError(f"{where}: attack {name}: eot must be a positive integer")
@@ -154,6 +158,10 @@ def _defense_specs(raw: Any, where: str) -> list[DefenseSpec]:
         unknown = set(raw) - {"name", "weights", "label", "train", "seeds"}
         if unknown:
             raise AdvbenchError(f"{where}: unknown defense keys {', '.join(sorted(unknown))}")
+        weights = raw.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise AdvbenchError(f"{where}: defense {raw['name']}: weights must be a file path in quotes, "
+                                f"got {weights!r}")
         train = raw.get("train", {})
         if not isinstance(train, dict):
             raise AdvbenchError(f"{where}: defense {raw['name']}: train must be a table of hyperparameters")
@@ -174,7 +182,7 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
     kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity", "subset",
-                                   "save_adversarials") if k in data}
+                                   "save_adversarials", "reuse") if k in data}
     grid = Grid(defenses, attacks, **kwargs)
     _check_restrictions(grid, where)
     return validate(grid)
@@ -206,16 +214,20 @@ def demo_grid() -> Grid:
 
 def validate(grid: Grid) -> Grid:
     """Reject bad numbers before any work starts."""
-    if not isinstance(grid.batch_size, int) or grid.batch_size < 1:
+    if not _is_int(grid.batch_size) or grid.batch_size < 1:
         raise AdvbenchError(f"batch size must be a positive integer, got {grid.batch_size!r}")
-    if grid.samples is not None and (not isinstance(grid.samples, int) or grid.samples < 1):
+    if grid.samples is not None and (not _is_int(grid.samples) or grid.samples < 1):
         raise AdvbenchError(f"samples must be a positive integer, got {grid.samples!r}")
-    if not isinstance(grid.seed, int):
+    if not _is_int(grid.seed):
         raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
+    for key in ("dataset", "device"):
+        if not isinstance(getattr(grid, key), str):
+            raise AdvbenchError(f"{key} must be a name in quotes, got {getattr(grid, key)!r}")
     if not isinstance(grid.sanity, bool):
         raise AdvbenchError(f"sanity must be true or false, got {grid.sanity!r}")
-    if not isinstance(grid.save_adversarials, bool):
-        raise AdvbenchError(f"save_adversarials must be true or false, got {grid.save_adversarials!r}")
+    for key in ("save_adversarials", "reuse"):
+        if not isinstance(getattr(grid, key), bool):
+            raise AdvbenchError(f"{key} must be true or false, got {getattr(grid, key)!r}")
     if grid.subset is not None and grid.subset not in SUBSETS:
         raise AdvbenchError(f"subset must be one of {', '.join(SUBSETS)}, got {grid.subset!r}")
     for attack in grid.attacks:
@@ -230,6 +242,11 @@ def validate(grid: Grid) -> Grid:
     if len(set(ids)) != len(ids):
         raise AdvbenchError("two defenses share a name; give one a distinct label = \"...\"")
     return grid
+
+
+def _is_int(value: Any) -> bool:
+    """TOML's `true` is a Python int too; a count or seed must be a real integer."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_restrictions(grid: Grid, where: str) -> None:

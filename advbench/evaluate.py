@@ -113,7 +113,8 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
     With `resume`, the latest run of the same grid continues (finished cells whose records
     still verify are kept). A cell that fails is recorded with its reason and the grid goes on,
     unless `fail_fast`. `executor="ray"` runs cells as sample shards on a Ray cluster. Cells an
-    earlier run computed on the same content (`advbench.reuse`) are copied, unless `fresh`."""
+    earlier run computed on the same content (`advbench.reuse`) are copied, unless `fresh` (or the
+    grid says `reuse = false`)."""
     observer = observer or Observer()
     if executor not in ("local", "ray"):
         raise AdvbenchError(f"unknown executor {executor!r}: use local or ray")
@@ -142,10 +143,10 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
 
         manifest = run_grid_on_ray(grid, prepared.data, store, zoo_dir=paths.zoo_dir, data_dir=paths.data_dir,
                                    download=paths.download, observer=observer, plans=prepared.cells,
-                                   address=address, shard_size=shard_size, reuse=not fresh)
+                                   address=address, shard_size=shard_size, reuse=grid.reuse and not fresh)
     else:
         manifest = run_grid(grid, prepared.data, store, zoo_dir=paths.zoo_dir, observer=observer,
-                            plans=prepared.cells, fail_fast=fail_fast, reuse=not fresh)
+                            plans=prepared.cells, fail_fast=fail_fast, reuse=grid.reuse and not fresh)
     if trained:
         with store.lock():
             manifest = store.manifest()

@@ -19,10 +19,9 @@ from .data import Dataset, load_dataset
 from .errors import AdvbenchError
 from .progress import Observer
 from .contract import Manifest
-from .defenses.base import state_digest
-from .reuse import CellIndex, cell_key
-from .runner import (ModelCache, clean_predictions, describe_defense, grid_samples, open_manifest, pick_device,
-                     plan_cells, reuse_earlier_cell, run_cell, skip_unsupported)
+from .reuse import CellIndex
+from .runner import (ModelCache, clean_predictions, content_key, describe_defense, grid_samples, open_manifest,
+                     pick_device, plan_cells, reuse_earlier_cell, run_cell, skip_unsupported)
 from .store import RunStore
 
 INSTALL_HINT = "the Ray executor needs ray: pip install 'advbench[ray]'"
@@ -83,13 +82,13 @@ def run_grid_on_ray(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path
             key = (plan.defense.spec, plan.defense.weights, plan.defense.train)
             if plan.defense.id not in manifest.defenses or manifest.defenses[plan.defense.id].weights_sha256 is None:
                 describe_defense(manifest, plan.defense.id, defense, plan.defense.spec,
-                                 inputs[:grid.batch_size].to(device), observer, models.checkpoints[key])
+                                 inputs[:grid.batch_size].to(device), observer, models.checkpoints[key],
+                                 data.info.num_classes)
             source = models.get(plan.attack.source) if plan.attack.source else None
             if skip_unsupported(manifest, plan, attack, source or defense, data, observer):
                 continue
-            manifest.content_keys[plan.id] = cell_key(
-                plan, attack, grid, data.info.name, indices, manifest.defenses[plan.defense.id].weights_sha256 or "",
-                state_digest(source) if source is not None else None, defense.eot_samples)
+            manifest.content_keys[plan.id] = content_key(plan, attack, grid, data.info.name, indices, manifest,
+                                                         defense, source)
             if earlier is None or not reuse_earlier_cell(manifest, store, plan.id, earlier, False, observer):
                 todo.append((index, plan))
         store.write_manifest(manifest)

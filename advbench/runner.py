@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import platform
-import subprocess
 import time
 import zlib
 from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +23,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import __version__
 from .attacks import Attack, AttackOutput, AttackTarget, make_attack
 from .attacks.base import Details, concat_details
 from .attacks.losses import pick_loss
@@ -38,7 +34,8 @@ from .defenses.base import Defense, ExpectationOverTransformation, Prediction, s
 from .errors import AdvbenchError, AttackIsolationError
 from .norms import Norm, parse_norm
 from .progress import Observer
-from .reuse import CellIndex, cell_key
+from .provenance import git_commit, library_versions
+from .reuse import CellIndex, content_key
 from .store import RunStore, sha256_file
 from .zoo import checkpoint_sha256, load_defense, plan_defense
 
@@ -121,38 +118,6 @@ def plan_cells(grid: Grid, data: Dataset) -> list[tuple[CellPlan, Attack]]:
     return plans
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-_REVISION: list[str | None] = []
-
-
-def source_revision() -> str | None:
-    """The git commit advbench runs from (None for an installed release): a change to the code
-    between two runs of one version must not let the second reuse the first's cells."""
-    if not _REVISION:
-        _REVISION.append(_git_commit())
-    return _REVISION[0]
-
-
-def library_versions() -> dict[str, str | None]:
-    """Versions of everything that can change the numbers."""
-    versions: dict[str, str | None] = {"advbench": __version__, "python": platform.python_version(),
-                                       "torch": str(torch.__version__)}
-    for package in ("foolbox", "torchattacks", "torchvision", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return versions
-
-
 def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
     return CellInfo(id=plan.id, defense=plan.defense.id, attack=plan.attack.id, attack_name=plan.attack.name,
                     norm=parse_norm(attack.norm), kind=AttackKind(attack.kind), epsilons=tuple(plan.epsilons),
@@ -162,7 +127,7 @@ def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
 def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: torch.device) -> Manifest:
     return Manifest(
         fingerprint=grid.fingerprint(), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
-        grid=asdict(grid), device=str(device), versions=library_versions(), git_commit=_git_commit(),
+        grid=asdict(grid), device=str(device), versions=library_versions(), git_commit=git_commit(),
         cells=[cell_info(plan, attack) for plan, attack in plans],
     )
 
@@ -191,9 +156,11 @@ def open_manifest(store: RunStore, grid: Grid, plans: list[tuple[CellPlan, Attac
 
 
 def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec: str, probe: torch.Tensor,
-                     observer: Observer, checkpoint: str | None = None) -> None:
+                     observer: Observer, checkpoint: str | None = None, num_classes: int | None = None) -> None:
     """Record what the report and the trust checks need to know about a defense; finished cells
-    of an earlier model (its weights changed since they ran) are dropped so that they rerun."""
+    of an earlier model (its weights changed since they ran) are dropped so that they rerun.
+    A model that fails on the probe inputs, or gives other than `num_classes` outputs, is refused."""
+    check_outputs(defense, defense_id, probe, num_classes)
     digest = state_digest(defense)
     earlier = manifest.defenses.get(defense_id)
     stale: list[str] = []
@@ -212,6 +179,22 @@ def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec
         info.nondeterministic = changed
         observer.message(f"warning: {defense_id} is not declared stochastic but {changed}")
     manifest.defenses[defense_id] = info
+
+
+def check_outputs(defense: Defense, defense_id: str, probe: torch.Tensor, num_classes: int | None) -> None:
+    """One line naming the defense when it cannot classify the data: it raises on a batch of
+    test inputs, or its logits are not one per class."""
+    try:
+        with torch.no_grad():
+            logits = defense(probe)
+    except Exception as exc:  # noqa: BLE001 - user models fail in every way; the cause goes in one line
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AdvbenchError(f"defense {defense_id} fails on a batch of test inputs of shape {tuple(probe.shape)}: "
+                            f"{type(exc).__name__}{': ' + message if message else ''}") from None
+    if num_classes is not None and (logits.ndim != 2 or logits.shape[1] != num_classes):
+        raise AdvbenchError(f"defense {defense_id} gives outputs of shape {tuple(logits.shape)} for "
+                            f"{len(probe)} inputs, but the data has {num_classes} classes (expected "
+                            f"[{len(probe)}, {num_classes}] logits)")
 
 
 def skip_unsupported(manifest: Manifest, plan: CellPlan, attack: Attack, crafted_on: Defense, data: Dataset,
@@ -255,7 +238,8 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                     defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
                     describe_defense(manifest, defense_spec.id, defense, defense_spec.spec,
                                      inputs[:grid.batch_size].to(device), observer,
-                                     models.checkpoints[(defense_spec.spec, defense_spec.weights, defense_spec.train)])
+                                     models.checkpoints[(defense_spec.spec, defense_spec.weights, defense_spec.train)],
+                                     data.info.num_classes)
                 except AdvbenchError as exc:
                     _refuse_all(manifest, store, own, exc, observer, advance_cells)
                     if fail_fast:
@@ -272,9 +256,8 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                             store.write_manifest(manifest)
                             advance_cells(1)
                             continue
-                        manifest.content_keys[plan.id] = cell_key(
-                            plan, attack, grid, data.info.name, indices, manifest.defenses[defense_spec.id].weights_sha256
-                            or "", state_digest(source) if source is not None else None, defense.eot_samples)
+                        manifest.content_keys[plan.id] = content_key(plan, attack, grid, data.info.name, indices,
+                                                                     manifest, defense, source)
                         if earlier is not None and reuse_earlier_cell(manifest, store, plan.id, earlier,
                                                                       grid.save_adversarials, observer):
                             advance_cells(1)
@@ -325,13 +308,23 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
 
 def reuse_earlier_cell(manifest: Manifest, store: RunStore, cell_id: str, earlier: CellIndex,
                        need_adversarials: bool, observer: Observer) -> bool:
-    """Copy the cell from an earlier run with the same content key, if one verifies."""
-    found = earlier.find(manifest.content_keys[cell_id], cell_id, need_adversarials)
+    """Copy the cell from an earlier run with the same content key, if one verifies; an
+    earlier copy that does not (damaged, edited, unreadable) is named in a warning and the
+    cell is computed again, never failed."""
+    found = earlier.find(manifest.content_keys[cell_id], cell_id, need_adversarials, observer.message)
     if found is None:
         return False
-    if found.adversarials:
-        manifest.adversarials[cell_id] = store.copy_adversarials(found.store, cell_id, found.adversarials)
-    manifest.finished[cell_id] = store.copy_cell(found.store, cell_id, found.checksum)
+    try:
+        adversarials = (store.copy_adversarials(found.store, cell_id, found.adversarials) if found.adversarials
+                        else None)
+        checksum = store.copy_cell(found.store, cell_id, found.checksum)
+    except (AdvbenchError, OSError) as exc:  # changed between the check and the copy
+        observer.message(f"warning: cell {cell_id}: the copy in earlier run {found.store.run_id} is not reused: "
+                         f"{exc}; it is computed again")
+        return False
+    if adversarials is not None:
+        manifest.adversarials[cell_id] = adversarials
+    manifest.finished[cell_id] = checksum
     manifest.reused[cell_id] = found.store.run_id
     manifest.refused.pop(cell_id, None)
     store.write_manifest(manifest)
@@ -495,43 +488,45 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     minimum_norm = attack.kind is AttackKind.MINIMUM_NORM
     access = Access.TRANSFER if source is not None else attack.access
     epsilons: list[float | None] = [None] if minimum_norm else list(plan.epsilons)
-    guarded = {id(m): m for m in (defense, crafted_on)}.values()
-    digests = {id(m): state_digest(m) for m in guarded}
-    snapshots = {id(m): {k: v.detach().clone() for k, v in m.state_dict().items()} for m in guarded}
+    guards = [StateGuard(m) for m in {id(m): m for m in (defense, crafted_on)}.values()]
     rows: list[dict[str, Any]] = []
     evaluations_per_input = attack.expected_evaluations() * max(1, len(epsilons)) * max(1, eot)
-    with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
-        for start in range(0, len(inputs), batch_size):
-            stop = start + batch_size
-            credit = BatchCredit(advance, min(batch_size, len(inputs) - start), evaluations_per_input)
-            # a fresh target per batch: a gradient model may keep state between an attack's steps
-            # (warm-started inference), and no batch may see another's (shards reproduce cells)
-            target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
-            for counter in counters:
-                counter.on_count = credit
-            # the runner's own copies: the attack gets clones, so nothing it does to its
-            # inputs or labels reaches verification, the records or the next cell
-            x, y = inputs[start:stop].to(device).clone(), labels[start:stop].to(device).clone()
-            batch_seed(seed, plan.id, offset + start)
-            grad_norms = (clean_gradient_norms(target, x, y) if access is Access.GRADIENT
-                          else torch.full((len(x),), math.nan))
-            for counter in counters:
-                counter.count = 0
-            output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(),
-                                               [e for e in epsilons if e is not None], observer)
-            for model in guarded:
-                check_untouched(model, digests[id(model)], snapshots[id(model)], plan.attack.id)
-            queries = sum(counter.count for counter in counters) / len(x)
-            gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
-            seconds = output.seconds / len(x)
-            details = output.details or [{} for _ in output.adversarials]
-            for eps, adv, detail in zip(epsilons, output.adversarials, details):
-                verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
-                rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
-                                     eot, seconds, queries, gradients, access, grad_norms, observer, detail))
-            if keep_adversarials is not None:
-                keep_adversarials.append(torch.stack([adv.detach().cpu() for adv in output.adversarials]))
-            credit.finish()
+    try:
+        with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
+            for start in range(0, len(inputs), batch_size):
+                stop = start + batch_size
+                credit = BatchCredit(advance, min(batch_size, len(inputs) - start), evaluations_per_input)
+                # a fresh target per batch: a gradient model may keep state between an attack's steps
+                # (warm-started inference), and no batch may see another's (shards reproduce cells)
+                target, counters = attack_target(crafted_on, eot, bounds, num_classes, load_model, dataset)
+                for counter in counters:
+                    counter.on_count = credit
+                # the runner's own copies: the attack gets clones, so nothing it does to its
+                # inputs or labels reaches verification, the records or the next cell
+                x, y = inputs[start:stop].to(device).clone(), labels[start:stop].to(device).clone()
+                batch_seed(seed, plan.id, offset + start)
+                grad_norms = (clean_gradient_norms(target, x, y) if access is Access.GRADIENT
+                              else torch.full((len(x),), math.nan))
+                for counter in counters:
+                    counter.count = 0
+                output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(),
+                                                   [e for e in epsilons if e is not None], observer)
+                for guard in guards:
+                    guard.check(plan.attack.id)
+                queries = sum(counter.count for counter in counters) / len(x)
+                gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
+                seconds = output.seconds / len(x)
+                details = output.details or [{} for _ in output.adversarials]
+                for eps, adv, detail in zip(epsilons, output.adversarials, details):
+                    verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
+                    rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
+                                         eot, seconds, queries, gradients, access, grad_norms, observer, detail))
+                if keep_adversarials is not None:
+                    keep_adversarials.append(torch.stack([adv.detach().cpu() for adv in output.adversarials]))
+                credit.finish()
+    finally:  # whatever the attack did or raised, the next cell gets the model as this one found it
+        for guard in guards:
+            guard.restore()
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
 
 
@@ -604,19 +599,37 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def check_untouched(model: nn.Module, digest: str, snapshot: dict[str, torch.Tensor], attack: str) -> None:
-    """An attack must leave the model as it found it: in eval mode, with the same weights.
-    The model is put back (eval mode, the weights of `snapshot`) either way, so a violation
-    fails only this cell."""
-    training = [name or "the model" for name, module in model.named_modules() if module.training]
-    model.eval()
-    if training:
-        raise AttackIsolationError(f"{attack} left {training[0]} in training mode (it changes predictions); "
-                                   "this cell's records are discarded")
-    if state_digest(model) != digest:
-        model.load_state_dict(snapshot)
-        raise AttackIsolationError(f"{attack} changed the defense's weights or buffers; this cell's records are "
-                                   "discarded")
+class StateGuard:
+    """A model's exact state when a cell starts: parameters, buffers and each submodule's
+    train/eval flag. An attack must leave all of it alone; `check` (after every batch) says
+    when it did not, and `restore` puts everything back, so a violation costs only its cell and
+    never the next one (e.g. BatchNorm statistics updated by forwards in training mode)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.digest = state_digest(model)
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.modes = {name: module.training for name, module in model.named_modules()}
+
+    def check(self, attack: str) -> None:
+        """Raise `AttackIsolationError` (after restoring the model) when `attack` changed it."""
+        training = [name or "the model" for name, module in self.model.named_modules()
+                    if module.training and not self.modes.get(name, False)]
+        changed = state_digest(self.model) != self.digest
+        if training or changed:
+            self.restore()
+        if training:
+            raise AttackIsolationError(f"{attack} left {training[0]} in training mode (it changes predictions); "
+                                       "this cell's records are discarded")
+        if changed:
+            raise AttackIsolationError(f"{attack} changed the defense's weights or buffers; this cell's records are "
+                                       "discarded")
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            self.model.load_state_dict(self.state)
+        for name, module in self.model.named_modules():
+            module.training = self.modes.get(name, module.training)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

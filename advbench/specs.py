@@ -98,6 +98,7 @@ def _split_detect(spec: str) -> tuple[str, float | None]:
 
 
 _SEED_RANGE = re.compile(r"^(?P<body>[^@+]+)@(?P<first>\d+)\.\.(?P<last>\d+)(?P<suffix>(\+.*)?)$")
+MAX_SEEDS = 100  # each seed is a model trained on its own: a typo like cnn@0..100000 must not start 100001 trainings
 
 
 def expand_seeds(spec: str, seeds: int | None = None) -> list[str]:
@@ -110,11 +111,17 @@ def expand_seeds(spec: str, seeds: int | None = None) -> list[str]:
         first, last = int(match["first"]), int(match["last"])
         if last <= first:
             raise AdvbenchError(f"defense {spec!r}: the seed range must go up, e.g. cnn@0..4")
+        if last - first + 1 > MAX_SEEDS:
+            raise AdvbenchError(f"defense {spec!r}: {last - first + 1} seeds, but a range holds at most {MAX_SEEDS} "
+                                "(each seed is a separately trained model)")
         return [f"{match['body']}@{i}{match['suffix']}" for i in range(first, last + 1)]
     if seeds is None:
         return [spec]
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise AdvbenchError(f"defense {spec!r}: seeds must be a positive integer, got {seeds!r}")
+    if seeds > MAX_SEEDS:
+        raise AdvbenchError(f"defense {spec!r}: seeds = {seeds}, but at most {MAX_SEEDS} (each seed is a separately "
+                            "trained model)")
     ref = DefenseRef.parse(spec)
     if ref.python_target or ref.robustbench or ref.seed:
         raise AdvbenchError(f"defense {spec!r}: seeds = N needs a trainable defense name without @seed")

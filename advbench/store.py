@@ -11,6 +11,7 @@ running the same run at once.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import hashlib
 import io
 import math
@@ -47,8 +48,11 @@ def _file_mode() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:
+        raise AdvbenchError(f"cannot write {path}: {path.parent} is not writable") from None
     try:
         os.chmod(tmp, _file_mode())
         with os.fdopen(fd, "wb") as handle:
@@ -99,19 +103,18 @@ def with_later_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def read_records_csv(source: Path | bytes) -> pd.DataFrame:
+    """A records CSV with every text column read as text: a label `5` stays the string "5" and a
+    label `nan` stays "nan" (pandas would turn them into a number and a missing value)."""
+    text_columns = [c for c, kind in RECORD_SCHEMA.items() if kind == "str"]
+    numbers_missing = {c: ["", "nan", "NaN"] for c, kind in RECORD_SCHEMA.items() if kind != "str"}
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    return pd.read_csv(handle, dtype={c: str for c in text_columns}, keep_default_na=False, na_values=numbers_missing)
+
+
 def legacy_cell_file_name(cell_id: str) -> str:
     """Schema-1 runs named files by the sanitised id alone (which could collide)."""
     return re.sub(r"[^A-Za-z0-9_.=+-]", "_", cell_id) + ".csv"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunStore:
@@ -239,7 +242,7 @@ class RunStore:
         legacy = checksum.rows < 0
         path = self.record_path(cell_id, legacy=legacy)
         try:
-            frame = pd.read_csv(io.BytesIO(path.read_bytes()))
+            frame = read_records_csv(path.read_bytes())
         except (ValueError, pd.errors.ParserError) as exc:
             raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: records file {path} does not parse "
                                       f"({exc})") from None
@@ -252,10 +255,15 @@ class RunStore:
 
     def copy_cell(self, earlier: "RunStore", cell_id: str, checksum: CellChecksum) -> CellChecksum:
         """Copy a finished cell's records (byte for byte, after checking them) from an earlier run."""
-        problem = earlier.cell_problem(cell_id, checksum)
-        if problem:
-            raise DamagedRecordsError(f"run {earlier.run_id}, cell {cell_id}: {problem}")
-        atomic_write_bytes(self.record_path(cell_id), earlier.record_path(cell_id).read_bytes())
+        path = earlier.record_path(cell_id)
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise DamagedRecordsError(f"run {earlier.run_id}, cell {cell_id}: records file {path} is unreadable") from None
+        if sha256_bytes(data) != checksum.sha256:
+            raise DamagedRecordsError(f"run {earlier.run_id}, cell {cell_id}: records file {path} was changed or "
+                                      "damaged after it was written (checksum mismatch)")
+        atomic_write_bytes(self.record_path(cell_id), data)  # the bytes that were checked
         return checksum
 
     # ------------------------------------------------------------------ saved adversarial inputs
@@ -284,11 +292,20 @@ class RunStore:
         if sha256_bytes(data) != sha256:
             raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: adversarials file {path} was changed "
                                       "after it was written (checksum mismatch)")
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - pickled code, truncation and foreign formats alike
+            raise DamagedRecordsError(f"run {self.run_id}, cell {cell_id}: adversarials file {path} is not a tensor "
+                                      f"file advbench wrote ({type(exc).__name__}; nothing in it was run); rerun the "
+                                      "cell with --save-adversarials") from None
 
     def copy_adversarials(self, earlier: "RunStore", cell_id: str, sha256: str) -> str:
-        earlier.read_adversarials(cell_id, sha256)  # checked before it is copied
-        atomic_write_bytes(self.adversarials_path(cell_id), earlier.adversarials_path(cell_id).read_bytes())
+        """Copy the bytes that were checked (a file replaced meanwhile is never copied unchecked)."""
+        data = earlier.adversarials_path(cell_id).read_bytes()
+        if sha256_bytes(data) != sha256:
+            raise DamagedRecordsError(f"run {earlier.run_id}, cell {cell_id}: adversarials file was changed after it "
+                                      "was written (checksum mismatch)")
+        atomic_write_bytes(self.adversarials_path(cell_id), data)
         return sha256
 
     def part_path(self, cell_id: str, start: int) -> Path:
@@ -304,7 +321,7 @@ class RunStore:
     def merge_parts(self, cell_id: str, starts: list[int]) -> CellChecksum:
         """Join a cell's shards, in sample order, into its cell file; then drop the shards."""
         parts = [self.part_path(cell_id, start) for start in sorted(starts)]
-        checksum = self.write_cell(cell_id, pd.concat([pd.read_csv(p) for p in parts], ignore_index=True))
+        checksum = self.write_cell(cell_id, pd.concat([read_records_csv(p) for p in parts], ignore_index=True))
         for part in parts:
             part.unlink()
         return checksum
@@ -321,30 +338,47 @@ class RunStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run for this process: a second `--resume` of the same run stops at once
-        instead of duplicating work. A lock left by a dead process is taken over."""
+        instead of duplicating work. The lock is the kernel's (`flock`) on `run.lock`, so it
+        ends with its process however that process ends: a lock file left by a dead process
+        is taken over atomically, and two processes taking it over at once never both hold it."""
         path = self.path / LOCK
-        for _ in range(2):
+        while True:
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = int(path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    holder = 0
-                if holder and holder != os.getpid() and _pid_alive(holder):
-                    raise AdvbenchError(f"run {self.run_id} is being run by process {holder}; wait for it or "
-                                        f"stop it (a stale {path} can be deleted)") from None
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
-            break
-        else:  # pragma: no cover - lost a race twice
-            raise AdvbenchError(f"could not lock run {self.run_id}")
+                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+            except OSError as exc:
+                raise AdvbenchError(f"run {self.run_id} cannot be written ({path}: {exc.strerror}); copy it to a "
+                                    "writable place to resume it") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise AdvbenchError(f"run {self.run_id} is being run by process {holder or 'another process'}; wait "
+                                    "for it or stop it") from None
+            if _same_file(fd, path):  # not unlinked by a holder that finished between our open and flock
+                break
+            os.close(fd)
         try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
             yield
         finally:
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # while still held: a waiting process sees the unlink and retries
+            os.close(fd)
+
+
+def _read_holder(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def list_runs(results_dir: Path) -> list[RunStore]:

@@ -186,7 +186,24 @@ AUTOATTACK = "autoattack"
 AUTOATTACK_MARGIN = 0.01  # an attack leaving more than 1 point above autoattack is marked weaker
 TRACE_SHARE = 0.2         # share of unbeaten samples whose loss trace must look wrong to flag a cell
 # flags whose cells' numbers the tables print as unreliable rather than as results
-UNRELIABLE = {"beaten-by-black-box", "dead-gradients"}
+UNRELIABLE = {"beaten-by-black-box", "dead-gradients", "undeclared-randomness"}
+# of those, the flags that make every number of the defense unreliable (its worst cases too)
+WHOLE_DEFENSE = {"undeclared-randomness"}
+
+
+def unreliable_reasons(summary: pd.DataFrame, flags: pd.DataFrame, ensembles: set[tuple[str, str]]) -> list[str]:
+    """Per summary row, the flags that make its number unreliable ("" for none): a flagged cell's
+    rows, and every row of a defense whose predictions are random without being declared so. A
+    black-box flag on an ensemble is left out (its own Square component covers it)."""
+    by_cell: dict[tuple[str, str], set[str]] = {}
+    by_defense: dict[str, set[str]] = {}
+    for flag in flags.itertuples():
+        if flag.flag in WHOLE_DEFENSE:
+            by_defense.setdefault(flag.defense, set()).add(flag.flag)
+        elif flag.flag in UNRELIABLE and (flag.defense, flag.attack) not in ensembles:
+            by_cell.setdefault((flag.defense, flag.attack), set()).add(flag.flag)
+    return [";".join(sorted(by_cell.get((d, a), set()) | by_defense.get(d, set())))
+            for d, a in zip(summary["defense"], summary["attack"])]
 
 
 def _autoattack_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:

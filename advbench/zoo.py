@@ -79,13 +79,13 @@ def check_name(name: str) -> str:
 def train(
     defense_name: str, data: Dataset, *, options: dict[str, Any] | None = None, seed: int = 0,
     name: str | None = None, zoo_dir: Path | None = None, device: torch.device = torch.device("cpu"),
-    observer: Observer | None = None,
+    observer: Observer | None = None, discard_partial: bool = False,
 ) -> Card:
-    """Train a registered defense and write `<zoo>/<name>.pt` and `.json` atomically."""
+    """Train a registered defense and write `<zoo>/<name>.pt` and `.json` atomically. An
+    interrupted training of the entry continues; one with other settings is refused unless
+    `discard_partial` (then dropped with a warning)."""
     observer = observer or Observer()
-    cls = defenses.get(defense_name)
-    if not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
-        raise AdvbenchError(f"defense {defense_name!r} cannot be trained by advbench")
+    cls = trainable_class(defense_name)
     config = cls.Config(**resolved_hyperparameters(defense_name, data.info, options))
     zoo_dir = Path(zoo_dir or default_zoo_dir())
     _ensure_writable(zoo_dir)
@@ -95,8 +95,11 @@ def train(
     partial = zoo_dir / PARTIAL_DIR / entry
     identity = hashlib.sha256(json.dumps([defense_name, data.info.name, dataclasses.asdict(config), seed],
                                          sort_keys=True, default=str).encode()).hexdigest()
+    settings = {"defense": defense_name, "dataset": data.info.name, "seed": seed,
+                "hyperparameters": dataclasses.asdict(config)}
     start = time.perf_counter()
-    with checkpoints_in(partial, identity):  # every epoch is kept; a rerun continues after the last one
+    # every epoch is kept; a rerun continues after the last one
+    with checkpoints_in(partial, identity, settings, discard_other=discard_partial):
         epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer)
     seconds = time.perf_counter() - start
     model.eval()
@@ -118,9 +121,18 @@ def train(
     return card
 
 
+def trainable_class(defense_name: str) -> Any:
+    """The registered class behind `defense_name`, refused in one line when advbench cannot train it."""
+    cls = defenses.get(defense_name)
+    if not (isinstance(cls, type) and issubclass(cls, TrainableDefense)):
+        raise AdvbenchError(f"defense {defense_name!r} cannot be trained by advbench (it is not a TrainableDefense); "
+                            "evaluate it with its weights: --weights FILE, or weights = \"FILE\" in a grid")
+    return cls
+
+
 def resolved_hyperparameters(defense_name: str, info: DataInfo, options: dict[str, Any] | None) -> dict[str, Any]:
     """The hyperparameters a training run would record in its card (defaults filled in)."""
-    cls = defenses.get(defense_name)
+    cls = trainable_class(defense_name)
     config = cls.Config(**coerce_options(cls.Config, options or {}, f"defense {defense_name}"))
     return dataclasses.asdict(cls.resolve_config(config, info))
 
@@ -145,7 +157,7 @@ def train_entry(defense_name: str, data: Dataset, *, options: dict[str, Any] | N
             return existing, True
         raise AdvbenchError(f"{target} exists with other settings; pass --force to overwrite it or --name to keep both")
     return train(defense_name, data, options=options, seed=seed, name=entry, zoo_dir=zoo_dir, device=device,
-                 observer=observer), False
+                 observer=observer, discard_partial=force), False
 
 
 def save(model: Defense, card: Card, zoo_dir: Path) -> Path:
@@ -325,7 +337,7 @@ def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None
     if weights is not None and not weights.is_file():
         raise AdvbenchError(f"weights file {weights} does not exist")
     if ref.python_target:
-        _python_factory(ref.python_target)  # import errors surface now
+        python_factory(ref.python_target)  # import errors surface now
         return DefensePlan(ref, weights=weights)
     if ref.robustbench:
         from .defenses import robustbench_models
@@ -469,21 +481,41 @@ def _construct(factory: Any, info: DataInfo | None) -> Any:
     return factory(**{k: v for k, v in facts.items() if k in accepted})
 
 
-def _python_factory(target: str) -> Any:
-    """The factory of a python: spec. Modules are found in the current directory too, as
-    `python -m advbench` finds them (the installed `advbench` script's path is its bin/)."""
+def python_factory(target: str) -> Any:
+    """The factory of a python: spec: a function or class. Modules are found in the current
+    directory too, as `python -m advbench` finds them (the installed `advbench` script's path
+    is its bin/). Whatever the module raises on import (even SystemExit) is one line."""
     module_name, _, attr = target.partition(":")
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.append(cwd)  # after installed packages: a local file never shadows one
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise AdvbenchError(f"cannot load python defense {target!r}: {exc}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: even sys.exit() must not end advbench silently
+        raise AdvbenchError(f"python defense {target!r}: importing {module_name} raised "
+                            f"{_exception_line(exc)}") from None
+    if not (inspect.isclass(factory) or inspect.isroutine(factory)):
+        raise AdvbenchError(f"python defense {target!r} is a {type(factory).__name__}, not a function or class that "
+                            "builds a torch module")
+    return factory
+
+
+def _exception_line(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _from_python_factory(target: str, info: DataInfo, weights: Path | None) -> Defense:
-    model = _construct(_python_factory(target), info)
+    try:
+        model = _construct(python_factory(target), info)
+    except (AdvbenchError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code, as above
+        raise AdvbenchError(f"python defense {target!r}: the factory raised {_exception_line(exc)}") from None
     if not isinstance(model, torch.nn.Module):
         raise AdvbenchError(f"python defense {target!r} returned {type(model).__name__}, not a torch module")
     if weights is not None:

@@ -364,10 +364,10 @@ def test_a_second_process_cannot_run_the_same_run(tmp_path, trained_zoo, digits)
 
     grid = grid_from_dict({"samples": 10, "defenses": ["cnn"], "attacks": [{"name": "fgsm", "epsilons": [0.1]}]})
     store = RunStore.create(tmp_path, grid.fingerprint())
-    (store.path / "run.lock").write_text(str(os.getppid()))  # a live process holds it
-    with pytest.raises(AdvbenchError, match="is being run by process"):
-        run_grid(grid, digits, store, zoo_dir=trained_zoo)
-    (store.path / "run.lock").write_text("999999999")  # a dead process's lock is taken over
+    with RunStore(store.path).lock():  # held (the kernel's flock) while run_grid tries to take it
+        with pytest.raises(AdvbenchError, match=f"is being run by process {os.getpid()}"):
+            run_grid(grid, digits, store, zoo_dir=trained_zoo)
+    (store.path / "run.lock").write_text("999999999")  # a dead process's lock file is taken over
     manifest = run_grid(grid, digits, store, zoo_dir=trained_zoo)
     assert "cnn__fgsm" in manifest.finished and not (store.path / "run.lock").exists()
 

@@ -91,3 +91,25 @@ def test_an_unknown_robustbench_name_or_dataset_is_one_line(fake_cifar):
     assert unknown.exit_code == 2 and "no cifar10 Linf model 'NoSuchModel2099'" in unknown.output
     digits = invoke("attack", f"robustbench:{MODEL}", "--attack", "fgsm")
     assert digits.exit_code == 2 and "RobustBench models are for cifar10" in digits.output
+
+
+class _RunsCode:
+    """Unpickling this creates the directory it names: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (__import__("os").makedirs, (self.marker,))
+
+
+def test_a_robustbench_checkpoint_holding_pickled_code_is_refused_unrun(fake_cifar):
+    path = _place_checkpoint(fake_cifar / "rb-models")
+    state = torch.load(path, weights_only=True)["state_dict"]
+    marker = fake_cifar / "code-ran"
+    torch.save({"state_dict": state, "payload": _RunsCode(str(marker))}, path)
+    result = invoke("attack", f"robustbench:{MODEL}", "--dataset", "cifar10", "--attack", "fgsm", "--eps", "8/255",
+                    "--samples", "4", "--no-sanity", "--model-dir", fake_cifar / "rb-models", "--format", "csv")
+    assert not marker.exists()
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "never unpickles" in result.output and str(path) in result.output

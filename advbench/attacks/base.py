@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
@@ -111,10 +112,21 @@ class Attack(ABC):
     # options whose declared default is a sentinel, with what it stands for (`advbench list --params`)
     derived_defaults: ClassVar[dict[str, str]] = {}
 
+    # a minimum-norm attack written for the old `run(target, x, y, epsilon)` (epsilon None): called so, with a warning
+    legacy_epsilon_argument: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "__call__" in cls.__dict__:
             raise TypeError(f"{cls.__name__} overrides Attack.__call__, which does the shared work; implement run")
+        run = cls.__dict__.get("run")
+        if cls.kind is AttackKind.MINIMUM_NORM and run is not None and \
+                "epsilon" in inspect.signature(run).parameters:
+            cls.legacy_epsilon_argument = True
+            warnings.warn(f"attack {cls.__module__}.{cls.__qualname__}: a minimum-norm attack's run() no longer takes "
+                          "epsilon (it was always None); write run(self, target, x, y). It is called with "
+                          "epsilon=None for now; this will stop working in a later advbench", FutureWarning,
+                          stacklevel=3)
 
     def unsupported(self, target: AttackTarget) -> str | None:
         """Why this attack cannot run on `target` (a missing capability), or None."""
@@ -152,7 +164,7 @@ class Attack(ABC):
     def __call__(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, epsilons: list[float]) -> AttackOutput:
         start = time.perf_counter()
         if self.kind is AttackKind.MINIMUM_NORM:
-            results = [self.run(target, x, y)]
+            results = [self.run(target, x, y, epsilon=None) if self.legacy_epsilon_argument else self.run(target, x, y)]
         else:
             attacked = [eps for eps in epsilons if eps != 0]
             together = self.run_epsilons(target, x, y, attacked) if len(attacked) > 1 else None

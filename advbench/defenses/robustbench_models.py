@@ -16,13 +16,18 @@ imported without the package's `__init__`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
+import pickle
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import torch
 
 from ..data import DataInfo
 from ..errors import AdvbenchError
@@ -88,13 +93,36 @@ def plan(model: str, threat: str, info: DataInfo) -> Path:
     return path
 
 
+@contextmanager
+def tensors_only_loading() -> Iterator[None]:
+    """Inside this block every `torch.load` (RobustBench's own included) runs with
+    `weights_only=True`, whatever its caller asked for or torch's default is: a checkpoint
+    can hold tensors and numbers, never code that runs when it is read."""
+    original = torch.load
+
+    @functools.wraps(original)
+    def safe_load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = safe_load  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.load = original  # type: ignore[assignment]
+
+
 def load(model: str, threat: str, info: DataInfo) -> Any:
-    """The RobustBench model, in eval mode, from its local checkpoint."""
-    plan(model, threat, info)
+    """The RobustBench model, in eval mode, from its local checkpoint (read without unpickling code)."""
+    path = plan(model, threat, info)
     utils = _module("utils")
     try:
-        return utils.load_model(model_name=model, model_dir=str(model_dir()), dataset=DATASETS[info.name],
-                                threat_model=threat).eval()
+        with tensors_only_loading():
+            return utils.load_model(model_name=model, model_dir=str(model_dir()), dataset=DATASETS[info.name],
+                                    threat_model=threat).eval()
+    except pickle.UnpicklingError:
+        raise AdvbenchError(f"RobustBench checkpoint {path} holds pickled objects beyond tensors and numbers, which "
+                            "advbench never unpickles; replace it with the leaderboard's original file") from None
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdvbenchError(f"RobustBench model {model}: cannot load {plan(model, threat, info)}: {message}") from None

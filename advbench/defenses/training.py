@@ -7,6 +7,7 @@ batch's training loss (e.g. on a mix of clean and adversarial inputs).
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 from contextlib import contextmanager
@@ -15,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import AdvbenchError
 from ..progress import Observer
 
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,15 +33,20 @@ class CheckpointPlace:
 
     directory: Path
     identity: str  # a hash of defense, dataset, hyperparameters and seed
+    settings: dict[str, Any] | None = None  # what the identity hashes, to name what changed
+    discard_other: bool = False  # a checkpoint of a training with other settings: refused, or discarded
 
 
 _PLACE: ContextVar[CheckpointPlace | None] = ContextVar("advbench_training_checkpoints", default=None)
 
 
 @contextmanager
-def checkpoints_in(directory: Path, identity: str) -> Iterator[None]:
-    """Checkpoint every `EpochLoop` run inside this block to `directory` (zoo.train uses it)."""
-    token = _PLACE.set(CheckpointPlace(Path(directory), identity))
+def checkpoints_in(directory: Path, identity: str, settings: dict[str, Any] | None = None,
+                   discard_other: bool = False) -> Iterator[None]:
+    """Checkpoint every `EpochLoop` run inside this block to `directory` (zoo.train uses it).
+    A checkpoint left by a training with other settings stops the training with a one-line
+    error (its epochs are not thrown away unasked), unless `discard_other` says to drop it."""
+    token = _PLACE.set(CheckpointPlace(Path(directory), identity, settings, discard_other))
     try:
         yield
     finally:
@@ -67,6 +75,8 @@ class EpochLoop:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", description).strip("-") or "loop"
         self.path = place.directory / f"{slug}.pt" if place else None
         self.identity = place.identity if place else ""
+        self.settings = (place.settings or {}) if place else {}
+        self.discard_other = place.discard_other if place else False
 
     def report(self, summary: str) -> None:
         """The epoch's numbers, printed as "epoch i/n: summary" when it ends."""
@@ -88,7 +98,9 @@ class EpochLoop:
     def _save(self, done: int) -> None:
         if self.path is None:
             return
-        blob = {"identity": self.identity, "epochs_done": done, "seconds": self.seconds,
+        # only tensors, numbers, strings and containers: the file loads with weights_only=True
+        blob = {"identity": self.identity, "settings": json.dumps(self.settings, sort_keys=True, default=str),
+                "epochs_done": done, "seconds": self.seconds,
                 "rng": torch.get_rng_state(), "state": {name: _state_of(obj) for name, obj in self.state.items()}}
         buffer = io.BytesIO()
         torch.save(blob, buffer)
@@ -99,12 +111,14 @@ class EpochLoop:
     def _resume(self) -> int:
         if self.path is None or not self.path.exists():
             return 0
-        try:
-            blob = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a damaged checkpoint only costs the epochs it held
-            self.observer.message(f"warning: {self.path} is unreadable; {self.description} starts from epoch 1")
+        blob = read_training_checkpoint(self.path)
+        if blob is None:
+            self.observer.message(f"warning: training checkpoint {self.path} is unreadable or holds more than "
+                                  f"tensors and numbers (never unpickled); {self.description} starts from epoch 1 "
+                                  "and overwrites it")
             return 0
         if blob.get("identity") != self.identity or set(blob.get("state", {})) != set(self.state):
+            self._other_training(blob)
             return 0
         for name, obj in self.state.items():
             _load_state(obj, blob["state"][name])
@@ -115,6 +129,53 @@ class EpochLoop:
             self.observer.message(f"{self.description}: resuming after epoch {done}/{self.epochs} ({self.path})")
         return min(done, self.epochs)
 
+    def _other_training(self, blob: dict[str, Any]) -> None:
+        """A checkpoint of an interrupted training with other settings: its epochs are kept
+        unless the caller said to discard them, and either way the user hears which settings differ."""
+        done = blob.get("epochs_done", "?")
+        differing = settings_difference(_settings_of(blob), self.settings)
+        what = f"{done} finished epoch(s) of a training with other settings ({differing})"
+        if not self.discard_other:
+            raise AdvbenchError(f"{self.path} holds {what}; rerun that training to continue it, or discard it "
+                                "with `advbench train ... --force`")
+        self.observer.message(f"warning: discarding {what} in {self.path}")
+
+
+def read_training_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A per-epoch training checkpoint, loaded without unpickling code; None when unreadable."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - damaged, foreign or pickled-code files are all refused alike
+        return None
+    return blob if isinstance(blob, dict) and {"state", "rng", "epochs_done"} <= set(blob) else None
+
+
+def _settings_of(blob: dict[str, Any]) -> dict[str, Any]:
+    try:
+        settings = json.loads(blob.get("settings") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def settings_difference(earlier: dict[str, Any], now: dict[str, Any]) -> str:
+    """"lr 0.001 there, 0.01 now" for every setting that differs (nested hyperparameters flattened)."""
+    def flat(settings: dict[str, Any]) -> dict[str, str]:
+        out = {}
+        for key, value in settings.items():
+            if isinstance(value, dict):
+                out.update({k: json.dumps(v, default=str) for k, v in value.items()})
+            else:
+                out[key] = json.dumps(value, default=str)
+        return out
+
+    before, after = flat(earlier), flat(now)
+    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    if not keys:
+        return "settings not recorded" if not earlier else "another code version"
+    return ", ".join(f"{k} {before.get(k, '-')} there, {after.get(k, '-')} now" for k in keys[:4]) + (
+        f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
 
 class KeptValues:
     """Loop state that is not a module (e.g. the best validation scores so far), kept in the
@@ -124,10 +185,12 @@ class KeptValues:
         self.values = values
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(self.values)
+        # numpy arrays travel as tensors: checkpoints load with weights_only=True
+        return {k: torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v for k, v in self.values.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.values.update(state)
+        self.values.update({k: v.numpy() if isinstance(v, torch.Tensor) and isinstance(self.values.get(k), np.ndarray)
+                            else v for k, v in state.items()})
 
 
 def _state_of(obj: Any) -> Any:

@@ -23,7 +23,7 @@ from ..metrics import (certified_summary, ensemble_breakdown, epsilon_at_accurac
 from ..sanity import is_sanity
 from ..specs import seed_group
 from ..stats import DEFAULT_ALPHA
-from ..trust import attack_failure_flags
+from ..trust import attack_failure_flags, unreliable_reasons
 from ..store import RunStore, atomic_write_text
 
 
@@ -172,13 +172,16 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
     summary = summary.assign(flags=[
         ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
         for d, a in zip(summary["defense"], summary["attack"])])
+    ensembles = ensemble_breakdown(records)
+    summary = summary.assign(unreliable=unreliable_reasons(
+        summary, flags, set(zip(ensembles.get("defense", []), ensembles.get("attack", [])))))
     return Report(
         summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary[~summary["attack"].map(is_sanity)], alpha, holm),
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
-        certified=certified_summary(records), flags=flags, ensembles=ensemble_breakdown(records),
+        certified=certified_summary(records), flags=flags, ensembles=ensembles,
         notices=run.notices, dataset=run.dataset, holm=holm,
         seeds=seed_spread(summary, {name: seed_group(info.spec) for name, info in run.defenses.items()}),
         timings=pd.DataFrame(sorted(run.timings.items(), key=lambda item: -item[1]), columns=["phase", "seconds"]),

@@ -20,6 +20,7 @@ import torch
 from ..data import Dataset
 from ..errors import AdvbenchError
 from ..norms import parse_norm
+from ..saved_adversarials import saved_problem
 from ..store import RunStore
 from .plots import pyplot, save_figure
 
@@ -62,6 +63,15 @@ def gallery(store: RunStore, data: Dataset, cell_id: str, epsilon: float | None 
     info = next(c for c in manifest.cells if c.id == cell_id)
     saved = store.read_adversarials(cell_id, manifest.adversarials[cell_id])
     records = store.read_cell(cell_id, manifest.finished[cell_id])
+    ids = records["sample"].astype(int)
+    if ids.min() < 0 or ids.max() >= len(data.test_y):
+        raise AdvbenchError(f"run {store.run_id}, cell {cell_id}: its records name test samples that "
+                            f"{data.info.name} does not have")
+    clean_inputs = data.test_x[torch.tensor(list(dict.fromkeys(ids)), dtype=torch.long)]
+    problem = saved_problem(saved, info, records, clean_inputs, data.info.bounds)
+    if problem:
+        raise AdvbenchError(f"run {store.run_id}, cell {cell_id}: the saved adversarials file "
+                            f"{store.adversarials_path(cell_id)} {problem}; rerun the cell with --save-adversarials")
     epsilons = [float(e) for e in saved["epsilons"]]
     if epsilon is None:
         index = len(epsilons) - 1

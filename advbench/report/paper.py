@@ -24,17 +24,25 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _cell(value: float, low: float, high: float, best: bool) -> str:
+UNRELIABLE_MARK = r"$^\dagger$"
+
+
+def _cell(value: float, low: float, high: float, best: bool, unreliable: bool = False) -> str:
     if value is None or math.isnan(value):
         return "--"
     text = f"{100 * value:.1f} $\\pm$ {100 * (high - low) / 2:.1f}"
+    if unreliable:
+        return text + UNRELIABLE_MARK
     return f"\\textbf{{{text}}}" if best else text
 
 
-def _row(label: str, values: dict[str, tuple[float, float, float]], defenses: list[str]) -> str:
-    finite = [v[0] for v in values.values() if not math.isnan(v[0])]
+def _row(label: str, values: dict[str, tuple[float, float, float]], defenses: list[str],
+         unreliable: frozenset[str] = frozenset()) -> str:
+    """One table row; an unreliable number carries a dagger and is never the bold best."""
+    finite = [v[0] for d, v in values.items() if not math.isnan(v[0]) and d not in unreliable]
     top = max(finite) if finite else math.nan
-    cells = [_cell(*values[d], best=len(defenses) > 1 and math.isclose(values[d][0], top)) if d in values else "--"
+    cells = [_cell(*values[d], best=len(defenses) > 1 and math.isclose(values[d][0], top),
+                   unreliable=d in unreliable) if d in values else "--"
              for d in defenses]
     return " & ".join([label, *cells]) + r" \\"
 
@@ -57,11 +65,16 @@ def latex_table(report: Report) -> str:
             name = attack if str(attack).startswith("ALL") else f"{attack} ({norm_label(norm)})"
             values = {r.defense: (r.robust_accuracy, r.robust_accuracy_low, r.robust_accuracy_high)
                       for r in group.itertuples()}
-            lines.append(_row(f"{latex_escape(name)}, $\\epsilon={epsilon(float(eps))}$", values, defenses))
+            flagged = frozenset(group.loc[group.get("unreliable", pd.Series("", index=group.index)) != "", "defense"])
+            lines.append(_row(f"{latex_escape(name)}, $\\epsilon={epsilon(float(eps))}$", values, defenses, flagged))
     lines += [r"\bottomrule", r"\end{tabular}"]
     samples = int(report.summary["samples"].max())
     caption = (f"Accuracy (\\%) with the half-width of its 95\\% Wilson interval on {samples} test samples; "
-               "ALL: robust to every attack of that norm; best per row in bold. advbench "
+               "ALL: robust to every attack of that norm; best per row in bold"
+               + (f"; {UNRELIABLE_MARK}: unreliable (an attack-failure check fired: a gradient attack beaten by a "
+                  "black-box one, dead gradients, or a defense random without declaring it)"
+                  if (summary.get("unreliable", pd.Series(dtype=str)) != "").any() else "")
+               + ". advbench "
                f"{latex_escape(__version__)}, run {latex_escape(', '.join(report.runs))}.")
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\small", *lines, f"\\caption{{{caption}}}",
                       r"\end{table}"]) + "\n"
@@ -78,6 +91,7 @@ def robustbench_entries(report: Report, dataset: str) -> list[dict[str, object]]
             "name": row.defense, "dataset": dataset, "threat_model": norm_label(row.norm),
             "eps": _eps_text(float(row.epsilon), row.norm), "clean_acc": f"{100 * row.clean_accuracy:.2f}",
             "autoattack_acc": f"{100 * row.robust_accuracy:.2f}", "attack": row.attack, "samples": int(row.samples),
+            "unreliable": getattr(row, "unreliable", "") or None,  # the flags that void the number, if any
             "advbench_version": __version__, "run_id": ", ".join(report.runs),
         })
     return entries

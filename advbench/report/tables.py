@@ -9,7 +9,6 @@ import pandas as pd
 from ..errors import AdvbenchError
 from ..metrics import WORST_CASE
 from ..norms import parse_norm
-from ..trust import UNRELIABLE
 from . import Report, curve_summary
 from .terminal import TextTable
 
@@ -50,12 +49,12 @@ def _markers(report: Report) -> dict[tuple[str, str, float | None], str]:
     """(defense, attack, epsilon or None for every epsilon) -> how the accuracy table marks a
     flagged number."""
     marks: dict[tuple[str, str, float | None], str] = {}
-    ensembles = set(zip(report.ensembles.get("defense", []), report.ensembles.get("attack", [])))
     for flag in report.flags.itertuples():
-        if flag.flag in UNRELIABLE and (flag.defense, flag.attack) not in ensembles:  # Square covers an ensemble
-            marks[(flag.defense, flag.attack, None)] = "unreliable"
-        elif flag.flag == "weaker-than-autoattack":
+        if flag.flag == "weaker-than-autoattack":
             marks[(flag.defense, flag.attack, float(flag.epsilon))] = "weak"
+    if "unreliable" in report.summary:
+        for row in report.summary[report.summary["unreliable"] != ""].itertuples():
+            marks[(row.defense, row.attack, None)] = "unreliable"
     return marks
 
 
@@ -99,8 +98,9 @@ def accuracy_table(report: Report) -> TextTable:
                      note="minimum-norm attacks are read off their per-sample norms; ALL = robust to every attack "
                           "of that norm with examples valid at that eps (fixed-epsilon ones at that eps or below)"
                           + _coverage_note(summary)
-                          + ("; unreliable = a gradient attack beaten by a score-based or transfer attack, or dead "
-                             "gradients; weak = more than 1 point above autoattack (see the checks)" if marks else "")
+                          + ("; unreliable = a gradient attack beaten by a score-based or transfer attack, dead "
+                             "gradients, or a defense random without declaring it; weak = more than 1 point above "
+                             "autoattack (see the checks)" if marks else "")
                           + reject_note,
                      left_columns=2, sections=sections)
 

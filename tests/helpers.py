@@ -1,0 +1,29 @@
+"""What many test modules share: running the CLI in-process, and the single run of a results directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from advbench.cli import main
+from advbench.store import RunStore, list_runs
+
+
+def invoke(*args: object) -> Result:
+    """`advbench ARGS...` in this process (stdout and stderr kept apart)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def runs_in(results: Path) -> list[RunStore]:
+    """The runs under a results directory, oldest first."""
+    return list_runs(results)
+
+
+def one_line_error(result: Result) -> str:
+    """The error line of a failed command, checked to be one line without a traceback."""
+    assert result.exit_code not in (0, None), result.output
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output and "rerun with --debug" not in lines[0], result.output
+    return lines[0]
