@@ -29,6 +29,7 @@ from . import __version__
 from .data import DEFAULT_DATASET, DataInfo, Dataset
 from .defenses.base import Defense, ModelDefense, TrainableDefense
 from .defenses.training import accuracy, checkpoints_in
+from .defenses.weights import construct, load_state, load_tensors, load_weights
 from .errors import AdvbenchError
 from .options import coerce_options
 from .progress import Observer
@@ -183,20 +184,9 @@ def _ensure_writable(directory: Path) -> None:
         raise AdvbenchError(f"directory {directory} is not writable")
 
 
-def _torch_load(source: Any, what: str, expected: str, path: Path | None = None) -> Any:
-    """torch.load on CPU (GPU-saved files included) with one-line errors; never unpickles code."""
-    path = path if path is not None else source
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise AdvbenchError(f"{what} {path} does not exist") from None
-    except Exception as exc:
-        raise AdvbenchError(f"{what} {path} is corrupt or not {expected} ({type(exc).__name__})") from None
-
-
 def read_checkpoint(path: Path, data: bytes | None = None) -> dict[str, Any]:
     """A checkpoint's contents; pass `data` when its bytes were already read (no second read)."""
-    blob = _torch_load(io.BytesIO(data) if data is not None else path, "checkpoint", "an advbench checkpoint", path)
+    blob = load_tensors(io.BytesIO(data) if data is not None else path, "checkpoint", "an advbench checkpoint", path)
     if not isinstance(blob, dict) or "card" not in blob or "state_dict" not in blob:
         raise AdvbenchError(f"checkpoint {path} is not an advbench checkpoint (no card)")
     return blob
@@ -267,18 +257,10 @@ def load(name: str, zoo_dir: Path | None = None, *, info: DataInfo | None = None
     config = cls.Config(**coerce_options(cls.Config, card.hyperparameters, f"checkpoint {name}"))
     model_info = DataInfo(card.dataset, tuple(card.input_shape), card.num_classes)
     model = cls.build(model_info, config)
-    _load_state(model, blob["state_dict"], path)
+    load_state(model, blob["state_dict"], path)
     model.reject_threshold = blob.get("extra", {}).get("reject_threshold")
     model.card = dataclasses.asdict(card)
     return model.eval(), card
-
-
-def _load_state(model: torch.nn.Module, state: dict[str, Any], path: Path | str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise AdvbenchError(f"weights in {path} do not fit the model: {first[1].strip() if len(first) > 1 else first[0]}") from None
 
 
 def read_card(name: str, zoo_dir: Path | None = None) -> Card:
@@ -388,7 +370,7 @@ def _check_mode(ref: DefenseRef, cls: Any) -> None:
 def _needs_weights(cls: Any, info: DataInfo) -> bool:
     """A plugin class with parameters needs a weights file (random weights are no defense)."""
     try:
-        model = _construct(cls, info)
+        model = construct(cls, info)
     except Exception:  # noqa: BLE001 - construction problems surface when it is loaded
         return True
     return any(True for _ in model.parameters())
@@ -459,28 +441,6 @@ def resolve_defense(
     return load_defense(plan, data, zoo_dir=zoo_dir, device=device)
 
 
-def read_weights(path: Path) -> dict[str, Any]:
-    blob = _torch_load(path, "weights file", "a torch state dict")
-    if isinstance(blob, dict) and "state_dict" in blob:
-        blob = blob["state_dict"]
-    if not isinstance(blob, dict):
-        raise AdvbenchError(f"weights file {path} does not hold a state dict")
-    return blob
-
-
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load a state-dict file into `model`, with one-line errors."""
-    _load_state(model, read_weights(Path(path)), path)
-
-
-def _construct(factory: Any, info: DataInfo | None) -> Any:
-    """Call a model factory or class with the dataset facts it asks for by name."""
-    accepted = inspect.signature(factory).parameters
-    facts = {} if info is None else {"input_shape": tuple(info.input_shape), "num_classes": info.num_classes,
-                                     "info": info}
-    return factory(**{k: v for k, v in facts.items() if k in accepted})
-
-
 def python_factory(target: str) -> Any:
     """The factory of a python: spec: a function or class. Modules are found in the current
     directory too, as `python -m advbench` finds them (the installed `advbench` script's path
@@ -511,7 +471,7 @@ def _exception_line(exc: BaseException) -> str:
 
 def _from_python_factory(target: str, info: DataInfo, weights: Path | None) -> Defense:
     try:
-        model = _construct(python_factory(target), info)
+        model = construct(python_factory(target), info)
     except (AdvbenchError, KeyboardInterrupt):
         raise
     except BaseException as exc:  # noqa: BLE001 - user code, as above

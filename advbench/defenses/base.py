@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import AdvbenchError
+from .weights import construct, load_weights
 
 
 @dataclass
@@ -99,9 +100,7 @@ class Defense(nn.Module):
         """A ready model of this class for data `info`: constructed with the facts its
         `__init__` asks for by name (`input_shape`, `num_classes`, `info`), then the weights
         file loaded. Pre-trained wrappers override this to fetch their own weights."""
-        from ..zoo import _construct, load_weights
-
-        model = _construct(cls, info)
+        model = construct(cls, info)
         if weights is not None:
             load_weights(model, weights)
         return model
@@ -181,8 +180,6 @@ class TrainableDefense(Defense):
     @classmethod
     def load(cls, info: Any, weights: Path | None) -> "Defense":
         """With a weights file instead of a zoo entry: the default architecture for `info`."""
-        from ..zoo import load_weights
-
         model = cls.build(info, cls.resolve_config(cls.Config(), info))
         if weights is not None:
             load_weights(model, weights)
