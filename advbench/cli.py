@@ -31,12 +31,13 @@ class AdvbenchGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if ctx.invoked_subcommand == "train":
                 click.echo("interrupted: finished epochs are kept; rerun the same train command to continue from "
                            "the last one", err=True)
             else:
-                click.echo("interrupted: finished cells are kept; rerun the same command with --resume", err=True)
+                kept = getattr(exc, "kept", None) or "finished cells and batches are kept"
+                click.echo(f"interrupted: {kept}; rerun the same command with --resume", err=True)
             ctx.exit(130)
         except BrokenPipeError:  # `advbench report | head`: the reader left; nothing is wrong
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

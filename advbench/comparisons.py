@@ -13,7 +13,7 @@ import math
 import pandas as pd
 
 from .errors import AdvbenchError
-from .metrics import clean_correct, group_cells, outcomes_at, worst_case_outcomes, all_label
+from .metrics import Outcomes, all_label, clean_correct, group_cells
 from .stats import DEFAULT_ALPHA, holm_adjusted, mcnemar_test, paired_difference_interval
 
 CLEAN = "clean"
@@ -24,9 +24,11 @@ MCNEMAR_COLUMNS = [
 ]
 
 
-def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame) -> dict[tuple[str, str, float], dict[str, pd.Series]]:
+def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame, outcomes: Outcomes | None = None,
+                       ) -> dict[tuple[str, str, float], dict[str, pd.Series]]:
     """(attack, norm, epsilon) -> defense -> per-sample correctness, for every summary row
     plus the clean row."""
+    outcomes = outcomes or Outcomes()
     groups = group_cells(records)
     rows: dict[tuple[str, str, float], dict[str, pd.Series]] = {}
     for (defense, norm), cells in groups.items():
@@ -35,16 +37,16 @@ def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame) -> dict[tup
         defense, attack, norm, eps = row["defense"], row["attack"], row["norm"], float(row["epsilon"])
         cells = groups[(defense, norm)]
         if attack == all_label(norm):
-            correct = worst_case_outcomes(cells, eps)["robust"]
+            correct = outcomes.worst_case(cells, eps)["robust"]
         else:
             (cell,) = [c for c in cells if c["attack"].iloc[0] == attack]
-            correct = outcomes_at(cell, eps)["robust"]
+            correct = outcomes.at(cell, eps)["robust"]
         rows.setdefault((attack, norm, eps), {})[defense] = correct
     return rows
 
 
 def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA,
-                  holm: bool = True) -> pd.DataFrame:
+                  holm: bool = True, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """One row per defense pair per table row; empty when fewer than two defenses ran.
 
     With `holm` and more than one pair tested, `significant` uses Holm-Bonferroni adjusted
@@ -53,7 +55,7 @@ def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = D
     out = []
     worst = summary[summary["attack"] == summary["norm"].map(all_label)]
     covers = {(r.defense, r.norm, float(r.epsilon)): r.covers for r in worst.itertuples()}
-    for (attack, norm, eps), by_defense in correctness_by_row(records, summary).items():
+    for (attack, norm, eps), by_defense in correctness_by_row(records, summary, outcomes).items():
         for a, b in itertools.combinations(by_defense, 2):
             base = {"attack": attack, "norm": norm, "epsilon": eps, "defense_a": a, "defense_b": b}
             if covers.get((a, norm, eps)) != covers.get((b, norm, eps)):

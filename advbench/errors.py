@@ -11,5 +11,13 @@ class AttackVerificationError(AdvbenchError):
     """An attack returned an example outside its epsilon ball or the data bounds."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, carrying what was kept on disk (the CLI prints it)."""
+
+    def __init__(self, kept: str) -> None:
+        super().__init__(kept)
+        self.kept = kept
+
+
 class AttackIsolationError(AdvbenchError):
     """An attack changed the defense it was given (its weights, buffers or mode)."""

@@ -23,7 +23,7 @@ from .attacks import Attack
 from .config import CellPlan, Grid, subset_rule
 from .contract import Manifest
 from .data import Dataset, load_dataset
-from .errors import AdvbenchError
+from .errors import AdvbenchError, RunInterrupted
 from .progress import Observer
 from .report import Report, build_report, write_artifacts
 from .runner import pick_device, plan_cells, run_grid
@@ -138,15 +138,18 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
         observer.message("no earlier run of this grid to resume: starting a new one")
     store = store or RunStore.create(results_dir, grid.fingerprint())
     observer.message(f"run {store.run_id} -> {store.path}")
-    if executor == "ray":
-        from .executors import run_grid_on_ray
+    try:
+        if executor == "ray":
+            from .executors import run_grid_on_ray
 
-        manifest = run_grid_on_ray(grid, prepared.data, store, zoo_dir=paths.zoo_dir, data_dir=paths.data_dir,
-                                   download=paths.download, observer=observer, plans=prepared.cells,
-                                   address=address, shard_size=shard_size, reuse=grid.reuse and not fresh)
-    else:
-        manifest = run_grid(grid, prepared.data, store, zoo_dir=paths.zoo_dir, observer=observer,
-                            plans=prepared.cells, fail_fast=fail_fast, reuse=grid.reuse and not fresh)
+            manifest = run_grid_on_ray(grid, prepared.data, store, zoo_dir=paths.zoo_dir, data_dir=paths.data_dir,
+                                       download=paths.download, observer=observer, plans=prepared.cells,
+                                       address=address, shard_size=shard_size, reuse=grid.reuse and not fresh)
+        else:
+            manifest = run_grid(grid, prepared.data, store, zoo_dir=paths.zoo_dir, observer=observer,
+                                plans=prepared.cells, fail_fast=fail_fast, reuse=grid.reuse and not fresh)
+    except KeyboardInterrupt:
+        raise RunInterrupted(store.kept_work()) from None
     if trained:
         with store.lock():
             manifest = store.manifest()

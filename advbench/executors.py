@@ -110,4 +110,5 @@ def run_grid_on_ray(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path
         for _, plan in todo:
             manifest.finished[plan.id] = store.merge_parts(plan.id, [start for start, _ in shards])
             store.write_manifest(manifest)
+            store.drop_parts(plan.id)
     return manifest

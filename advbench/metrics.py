@@ -86,6 +86,31 @@ def outcomes_at(cell: pd.DataFrame, eps: float) -> pd.DataFrame:
     return out
 
 
+class Outcomes:
+    """Per-sample outcomes of each cell at each epsilon, and of each worst case, computed once
+    and shared by everything a report derives from them (summary, worst cases, curves,
+    comparisons): without it the worst cases re-read every cell at every epsilon and a report's
+    cost grew with the square of its cells. Keyed by cell id; use one per set of records."""
+
+    def __init__(self) -> None:
+        self._cells: dict[tuple[str, float], pd.DataFrame] = {}
+        self._worst: dict[tuple[tuple[str, ...], float], pd.DataFrame] = {}
+
+    def at(self, cell: pd.DataFrame, eps: float) -> pd.DataFrame:
+        """`outcomes_at(cell, eps)`, computed on first use."""
+        key = (str(cell["cell"].iloc[0]), float(eps))
+        if key not in self._cells:
+            self._cells[key] = outcomes_at(cell, eps)
+        return self._cells[key]
+
+    def worst_case(self, cells: list[pd.DataFrame], eps: float) -> pd.DataFrame:
+        """`worst_case_outcomes(cells, eps)`, computed on first use."""
+        key = (tuple(str(c["cell"].iloc[0]) for c in cells), float(eps))
+        if key not in self._worst:
+            self._worst[key] = worst_case_outcomes(cells, eps, self)
+        return self._worst[key]
+
+
 def _accuracy_columns(prefix: str, correct: pd.Series) -> dict[str, float]:
     n, k = len(correct), int(correct.sum())
     low, high = wilson_interval(k, n)
@@ -116,10 +141,12 @@ def _summary_row(first: pd.Series, attack: str, kind: str, eps: float, out: pd.D
     return row
 
 
-def summarize_cell(cell: pd.DataFrame, epsilons: Iterable[float] = ()) -> pd.DataFrame:
+def summarize_cell(cell: pd.DataFrame, epsilons: Iterable[float] = (), outcomes: Outcomes | None = None,
+                   ) -> pd.DataFrame:
     """One summary row per epsilon for one cell; minimum-norm cells also get an `inf` row."""
     first = cell.iloc[0]
-    rows = [_summary_row(first, first["attack"], first["kind"], eps, outcomes_at(cell, eps))
+    outcomes = outcomes or Outcomes()
+    rows = [_summary_row(first, first["attack"], first["kind"], eps, outcomes.at(cell, eps))
             for eps in cell_epsilons(cell, epsilons)]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -138,21 +165,22 @@ def covered_attacks(cells: list[pd.DataFrame], eps: float) -> list[str]:
     return [c["attack"].iloc[0] for c in cells if _readable_at(c, eps)]
 
 
-def worst_case_outcomes(cells: list[pd.DataFrame], eps: float) -> pd.DataFrame:
+def worst_case_outcomes(cells: list[pd.DataFrame], eps: float, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """A sample is robust at `eps` only if it survives every attack with examples valid at
     `eps` (paper 004's "ALL" rows): minimum-norm attacks read at `eps`, fixed-epsilon attacks
     at each of their epsilons up to `eps`; so ALL is at or below every attack it covers, at
     every epsilon, and never rises with epsilon."""
-    outcomes = [outcomes_at(cell, e) for cell in cells for e in _readable_at(cell, eps)]
+    read = outcomes or Outcomes()
+    outcomes_list = [read.at(cell, e) for cell in cells for e in _readable_at(cell, eps)]
     combined = cells[0].drop_duplicates("sample").set_index("sample")[["label", "clean_pred", "clean_score", "x_l2"]]
     combined = combined.copy()
     combined["clean_ok"] = combined["clean_pred"] == combined["label"]
     combined["robust"] = np.logical_and.reduce(
         [combined["clean_ok"].to_numpy()] + [o["robust"].reindex(combined.index, fill_value=False).to_numpy()
-                                             for o in outcomes])
+                                             for o in outcomes_list])
     combined["fooled"] = combined["clean_ok"] & ~combined["robust"]
-    combined["seconds"] = sum((o["seconds"] for o in outcomes), 0.0)
-    combined["queries"] = sum((o["queries"] for o in outcomes), 0.0)
+    combined["seconds"] = sum((o["seconds"] for o in outcomes_list), 0.0)
+    combined["queries"] = sum((o["queries"] for o in outcomes_list), 0.0)
     return combined
 
 
@@ -171,16 +199,18 @@ def group_cells(records: pd.DataFrame) -> dict[tuple[str, str], list[pd.DataFram
     return groups
 
 
-def summarize(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]]) -> pd.DataFrame:
+def summarize(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
+              outcomes: Outcomes | None = None) -> pd.DataFrame:
     """Summary rows for every cell, and an "ALL <norm>" worst-case row set per defense and
     norm when a defense faced two or more attacks of that norm."""
+    outcomes = outcomes or Outcomes()
     frames = []
     for (_, norm), cells in group_cells(records).items():
         for cell in cells:
-            frames.append(summarize_cell(cell, epsilons_by_cell.get(cell["cell"].iloc[0], [])))
+            frames.append(summarize_cell(cell, epsilons_by_cell.get(cell["cell"].iloc[0], []), outcomes))
         if len(cells) >= 2:
             first = cells[0].iloc[0]
-            rows = [{**_summary_row(first, all_label(norm), WORST_CASE, eps, worst_case_outcomes(cells, eps),
+            rows = [{**_summary_row(first, all_label(norm), WORST_CASE, eps, outcomes.worst_case(cells, eps),
                                     distortion=False), "covers": "+".join(covered_attacks(cells, eps))}
                     for eps in worst_case_epsilons(cells, epsilons_by_cell)]
             frames.append(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
@@ -193,10 +223,11 @@ CURVE_COLUMNS = ["defense", "attack", "norm", "kind", "epsilon", "accuracy"]
 
 
 def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
-                      points: int = 101) -> pd.DataFrame:
+                      points: int = 101, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """Accuracy against epsilon: a dense step curve from each minimum-norm attack's norms,
     one point per epsilon for fixed-epsilon attacks (with the clean accuracy at 0), and the
     worst case over a norm's attacks where all of them can be read."""
+    outcomes = outcomes or Outcomes()
     rows: list[dict[str, object]] = []
     for (defense, norm), cells in group_cells(records).items():
         dense: set[float] = set()
@@ -212,12 +243,13 @@ def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[fl
                 grid = [0.0, *cell_epsilons(cell)]
             dense.update(grid)
             for eps in grid:
-                accuracy = outcomes_at(cell, eps)["robust"].mean() if eps > 0 else clean_accuracy(cell)
+                accuracy = outcomes.at(cell, eps)["robust"].mean() if eps > 0 else clean_accuracy(cell)
                 rows.append({"defense": defense, "attack": first["attack"], "norm": norm, "kind": first["kind"],
                              "epsilon": float(eps), "accuracy": float(accuracy)})
         if len(cells) >= 2:  # the worst case at every epsilon any curve of this norm has a point at
             for eps in sorted(dense):
-                accuracy = worst_case_outcomes(cells, eps)["robust"].mean() if eps > 0 else clean_accuracy(cells[0])
+                accuracy = (outcomes.worst_case(cells, eps)["robust"].mean() if eps > 0
+                            else clean_accuracy(cells[0]))
                 rows.append({"defense": defense, "attack": all_label(norm), "norm": norm, "kind": WORST_CASE,
                              "epsilon": float(eps), "accuracy": float(accuracy)})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)

@@ -156,10 +156,11 @@ def open_manifest(store: RunStore, grid: Grid, plans: list[tuple[CellPlan, Attac
 
 
 def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec: str, probe: torch.Tensor,
-                     observer: Observer, checkpoint: str | None = None, num_classes: int | None = None) -> None:
+                     observer: Observer, checkpoint: str | None = None, num_classes: int | None = None) -> bool:
     """Record what the report and the trust checks need to know about a defense; finished cells
     of an earlier model (its weights changed since they ran) are dropped so that they rerun.
-    A model that fails on the probe inputs, or gives other than `num_classes` outputs, is refused."""
+    A model that fails on the probe inputs, or gives other than `num_classes` outputs, is refused.
+    Returns whether the weights changed (the caller drops the defense's unfinished parts too)."""
     check_outputs(defense, defense_id, probe, num_classes)
     digest = state_digest(defense)
     earlier = manifest.defenses.get(defense_id)
@@ -179,6 +180,7 @@ def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec
         info.nondeterministic = changed
         observer.message(f"warning: {defense_id} is not declared stochastic but {changed}")
     manifest.defenses[defense_id] = info
+    return earlier is not None and earlier.weights_sha256 not in (None, digest)
 
 
 def check_outputs(defense: Defense, defense_id: str, probe: torch.Tensor, num_classes: int | None) -> None:
@@ -236,10 +238,12 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                     continue
                 try:
                     defense = models.get(defense_spec.spec, defense_spec.weights, defense_spec.train)
-                    describe_defense(manifest, defense_spec.id, defense, defense_spec.spec,
-                                     inputs[:grid.batch_size].to(device), observer,
-                                     models.checkpoints[(defense_spec.spec, defense_spec.weights, defense_spec.train)],
-                                     data.info.num_classes)
+                    if describe_defense(manifest, defense_spec.id, defense, defense_spec.spec,
+                                        inputs[:grid.batch_size].to(device), observer,
+                                        models.checkpoints[(defense_spec.spec, defense_spec.weights,
+                                                            defense_spec.train)], data.info.num_classes):
+                        for plan, _ in own:  # batches of the earlier weights must not join the new ones
+                            store.drop_parts(plan.id)
                 except AdvbenchError as exc:
                     _refuse_all(manifest, store, own, exc, observer, advance_cells)
                     if fail_fast:
@@ -285,19 +289,19 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
                     try:
                         observer.message(f"cell {plan.id}: {attack!r}")
                         started = time.perf_counter()
-                        kept: list[torch.Tensor] | None = [] if grid.save_adversarials else None
-                        records = run_cell(plan, attack, defense, indices, inputs, labels, clean,
-                                           batch_size=grid.batch_size, bounds=data.info.bounds,
-                                           num_classes=data.info.num_classes, device=device, observer=observer,
-                                           source=source, load_model=models.get, dataset=data.info.name,
-                                           seed=grid.seed, keep_adversarials=kept)
-                        if kept is not None:
+                        parts = CellParts(store, plan, attack, indices, grid.batch_size, grid.save_adversarials)
+                        run_cell(plan, attack, defense, indices, inputs, labels, clean, batch_size=grid.batch_size,
+                                 bounds=data.info.bounds, num_classes=data.info.num_classes, device=device,
+                                 observer=observer, source=source, load_model=models.get, dataset=data.info.name,
+                                 seed=grid.seed, parts=parts)
+                        if grid.save_adversarials:
                             manifest.adversarials[plan.id] = store.write_adversarials(
-                                plan.id, saved_adversarials(plan, attack, indices, kept))
-                        manifest.finished[plan.id] = store.write_cell(plan.id, records)
+                                plan.id, saved_adversarials(plan, attack, indices, parts.adversarials()))
+                        manifest.finished[plan.id] = store.merge_parts(plan.id, parts.starts)
                         manifest.timings[plan.id] = round(time.perf_counter() - started, 3)
                         manifest.refused.pop(plan.id, None)
                         store.write_manifest(manifest)
+                        store.drop_parts(plan.id)
                     except AdvbenchError as exc:
                         _refuse(manifest, store, plan, exc, observer)
                         if fail_fast:
@@ -474,14 +478,15 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
              num_classes: int, device: torch.device, observer: Observer | None = None,
              source: Defense | None = None, load_model: Callable[[str], nn.Module] | None = None,
              dataset: str = "", seed: int | None = None, offset: int = 0,
-             keep_adversarials: list[torch.Tensor] | None = None) -> pd.DataFrame:
+             parts: "CellParts | None" = None) -> pd.DataFrame:
     """Attack one defense with one attack over all samples; one record per sample and epsilon.
 
     With `source`, the attack is crafted on that model and its examples are evaluated on
     `defense` (a transfer, or black-box, attack). With `seed`, each batch is seeded by its cell
     and the position `offset + start` of its first sample (shards reproduce whole cells).
-    With `keep_adversarials`, each batch's verified adversarial inputs are appended to it as
-    one tensor [epsilons, batch, ...] on the CPU."""
+    With `parts`, each finished batch is written as a part (with its verified adversarial
+    inputs when they are kept) and batches whose parts are already on disk are skipped; the
+    returned records are then those of the batches run in this call."""
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
@@ -495,6 +500,9 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
         with observer.task(f"{plan.defense.id} x {plan.attack.id}", len(inputs)) as advance:
             for start in range(0, len(inputs), batch_size):
                 stop = start + batch_size
+                if parts is not None and parts.finished(offset + start, offset + min(stop, len(inputs))):
+                    advance(min(batch_size, len(inputs) - start))  # kept from an interrupted attempt
+                    continue
                 credit = BatchCredit(advance, min(batch_size, len(inputs) - start), evaluations_per_input)
                 # a fresh target per batch: a gradient model may keep state between an attack's steps
                 # (warm-started inference), and no batch may see another's (shards reproduce cells)
@@ -517,17 +525,59 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
                 gradients = counters[0].count / len(x)  # evaluations of the gradient model (surrogate included)
                 seconds = output.seconds / len(x)
                 details = output.details or [{} for _ in output.adversarials]
+                batch_rows: list[dict[str, Any]] = []
                 for eps, adv, detail in zip(epsilons, output.adversarials, details):
                     verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=bounds, attack=plan.attack.id)
-                    rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start, defense,
-                                         eot, seconds, queries, gradients, access, grad_norms, observer, detail))
-                if keep_adversarials is not None:
-                    keep_adversarials.append(torch.stack([adv.detach().cpu() for adv in output.adversarials]))
+                    batch_rows.extend(_records(plan, attack, eps, indices[start:stop], y, x, adv, clean, start,
+                                               defense, eot, seconds, queries, gradients, access, grad_norms,
+                                               observer, detail))
+                if parts is not None:
+                    parts.write(offset + start, pd.DataFrame(batch_rows, columns=RECORD_COLUMNS),
+                                torch.stack([a.detach().cpu() for a in output.adversarials]) if parts.keep else None)
+                rows.extend(batch_rows)
                 credit.finish()
     finally:  # whatever the attack did or raised, the next cell gets the model as this one found it
         for guard in guards:
             guard.restore()
     return pd.DataFrame(rows, columns=RECORD_COLUMNS)
+
+
+class CellParts:
+    """A cell's finished batches on disk. Each batch's records (and its verified adversarial
+    inputs, when the run keeps them) are written as a part as soon as it finishes; a resumed
+    cell skips every batch whose part still checks out, so an interruption costs at most the
+    batch in progress, and the merged records equal an uninterrupted run's (batches are seeded
+    by their position)."""
+
+    def __init__(self, store: RunStore, plan: CellPlan, attack: Attack, indices: torch.Tensor, batch_size: int,
+                 keep_adversarials: bool) -> None:
+        self.store, self.cell_id, self.indices, self.keep = store, plan.id, indices, keep_adversarials
+        self.rows_per_sample = 1 if attack.kind is AttackKind.MINIMUM_NORM else len(plan.epsilons)
+        self.starts = list(range(0, len(indices), batch_size))
+
+    def finished(self, start: int, stop: int) -> bool:
+        """Whether the batch [start, stop) has a part on disk with the records (and inputs) it should hold."""
+        frame = self.store.read_part(self.cell_id, start)
+        if frame is None or len(frame) != (stop - start) * self.rows_per_sample:
+            return False
+        if not ((frame["cell"] == self.cell_id).all() and
+                sorted(set(frame["sample"].astype(int))) == sorted(self.indices[start:stop].tolist())):
+            return False
+        if self.keep:
+            kept = self.store.read_adversarials_part(self.cell_id, start)
+            return kept is not None and kept.ndim >= 2 and kept.shape[1] == stop - start
+        return True
+
+    def write(self, start: int, records: pd.DataFrame, adversarials: torch.Tensor | None) -> None:
+        self.store.write_part(self.cell_id, start, records, adversarials)
+
+    def adversarials(self) -> list[torch.Tensor]:
+        """Every batch's kept inputs, in sample order ([epsilons, batch, ...] each)."""
+        found = [self.store.read_adversarials_part(self.cell_id, start) for start in self.starts]
+        if any(f is None for f in found):
+            raise AdvbenchError(f"cell {self.cell_id}: a batch's saved adversarial inputs are missing or damaged; "
+                                "rerun with --resume")
+        return found  # type: ignore[return-value]
 
 
 class BatchCredit:

@@ -22,12 +22,15 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 
 from .contract import LATER_COLUMNS, RECORD_COLUMNS, RECORD_SCHEMA, CellChecksum, Manifest
 from .errors import AdvbenchError
+
+if TYPE_CHECKING:
+    import torch
 
 MANIFEST = "manifest.json"
 RECORDS_DIR = "records"
@@ -309,22 +312,74 @@ class RunStore:
         return sha256
 
     def part_path(self, cell_id: str, start: int) -> Path:
-        """A shard of a cell (samples from `start`), written by one distributed task."""
+        """A finished batch (local runs) or shard (Ray tasks) of a cell: samples from `start`."""
         return self.record_path(cell_id).with_suffix(f".part-{start:07d}.csv")
+
+    def adversarials_part_path(self, cell_id: str, start: int) -> Path:
+        return self.adversarials_path(cell_id).with_suffix(f".part-{start:07d}.pt")
 
     def has_part(self, cell_id: str, start: int) -> bool:
         return self.part_path(cell_id, start).exists()
 
-    def write_part(self, cell_id: str, start: int, records: pd.DataFrame) -> None:
+    def write_part(self, cell_id: str, start: int, records: pd.DataFrame,
+                   adversarials: "torch.Tensor | None" = None) -> None:
+        """Write a part atomically; its saved adversarial inputs (when kept) go first, so a
+        records part on disk always has them beside it."""
+        if adversarials is not None:
+            import torch
+
+            buffer = io.BytesIO()
+            torch.save(adversarials.detach().cpu().contiguous(), buffer)
+            atomic_write_bytes(self.adversarials_part_path(cell_id, start), buffer.getvalue())
         atomic_write_text(self.part_path(cell_id, start), records.to_csv(index=False))
 
+    def read_part(self, cell_id: str, start: int) -> pd.DataFrame | None:
+        """A part's records, or None when it is missing or does not parse (it is computed again)."""
+        try:
+            return read_records_csv(self.part_path(cell_id, start))
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+
+    def read_adversarials_part(self, cell_id: str, start: int) -> "torch.Tensor | None":
+        """A part's saved adversarial inputs, read as tensors only; None when missing or unreadable."""
+        import torch
+
+        try:
+            value = torch.load(self.adversarials_part_path(cell_id, start), map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - missing, damaged or foreign: the batch is computed again
+            return None
+        return value if isinstance(value, torch.Tensor) else None
+
     def merge_parts(self, cell_id: str, starts: list[int]) -> CellChecksum:
-        """Join a cell's shards, in sample order, into its cell file; then drop the shards."""
+        """Join a cell's parts, in sample order, into its cell file. The parts stay until
+        `drop_parts` (after the manifest records the cell), so an interruption loses nothing."""
         parts = [self.part_path(cell_id, start) for start in sorted(starts)]
-        checksum = self.write_cell(cell_id, pd.concat([read_records_csv(p) for p in parts], ignore_index=True))
-        for part in parts:
-            part.unlink()
-        return checksum
+        return self.write_cell(cell_id, pd.concat([read_records_csv(p) for p in parts], ignore_index=True))
+
+    def part_starts(self, cell_id: str) -> list[int]:
+        """The starts of the records parts a cell has on disk."""
+        prefix = self.record_path(cell_id).stem + ".part-"
+        return sorted(int(p.name[len(prefix):-4]) for p in self.path.glob(f"{RECORDS_DIR}/*.part-*.csv")
+                      if p.name.startswith(prefix))
+
+    def kept_work(self) -> str:
+        """What an interrupted run keeps, for the interruption message."""
+        manifest = self.readable_manifest()
+        if manifest is None:
+            return f"nothing was finished in {self.path}"
+        unfinished = [c.id for c in manifest.cells if c.id not in manifest.finished and c.id not in manifest.skipped]
+        batches = [len(self.part_starts(cell_id)) for cell_id in unfinished]
+        return (f"{len(manifest.finished)} finished cell(s) and {sum(batches)} finished batch(es) of "
+                f"{sum(1 for b in batches if b)} unfinished cell(s) are kept in {self.path}")
+
+    def drop_parts(self, cell_id: str) -> None:
+        """Remove a cell's parts (records and saved adversarial inputs)."""
+        for start in self.part_starts(cell_id):
+            self.part_path(cell_id, start).unlink(missing_ok=True)
+        stem = self.adversarials_path(cell_id).stem + ".part-"
+        for path in self.path.glob(f"{ADVERSARIALS_DIR}/*.part-*.pt"):
+            if path.name.startswith(stem):
+                path.unlink(missing_ok=True)
 
     def records(self) -> pd.DataFrame:
         """All finished cells' verified per-sample records, in manifest cell order."""

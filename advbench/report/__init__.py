@@ -18,7 +18,7 @@ import pandas as pd
 from ..comparisons import mcnemar_table
 from ..contract import SCHEMA_VERSION, CellInfo, DefenseInfo, Manifest
 from ..errors import AdvbenchError
-from ..metrics import (certified_summary, ensemble_breakdown, epsilon_at_accuracy, reject_summary, reject_tradeoff,
+from ..metrics import (Outcomes, certified_summary, ensemble_breakdown, epsilon_at_accuracy, reject_summary, reject_tradeoff,
                        robustness_curves, seed_spread, summarize)
 from ..sanity import is_sanity
 from ..specs import seed_group
@@ -167,7 +167,8 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
     run = Run.open(stores)
     records, epsilons = run.records, run.epsilons
     thresholds = {name: info.reject_threshold for name, info in run.defenses.items()}
-    summary = summarize(records, epsilons)
+    outcomes = Outcomes()  # each cell's outcomes at each epsilon, computed once for every view below
+    summary = summarize(records, epsilons, outcomes)
     flags = attack_failure_flags(records, run.cells, run.defenses)
     summary = summary.assign(flags=[
         ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
@@ -176,7 +177,8 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
     summary = summary.assign(unreliable=unreliable_reasons(
         summary, flags, set(zip(ensembles.get("defense", []), ensembles.get("attack", [])))))
     return Report(
-        summary=summary, curves=robustness_curves(records, epsilons), mcnemar=mcnemar_table(records, summary[~summary["attack"].map(is_sanity)], alpha, holm),
+        summary=summary, curves=robustness_curves(records, epsilons, outcomes=outcomes),
+        mcnemar=mcnemar_table(records, summary[~summary["attack"].map(is_sanity)], alpha, holm, outcomes),
         reject=reject_summary(records, epsilons, thresholds, false_alarm),
         tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
