@@ -95,6 +95,19 @@ class Outcomes:
     def __init__(self) -> None:
         self._cells: dict[tuple[str, float], pd.DataFrame] = {}
         self._worst: dict[tuple[tuple[str, ...], float], pd.DataFrame] = {}
+        self._measured: dict[str, list[float] | None] = {}  # a fixed-epsilon cell's epsilons; None: minimum-norm
+
+    def readable_at(self, cell: pd.DataFrame, eps: float) -> list[float]:
+        """The epsilons of `cell` whose examples are valid adversarials at `eps`: any point of a
+        smaller ball lies in the larger one, so a fixed-epsilon cell counts at every measured
+        epsilon up to `eps`; a minimum-norm cell is read at `eps` itself."""
+        cell_id = str(cell["cell"].iloc[0])
+        if cell_id not in self._measured:
+            self._measured[cell_id] = None if is_minimum_norm(cell) else cell_epsilons(cell)
+        measured = self._measured[cell_id]
+        if measured is None:
+            return [eps]
+        return [e for e in measured if 0 < e <= eps + BALL_TOLERANCE]
 
     def at(self, cell: pd.DataFrame, eps: float) -> pd.DataFrame:
         """`outcomes_at(cell, eps)`, computed on first use."""
@@ -151,18 +164,10 @@ def summarize_cell(cell: pd.DataFrame, epsilons: Iterable[float] = (), outcomes:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def _readable_at(cell: pd.DataFrame, eps: float) -> list[float]:
-    """The epsilons of a cell whose examples are valid adversarials at `eps`: any point of a
-    smaller ball lies in the larger one, so a fixed-epsilon cell counts at every measured
-    epsilon up to `eps`; a minimum-norm cell is read at `eps` itself."""
-    if is_minimum_norm(cell):
-        return [eps]
-    return [e for e in cell_epsilons(cell) if 0 < e <= eps + BALL_TOLERANCE]
-
-
-def covered_attacks(cells: list[pd.DataFrame], eps: float) -> list[str]:
+def covered_attacks(cells: list[pd.DataFrame], eps: float, outcomes: Outcomes | None = None) -> list[str]:
     """The attacks a worst case at `eps` covers (those with examples valid at `eps`)."""
-    return [c["attack"].iloc[0] for c in cells if _readable_at(c, eps)]
+    read = outcomes or Outcomes()
+    return [c["attack"].iloc[0] for c in cells if read.readable_at(c, eps)]
 
 
 def worst_case_outcomes(cells: list[pd.DataFrame], eps: float, outcomes: Outcomes | None = None) -> pd.DataFrame:
@@ -171,7 +176,7 @@ def worst_case_outcomes(cells: list[pd.DataFrame], eps: float, outcomes: Outcome
     at each of their epsilons up to `eps`; so ALL is at or below every attack it covers, at
     every epsilon, and never rises with epsilon."""
     read = outcomes or Outcomes()
-    outcomes_list = [read.at(cell, e) for cell in cells for e in _readable_at(cell, eps)]
+    outcomes_list = [read.at(cell, e) for cell in cells for e in read.readable_at(cell, eps)]
     combined = cells[0].drop_duplicates("sample").set_index("sample")[["label", "clean_pred", "clean_score", "x_l2"]]
     combined = combined.copy()
     combined["clean_ok"] = combined["clean_pred"] == combined["label"]
@@ -211,7 +216,7 @@ def summarize(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
         if len(cells) >= 2:
             first = cells[0].iloc[0]
             rows = [{**_summary_row(first, all_label(norm), WORST_CASE, eps, outcomes.worst_case(cells, eps),
-                                    distortion=False), "covers": "+".join(covered_attacks(cells, eps))}
+                                    distortion=False), "covers": "+".join(covered_attacks(cells, eps, outcomes))}
                     for eps in worst_case_epsilons(cells, epsilons_by_cell)]
             frames.append(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SUMMARY_COLUMNS)

@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, nargs="+", default=[10, 20, 40])
     parser.add_argument("--samples", type=int, default=240)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="accepted for collect_results; the report runs on the CPU")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; 2 defenses x N fgsm cells, "
