@@ -101,6 +101,8 @@ def _grid_overrides(func):
         click.option("--batch-size", type=int, default=None, help="Attack batch size."),
         click.option("--seed", type=int, default=None, help="Seed for the sample subset and attacks."),
         click.option("--device", default=None, help="auto, cpu or cuda[:N] [default: auto]."),
+        click.option("--threads", type=int, default=None,
+                     help="torch CPU threads [default: torch's choice]; on a busy machine 1 is often fastest."),
         click.option("--sanity/--no-sanity", default=None,
                      help="Add the masking sanity attacks (small Square, transfer from cnn) [default: on]."),
         click.option("--save-adversarials/--no-save-adversarials", default=None,

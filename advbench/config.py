@@ -52,13 +52,13 @@ def default_epsilons(dataset: str, norm: Norm) -> tuple[float, ...]:
     """The epsilons an attack without its own gets on `dataset`."""
     return DATASET_EPSILONS.get(dataset, {}).get(norm, DEFAULT_EPSILONS[norm])
 GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity", "subset",
-             "save_adversarials", "reuse"}
+             "save_adversarials", "reuse", "threads"}
 # Which test points `samples = N` takes: the first N (RobustBench's convention, the default for the
 # torchvision datasets) or a seeded random subset (the default on digits, whose test split is sorted by
 # nothing in particular but small).
 SUBSETS = ("first", "random")
 # Settings that do not change any number: left out of the grid's fingerprint.
-NOT_FINGERPRINTED = ("device", "save_adversarials", "reuse")
+NOT_FINGERPRINTED = ("device", "save_adversarials", "reuse", "threads")
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class Grid:
     subset: str | None = None  # "first" or "random" test points; None: by dataset (see `subset_rule`)
     save_adversarials: bool = False  # keep each cell's adversarial inputs beside its records
     reuse: bool = True  # copy cells an earlier run computed on the same content (`advbench.reuse`)
+    threads: int | None = None  # torch's CPU threads; None: torch's own choice
 
     def fingerprint(self) -> str:
         numbers = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
@@ -182,7 +183,7 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
     kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity", "subset",
-                                   "save_adversarials", "reuse") if k in data}
+                                   "save_adversarials", "reuse", "threads") if k in data}
     grid = Grid(defenses, attacks, **kwargs)
     _check_restrictions(grid, where)
     return validate(grid)
@@ -218,6 +219,8 @@ def validate(grid: Grid) -> Grid:
         raise AdvbenchError(f"batch size must be a positive integer, got {grid.batch_size!r}")
     if grid.samples is not None and (not _is_int(grid.samples) or grid.samples < 1):
         raise AdvbenchError(f"samples must be a positive integer, got {grid.samples!r}")
+    if grid.threads is not None and (not _is_int(grid.threads) or grid.threads < 1):
+        raise AdvbenchError(f"threads must be a positive integer, got {grid.threads!r}")
     if not _is_int(grid.seed):
         raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
     for key in ("dataset", "device"):

@@ -131,6 +131,7 @@ class Manifest:
     versions: dict[str, str | None]
     cells: list[CellInfo]
     git_commit: str | None = None
+    threads: int | None = None  # torch's CPU threads when the run started
     defenses: dict[str, DefenseInfo] = field(default_factory=dict)
     finished: dict[str, CellChecksum] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)  # cell -> why it failed (the grid went on)
@@ -158,7 +159,7 @@ class Manifest:
         return {
             "schema_version": self.schema_version, "fingerprint": self.fingerprint, "created": self.created,
             "status": self.status.value, "grid": self.grid, "device": self.device, "versions": self.versions,
-            "git_commit": self.git_commit, "cells": [c.to_json() for c in self.cells],
+            "git_commit": self.git_commit, "threads": self.threads, "cells": [c.to_json() for c in self.cells],
             "defenses": {k: asdict(v) for k, v in self.defenses.items()},
             "finished": {k: asdict(v) for k, v in self.finished.items()},
             "refused": self.refused, "skipped": self.skipped, "content_keys": self.content_keys,
@@ -176,6 +177,7 @@ class Manifest:
                 fingerprint=str(data["fingerprint"]), created=str(data["created"]), grid=dict(data["grid"]),
                 device=str(data.get("device", "")), versions=dict(data.get("versions", {})),
                 cells=[CellInfo.from_json(c) for c in data["cells"]], git_commit=data.get("git_commit"),
+                threads=int(data["threads"]) if data.get("threads") is not None else None,
                 defenses={k: DefenseInfo.from_json(v) for k, v in data.get("defenses", {}).items()},
                 finished={k: CellChecksum(int(v["rows"]), str(v["sha256"]))
                           for k, v in data.get("finished", {}).items()},

@@ -26,7 +26,7 @@ from .data import Dataset, load_dataset
 from .errors import AdvbenchError, RunInterrupted
 from .progress import Observer
 from .report import Report, build_report, write_artifacts
-from .runner import pick_device, plan_cells, run_grid
+from .runner import pick_device, plan_cells, run_grid, use_threads
 from .sanity import with_sanity_attacks
 from .stats import DEFAULT_ALPHA
 from .store import RunStore, default_results_dir
@@ -128,6 +128,7 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
             raise AdvbenchError("saving adversarial inputs is not supported with --executor ray; run locally")
     prepared = prepare(grid, paths)
     grid = prepared.grid
+    use_threads(grid.threads, observer)
     started = time.perf_counter()
     trained = train_missing(prepared.defenses, prepared.data, zoo_dir=paths.zoo_dir, device=prepared.device,
                             observer=observer)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import time
 import zlib
 from dataclasses import asdict
@@ -73,6 +74,17 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def use_threads(threads: int | None, observer: Observer) -> None:
+    """Set torch's CPU threads when asked; on a machine busier than its cores, say that fewer
+    threads may be faster (torch's threads then wait on each other at every barrier)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores and torch.get_num_threads() > 1:
+        observer.message(f"hint: the load average ({load:.1f}) exceeds the {cores} cores; torch's "
+                         f"{torch.get_num_threads()} threads may wait on each other: try --threads 1")
+
+
 def cell_seed(seed: int, cell_id: str) -> int:
     """A seed per cell that does not depend on which other cells ran before (resume-safe)."""
     return zlib.crc32(f"{seed}:{cell_id}".encode())
@@ -128,6 +140,7 @@ def build_manifest(grid: Grid, plans: list[tuple[CellPlan, Attack]], device: tor
     return Manifest(
         fingerprint=grid.fingerprint(), created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
         grid=asdict(grid), device=str(device), versions=library_versions(), git_commit=git_commit(),
+        threads=torch.get_num_threads(),
         cells=[cell_info(plan, attack) for plan, attack in plans],
     )
 

@@ -99,3 +99,27 @@ def test_gtsrb_loads_and_resizes(tmp_path):
 def test_missing_dataset_says_where_files_go(tmp_path, name):
     with pytest.raises(AdvbenchError, match=r"not found in .*--download"):
         load_dataset(name, tmp_path)
+
+
+def test_the_shipped_digits_are_scikit_learns_split_exactly(digits):
+    """advbench reads its own copy (no scikit-learn import); it must be the split it always used."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None]
+    train_x, test_x, train_y, test_y = train_test_split(images, bunch.target, test_size=0.2, random_state=0,
+                                                        stratify=bunch.target)
+    assert np.array_equal(digits.train_x.numpy(), train_x) and np.array_equal(digits.test_x.numpy(), test_x)
+    assert np.array_equal(digits.train_y.numpy(), train_y) and np.array_equal(digits.test_y.numpy(), test_y)
+    assert digits.train_y.dtype == torch.long
+
+
+def test_reading_the_digits_imports_no_scikit_learn():
+    import subprocess
+    import sys
+
+    code = "import sys; from advbench.data import load_dataset; load_dataset('digits'); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

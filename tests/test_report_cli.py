@@ -148,3 +148,17 @@ def test_a_report_without_flags_says_so(isolated):
                                        "--no-sanity"])
     assert result.exit_code == 0, result.output
     assert "no flags" in result.output
+
+
+def test_a_report_raises_no_pandas_warning(isolated):
+    import warnings
+
+    from helpers import invoke as run_cli
+
+    (isolated / "grid.toml").write_text('samples = 10\ndefenses = ["cnn"]\n[[attacks]]\nname = "fgsm"\n'
+                                        'epsilons = [0.1]\n')
+    assert run_cli("run", isolated / "grid.toml", "--format", "csv").exit_code == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli("report").exit_code == 0
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]

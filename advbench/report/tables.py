@@ -275,7 +275,7 @@ def timing_table(report: Report, shown: int = 8) -> TextTable | None:
     if report.timings.empty:
         return None
     frame = report.timings
-    is_cell = ~frame["phase"].str.startswith(("training", "clean ")) & ~frame["phase"].str.contains("/(training|clean )")
+    is_cell = ~frame["phase"].str.startswith(("training", "clean ")) & ~frame["phase"].str.contains("/(?:training|clean )")
     phases = frame[~is_cell]
     cells = frame[is_cell]
     rows = [[r.phase, f"{r.seconds:.1f}"] for r in phases.itertuples()]

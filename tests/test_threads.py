@@ -1,0 +1,50 @@
+"""torch's CPU threads: set by --threads (or `threads = N`), recorded in the manifest, and a hint
+when the machine is busier than its cores."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from advbench import runner
+from advbench.progress import Observer
+from helpers import invoke, one_line_error, runs_in
+
+
+class Messages(Observer):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+
+def test_threads_are_set_and_recorded(isolated):
+    before = torch.get_num_threads()
+    try:
+        result = invoke("attack", "cnn", "--attack", "fgsm", "--eps", "0.1", "--samples", "10", "--no-sanity",
+                        "--threads", "1", "--format", "csv")
+        assert result.exit_code == 0, result.output
+        assert runs_in(isolated / "results")[0].manifest().threads == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_wrong_thread_count_is_one_line(isolated):
+    (isolated / "grid.toml").write_text('threads = 0\ndefenses = ["cnn"]\n[[attacks]]\nname = "fgsm"\n')
+    assert "threads must be a positive integer" in one_line_error(invoke("run", isolated / "grid.toml"))
+
+
+def test_a_busy_machine_gets_a_hint(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    try:
+        observer = Messages()
+        runner.use_threads(2, observer)
+        assert any("try --threads 1" in line for line in observer.lines)
+        quiet = Messages()
+        runner.use_threads(1, quiet)  # one thread has nothing to wait for
+        assert not quiet.lines
+    finally:
+        torch.set_num_threads(before)
