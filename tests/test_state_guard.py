@@ -47,7 +47,7 @@ def _noise_cell(results) -> pd.DataFrame:
 def test_the_cell_after_a_refused_attack_sees_the_untouched_model(isolated):
     (isolated / "bn_models.py").write_text(BN_MODEL)
     body = ('samples = 30\nsanity = false\ndefenses = ["python:bn_models:batchnorm_net"]\n{}'
-            '[[attacks]]\nname = "noise"\nnorm = "l2"\n')
+            '[[attacks]]\nname = "noise"\nnorm = "l2"\nlevels = 4\nrepeats = 2\n')
     (isolated / "both.toml").write_text(body.format('[[attacks]]\nname = "stir"\nepsilons = [0.1]\n'))
     (isolated / "clean.toml").write_text(body.format(""))
     with attacks.temporarily("stir", BatchNormStirrer):
