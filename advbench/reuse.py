@@ -36,7 +36,7 @@ from .contract import SCHEMA_VERSION, AttackKind, CellChecksum, Manifest
 from .defenses.base import Defense, state_digest
 from .errors import AdvbenchError
 from .provenance import model_code, package_source_sha256, plugin_code, source_revision, source_sha256
-from .registry import attacks, datasets
+from .registry import attacks, datasets, defenses
 from .saved_adversarials import saved_problem
 from .specs import DefenseRef
 from .store import RunStore, list_runs
@@ -74,11 +74,13 @@ def content_key(plan: CellPlan, attack: Attack, grid: Grid, dataset: str, indice
 
 
 def defense_code(spec: str, model: Defense) -> dict[str, Any]:
-    """The code behind a defense: the classes its model is built from and, for a `python:`
-    spec, its factory's module."""
+    """The code behind a defense: the classes its model is built from, a registered plugin's
+    distribution and version, and for a `python:` spec its factory's module."""
     ref = DefenseRef.parse(spec)
     factory = source_sha256(python_factory(ref.python_target)) if ref.python_target else None
-    return {"model": model_code(model), "factory": factory}
+    registered = not ref.python_target and not ref.robustbench and ref.name in defenses
+    return {"model": model_code(model), "factory": factory,
+            "plugin": plugin_code(defenses, ref.name) if registered else None}
 
 
 @dataclass(frozen=True)

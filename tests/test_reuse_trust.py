@@ -183,3 +183,23 @@ def test_a_damaged_earlier_adversarials_file_is_recomputed_with_a_warning(isolat
     assert latest.path != earlier.path and "cnn__fgsm" in manifest.finished and "cnn__fgsm" not in manifest.reused
     saved = latest.read_adversarials("cnn__fgsm", manifest.adversarials["cnn__fgsm"])
     assert saved["adversarials"].shape == (1, 30, 1, 8, 8)
+
+
+def test_a_plugin_defense_edited_in_place_changes_its_content_key(tmp_path):
+    from advbench.registry import defenses
+    from advbench.reuse import defense_code
+
+    module = tmp_path / "my_defense_plugin.py"
+    module.write_text("from advbench import Defense\n\n\nclass Mine(Defense):\n    def forward(self, x):\n"
+                      "        return x.flatten(1)[:, :10]\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        cls = importlib.import_module("my_defense_plugin").Mine
+        with defenses.temporarily("mine", cls):
+            before = defense_code("mine", cls())
+            module.write_text(module.read_text().replace(":10]", ":10] * 2"))
+            after = defense_code("mine", cls())
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("my_defense_plugin", None)
+    assert before["plugin"]["origin"] == "temporary" and before != after
