@@ -7,6 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from advbench.cli import main
+from advbench.progress import Observer
 from advbench.store import RunStore, list_runs
 
 
@@ -27,3 +28,13 @@ def one_line_error(result: Result) -> str:
     assert len(lines) == 1, result.output
     assert "Traceback" not in result.output and "rerun with --debug" not in lines[0], result.output
     return lines[0]
+
+
+class Messages(Observer):
+    """An observer that keeps the messages it is given (warnings, hints) for a test to read."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)

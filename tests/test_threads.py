@@ -8,16 +8,7 @@ import os
 import torch
 
 from advbench import runner
-from advbench.progress import Observer
-from helpers import invoke, one_line_error, runs_in
-
-
-class Messages(Observer):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.lines.append(text)
+from helpers import Messages, invoke, one_line_error, runs_in
 
 
 def test_threads_are_set_and_recorded(isolated):

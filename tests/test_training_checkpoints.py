@@ -12,7 +12,7 @@ import torch
 from advbench.defenses import training
 from advbench.defenses.training import EpochLoop, checkpoints_in
 from advbench.progress import Observer
-from helpers import invoke, one_line_error
+from helpers import Messages, invoke, one_line_error
 
 
 class _RunsCode:
@@ -30,14 +30,6 @@ def _pickle_with_code(path, marker) -> None:
     buffer = io.BytesIO()
     torch.save({"identity": "x", "epochs_done": 1, "state": {}, "rng": _RunsCode(str(marker))}, buffer)
     path.write_bytes(buffer.getvalue())
-
-
-class Messages(Observer):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def message(self, text: str) -> None:
-        self.lines.append(text)
 
 
 def test_a_planted_pickle_in_the_partial_checkpoints_never_runs(tmp_path):
