@@ -55,10 +55,13 @@ def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = D
     out = []
     worst = summary[summary["attack"] == summary["norm"].map(all_label)]
     covers = {(r.defense, r.norm, float(r.epsilon)): r.covers for r in worst.itertuples()}
+    worst_rows = {(r.attack, r.norm) for r in worst.itertuples()}
     for (attack, norm, eps), by_defense in correctness_by_row(records, summary, outcomes).items():
         for a, b in itertools.combinations(by_defense, 2):
             base = {"attack": attack, "norm": norm, "epsilon": eps, "defense_a": a, "defense_b": b}
-            if covers.get((a, norm, eps)) != covers.get((b, norm, eps)):
+            # only a worst case depends on which attacks it covers; a single attack's row compares
+            # the same attack on the same samples whatever else each defense faced
+            if (attack, norm) in worst_rows and covers.get((a, norm, eps)) != covers.get((b, norm, eps)):
                 out.append({**base, **_REFUSED, "note": f"refused: worst cases over different attacks "
                                                         f"({covers.get((a, norm, eps))} vs {covers.get((b, norm, eps))})"})
                 continue

@@ -134,3 +134,18 @@ def test_mcnemar_table_for_two_defenses_and_refusal():
     records = pd.concat([a, shifted])
     refused = mcnemar_table(records, summarize(records, {}))
     assert refused["note"].str.startswith("refused").all()
+
+
+def test_a_single_attack_row_is_compared_even_when_the_worst_cases_cover_different_attacks():
+    """Issue 22: cnn faced fgsm and pgd, the other defense only fgsm; their ALL rows cover different
+    attacks (refused), but the fgsm row compares the same attack on the same samples."""
+    clean = [True] * 8
+    records = pd.concat([
+        make_records("a", "fgsm", "fixed-epsilon", outcome_rows(clean, [False] * 6 + [True] * 2)),
+        make_records("a", "pgd", "fixed-epsilon", outcome_rows(clean, [False] * 7 + [True])),
+        make_records("b", "fgsm", "fixed-epsilon", outcome_rows(clean, [True] * 8)),
+        make_records("b", "noise", "fixed-epsilon", outcome_rows(clean, [True] * 8)),
+    ])
+    table = mcnemar_table(records, summarize(records, {})).set_index("attack")
+    assert table.loc["fgsm", "note"] == "" and table.loc["fgsm", "only_b_correct"] == 6
+    assert table.loc["ALL Linf", "note"].startswith("refused: worst cases over different attacks")
