@@ -162,3 +162,23 @@ def test_a_report_raises_no_pandas_warning(isolated):
         warnings.simplefilter("always")
         assert run_cli("report").exit_code == 0
     assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
+
+
+def test_an_incomplete_run_says_so_in_every_format(isolated):
+    import io
+    import json
+
+    import pandas as pd
+
+    from helpers import invoke as run_cli
+
+    (isolated / "broken.py").write_text("def net():\n    raise ValueError('not today')\n")
+    (isolated / "grid.toml").write_text('samples = 10\nsanity = false\ndefenses = ["cnn", "python:broken:net"]\n'
+                                        '[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n')
+    assert run_cli("run", isolated / "grid.toml", "--format", "csv").exit_code != 0  # one defense refused
+    outputs = {fmt: run_cli("report", "--format", fmt).stdout for fmt in ("csv", "latex", "robustbench", "html")}
+    assert outputs["csv"].startswith("# INCOMPLETE run ")
+    assert list(pd.read_csv(io.StringIO(outputs["csv"]), comment="#")["defense"]) == ["cnn"]
+    assert r"\textbf{INCOMPLETE run" in outputs["latex"]
+    assert json.loads(outputs["robustbench"])["notices"][0].startswith("INCOMPLETE run ")
+    assert "INCOMPLETE run " in outputs["html"]

@@ -221,6 +221,8 @@ def render(report: Report, fmt: Format | str, out: TextIO, view: View | str = Vi
 
         out.write(robustbench_json(report, report.dataset))
     elif fmt is Format.CSV:
+        for notice in report.notices:  # a half-finished grid must not paste as a complete one
+            out.write(f"# {notice}\n")  # (pandas reads past them with comment="#")
         report.summary.to_csv(out, index=False)
     elif fmt is Format.JSON:
         json.dump({"notices": report.notices, **{name: _json_rows(frame) for name, frame in report.tables().items()}},

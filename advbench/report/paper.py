@@ -69,7 +69,9 @@ def latex_table(report: Report) -> str:
             lines.append(_row(f"{latex_escape(name)}, $\\epsilon={epsilon(float(eps))}$", values, defenses, flagged))
     lines += [r"\bottomrule", r"\end{tabular}"]
     samples = int(report.summary["samples"].max())
-    caption = (f"Accuracy (\\%) with the half-width of its 95\\% Wilson interval on {samples} test samples; "
+    incomplete = "".join(f"\\textbf{{{latex_escape(notice)}.}} " for notice in report.notices)
+    caption = (incomplete + f"Accuracy (\\%) with the half-width of its 95\\% Wilson interval on {samples} test "
+               "samples; "
                "ALL: robust to every attack of that norm; best per row in bold"
                + (f"; {UNRELIABLE_MARK}: unreliable (an attack-failure check fired: a gradient attack beaten by a "
                   "black-box one, dead gradients, or a defense random without declaring it)"
@@ -100,7 +102,9 @@ def robustbench_entries(report: Report, dataset: str) -> list[dict[str, object]]
 def robustbench_json(report: Report, dataset: str) -> str:
     entries = robustbench_entries(report, dataset)
     missing = sorted(set(report.summary["defense"]) - {e["name"] for e in entries})
-    document = {"entries": entries}
+    document: dict[str, object] = {"entries": entries}
+    if report.notices:
+        document["notices"] = report.notices  # e.g. "INCOMPLETE run ...: 5 of 48 cells"
     if missing:
         document["without_autoattack"] = missing  # no autoattack cell: no leaderboard number
     return json.dumps(document, indent=2) + "\n"
