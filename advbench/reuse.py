@@ -32,7 +32,7 @@ import torch
 from . import __version__
 from .attacks import Attack
 from .config import CellPlan, Grid
-from .contract import SCHEMA_VERSION, AttackKind, CellChecksum, Manifest
+from .contract import SCHEMA_VERSION, AttackKind, CellChecksum, CellInfo, Manifest
 from .defenses.base import Defense, state_digest
 from .errors import AdvbenchError
 from .provenance import model_code, package_source_sha256, plugin_code, source_revision, source_sha256
@@ -91,6 +91,7 @@ class EarlierCell:
     cell_id: str
     checksum: CellChecksum
     adversarials: str | None  # sha256 of its saved adversarial inputs, None when it kept none
+    info: CellInfo  # its planned cell (epsilons, kind), to check saved inputs against
 
 
 class CellIndex:
@@ -105,10 +106,12 @@ class CellIndex:
             manifest = store.readable_manifest()
             if manifest is None or manifest.legacy:
                 continue
+            infos = {cell.id: cell for cell in manifest.cells}
             for cell_id, key in manifest.content_keys.items():
-                if cell_id in manifest.finished:
+                if cell_id in manifest.finished and cell_id in infos:
                     self._cells.setdefault(key, []).append(EarlierCell(
-                        store, cell_id, manifest.finished[cell_id], manifest.adversarials.get(cell_id)))
+                        store, cell_id, manifest.finished[cell_id], manifest.adversarials.get(cell_id),
+                        infos[cell_id]))
 
     def find(self, key: str, cell_id: str, need_adversarials: bool = False,
              warn: Callable[[str], None] | None = None) -> EarlierCell | None:
@@ -131,14 +134,12 @@ def earlier_cell_problem(earlier: EarlierCell, need_adversarials: bool) -> str |
     """Why an earlier run's cell cannot be copied: records or saved inputs that fail their
     checksums, do not parse, or disagree with each other."""
     try:
-        manifest = earlier.store.manifest()
-        info = next(c for c in manifest.cells if c.id == earlier.cell_id)
         records = earlier.store.read_cell(earlier.cell_id, earlier.checksum)
         if need_adversarials and earlier.adversarials:
             saved = earlier.store.read_adversarials(earlier.cell_id, earlier.adversarials)
-            problem = saved_problem(saved, info, records)
+            problem = saved_problem(saved, earlier.info, records)
             if problem:
                 return f"its saved adversarials file {problem}"
-    except (AdvbenchError, StopIteration) as exc:
-        return str(exc) or "its manifest does not list the cell"
+    except AdvbenchError as exc:
+        return str(exc)
     return None
