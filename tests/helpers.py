@@ -1,24 +1,17 @@
-"""What many test modules share: running the CLI in-process, and the single run of a results directory."""
+"""What many test modules share: running the CLI in-process, one-line error checks, a message-keeping observer."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from click.testing import CliRunner, Result
 
 from advbench.cli import main
 from advbench.progress import Observer
-from advbench.store import RunStore, list_runs
 
 
 def invoke(*args: object) -> Result:
     """`advbench ARGS...` in this process (stdout and stderr kept apart)."""
     return CliRunner().invoke(main, [str(a) for a in args])
 
-
-def runs_in(results: Path) -> list[RunStore]:
-    """The runs under a results directory, oldest first."""
-    return list_runs(results)
 
 
 def one_line_error(result: Result) -> str:

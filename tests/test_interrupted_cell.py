@@ -12,8 +12,8 @@ import time
 import pandas as pd
 
 from advbench import runner
-from advbench.store import RunStore
-from helpers import invoke, runs_in
+from advbench.store import RunStore, list_runs
+from helpers import invoke
 
 ATTACK = ["attack", "cnn", "--attack", "pgd-linf", "--eps", "0.05", "--eps", "0.1", "--steps", "150",
           "--samples", "50", "--batch-size", "10", "--no-sanity", "--save-adversarials", "--format", "csv"]
@@ -40,7 +40,7 @@ def test_sigint_inside_a_cell_then_resume_gives_the_uninterrupted_records(isolat
     child.send_signal(signal.SIGINT)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
-    (interrupted,) = runs_in(isolated / "results")
+    (interrupted,) = list_runs(isolated / "results")
     kept = len(list(interrupted.path.glob("records/*.part-*.csv")))
     assert 1 <= kept < 5, "the interruption should land inside the cell"
     assert f"0 finished cell(s) and {kept} finished batch(es) of 1 unfinished cell(s) are kept" in stderr
@@ -53,7 +53,7 @@ def test_sigint_inside_a_cell_then_resume_gives_the_uninterrupted_records(isolat
 
     whole = invoke(*ATTACK, "--fresh", "--results-dir", isolated / "whole")
     assert whole.exit_code == 0, whole.output
-    (uninterrupted,) = runs_in(isolated / "whole")
+    (uninterrupted,) = list_runs(isolated / "whole")
     pd.testing.assert_frame_equal(_records(interrupted), _records(uninterrupted))
     for key in ("samples", "epsilons", "adversarials"):
         assert _saved(interrupted)[key].equal(_saved(uninterrupted)[key]), key

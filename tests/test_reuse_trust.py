@@ -13,8 +13,8 @@ import torch
 
 from advbench.provenance import plugin_code
 from advbench.registry import attacks, datasets
-from advbench.store import RunStore, sha256_bytes
-from helpers import invoke, runs_in
+from advbench.store import RunStore, sha256_bytes, list_runs
+from helpers import invoke
 
 PLUGIN = '''
 from advbench import FixedEpsilonAttack, Norm
@@ -52,7 +52,7 @@ FGSM = '[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
 
 
 def _latest(results) -> RunStore:
-    return runs_in(results)[-1]
+    return list_runs(results)[-1]
 
 
 def test_a_changed_plugin_attack_is_computed_again_not_reused(isolated):

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from advbench.store import RunStore, sha256_bytes
-from helpers import invoke, one_line_error, runs_in
+from advbench.store import RunStore, sha256_bytes, list_runs
+from helpers import invoke, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def saved_run(tmp_path_factory, trained_zoo):
     result = invoke("run", grid, "--format", "csv", "--results-dir", directory / "results",
                     "--zoo-dir", trained_zoo)
     assert result.exit_code == 0, result.output
-    return runs_in(directory / "results")[0]
+    return list_runs(directory / "results")[0]
 
 
 @pytest.fixture

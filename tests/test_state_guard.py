@@ -11,8 +11,8 @@ from advbench.attacks.base import FixedEpsilonAttack
 from advbench.norms import Norm
 from advbench.registry import attacks
 from advbench.runner import StateGuard
-from advbench.store import RunStore
-from helpers import invoke, runs_in
+from advbench.store import RunStore, list_runs
+from helpers import invoke
 
 BN_MODEL = '''
 import torch
@@ -39,7 +39,7 @@ class BatchNormStirrer(FixedEpsilonAttack):
 
 
 def _noise_cell(results) -> pd.DataFrame:
-    (store,) = [RunStore(r.path) for r in runs_in(results)][-1:]
+    (store,) = [RunStore(r.path) for r in list_runs(results)][-1:]
     frame = store.records()
     return frame[frame["attack"] == "noise"].drop(columns=["seconds"]).reset_index(drop=True)
 

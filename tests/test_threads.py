@@ -8,7 +8,8 @@ import os
 import torch
 
 from advbench import runner
-from helpers import Messages, invoke, one_line_error, runs_in
+from advbench.store import list_runs
+from helpers import Messages, invoke, one_line_error
 
 
 def test_threads_are_set_and_recorded(isolated):
@@ -17,7 +18,7 @@ def test_threads_are_set_and_recorded(isolated):
         result = invoke("attack", "cnn", "--attack", "fgsm", "--eps", "0.1", "--samples", "10", "--no-sanity",
                         "--threads", "1", "--format", "csv")
         assert result.exit_code == 0, result.output
-        assert runs_in(isolated / "results")[0].manifest().threads == 1
+        assert list_runs(isolated / "results")[0].manifest().threads == 1
     finally:
         torch.set_num_threads(before)
 
