@@ -218,7 +218,7 @@ def train(ctx: click.Context, defense: str, dataset: str, seed: int, name: str |
     """
     from . import zoo
     from .data import load_dataset
-    from .runner import pick_device
+    from .run.device import pick_device
 
     data = load_dataset(dataset, data_dir, download)
     card, reused = zoo.train_entry(defense, data, options=parse_extra_options(ctx.args), seed=seed, name=name,
@@ -538,7 +538,7 @@ def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, 
     from .experiments.detector_eval import DetectorAttack, default_detector_attacks, detector_auc_table
     from .report.tables import number
     from .report.terminal import TextTable, write_tables
-    from .runner import pick_device
+    from .run.device import pick_device
     from .store import atomic_write_text
     from .zoo import resolve_defense
 

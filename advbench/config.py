@@ -10,6 +10,7 @@ import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,11 @@ class DefenseSpec:
     @property
     def id(self) -> str:
         return self.label or self.spec
+
+    @cached_property
+    def ref(self) -> DefenseRef:
+        """The parsed spec (parsed once; a frozen dataclass keeps the cache in its __dict__)."""
+        return DefenseRef.parse(self.spec)
 
 
 @dataclass(frozen=True)
@@ -237,7 +243,7 @@ def validate(grid: Grid) -> Grid:
         if attack.eot is not None and (isinstance(attack.eot, bool) or not isinstance(attack.eot, int) or attack.eot < 1):
             raise AdvbenchError(f"attack {attack.id}: eot must be a positive integer, got {attack.eot!r}")
     for defense in grid.defenses:
-        DefenseRef.parse(defense.spec)  # syntax errors surface with the grid
+        defense.ref  # syntax errors surface with the grid (parsed once, kept)
     ids = [a.id for a in grid.attacks]
     if len(set(ids)) != len(ids):
         raise AdvbenchError("two attacks share a name; give one a distinct label = \"...\"")

@@ -67,16 +67,16 @@ def content_key(plan: CellPlan, attack: Attack, grid: Grid, dataset: str, indice
                 defense: Defense, source: Defense | None) -> str:
     """The cell's content key, from the weights and the code it runs (both executors call this)."""
     code = {"attack": plugin_code(attacks, plan.attack.name), "dataset": plugin_code(datasets, dataset),
-            "defense": defense_code(plan.defense.spec, defense),
+            "defense": defense_code(plan.defense.ref, defense),
             "source": defense_code(plan.attack.source, source) if plan.attack.source and source is not None else None}
     return cell_key(plan, attack, grid, dataset, indices, manifest.defenses[plan.defense.id].weights_sha256 or "",
                     state_digest(source) if source is not None else None, defense.eot_samples, code)
 
 
-def defense_code(spec: str, model: Defense) -> dict[str, Any]:
+def defense_code(spec: str | DefenseRef, model: Defense) -> dict[str, Any]:
     """The code behind a defense: the classes its model is built from, a registered plugin's
     distribution and version, and for a `python:` spec its factory's module."""
-    ref = DefenseRef.parse(spec)
+    ref = spec if isinstance(spec, DefenseRef) else DefenseRef.parse(spec)
     factory = source_sha256(python_factory(ref.python_target)) if ref.python_target else None
     registered = not ref.python_target and not ref.robustbench and ref.name in defenses
     return {"model": model_code(model), "factory": factory,

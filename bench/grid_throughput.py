@@ -18,7 +18,7 @@ import torch
 
 from advbench.config import grid_from_dict
 from advbench.data import load_dataset
-from advbench.runner import pick_device, run_grid
+from advbench.run import pick_device, run_grid
 from advbench.store import RunStore
 
 ATTACKS = [

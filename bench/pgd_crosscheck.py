@@ -12,7 +12,7 @@ import torch
 
 from advbench.attacks import make_attack
 from advbench.data import load_dataset
-from advbench.runner import attack_target
+from advbench.run import attack_target
 from advbench.zoo import load
 
 

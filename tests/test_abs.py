@@ -17,7 +17,7 @@ from advbench.defenses.analysis_by_synthesis import AnalysisBySynthesis, Efficie
 from advbench.defenses.latent_inference import (InferenceSettings, LatentInference, certified_l2_bound,
                                                 looped_exact_inference, squared_error)
 from advbench.progress import Observer
-from advbench.runner import attack_target
+from advbench.run import attack_target
 from advbench.zoo import resolve_defense
 
 
@@ -293,7 +293,7 @@ def test_warm_started_attack_on_eabs_is_verified_and_batches_do_not_share_state(
     """Every batch gets its own warm-started view (so shards reproduce whole cells), the
     attack runs its steps warm, and its adversarials pass the runner's verification."""
     from advbench.config import AttackSpec, CellPlan, DefenseSpec
-    from advbench.runner import predict_batches, run_cell
+    from advbench.run import predict_batches, run_cell
 
     attack = make_attack("pgd-l2", {"steps": 3})
     plan = CellPlan(DefenseSpec("eabs"), AttackSpec("pgd-l2", (0.05,)), (0.05,))

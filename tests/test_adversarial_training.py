@@ -15,7 +15,7 @@ from advbench.config import AttackSpec, CellPlan, DefenseSpec
 from advbench.data import DataInfo, Dataset
 from advbench.defenses.adversarial_training import PGDATConfig, PGDAdversarialTraining
 from advbench.defenses.pgn import tanh_perturb
-from advbench.runner import predict_batches, run_cell
+from advbench.run import predict_batches, run_cell
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_pgd_at_beats_cnn_under_pgd_by_twenty_points(tmp_path, digits):
     """Issue 4's acceptance check, at full size (a couple of minutes on 2 cores)."""
     from advbench.config import grid_from_dict
     from advbench.metrics import summarize
-    from advbench.runner import run_grid
+    from advbench.run import run_grid
     from advbench.store import RunStore
 
     zoo.train("cnn", digits, zoo_dir=tmp_path)

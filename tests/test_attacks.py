@@ -35,7 +35,7 @@ def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, tiny_pgn, tiny_ga
     x, y = digits.test_x[:32], digits.test_y[:32]
     epsilons = [0.1, 0.3] if attack.norm is Norm.LINF else [0.5, 1.5]
     if name in NEEDS_GAT:
-        from advbench.runner import attack_target
+        from advbench.run import attack_target
 
         target, _ = attack_target(tiny_gat, 1, (0.0, 1.0), 10)
         victim = tiny_gat
@@ -131,7 +131,7 @@ def test_unknown_attack_option_is_named():
                                             ("fgsm", [0.0, 0.1, 0.2]), ("fgm", [0.5, 1.0]), ("mim", [0.1, 0.3])])
 def test_all_epsilons_in_one_batched_run_equal_runs_per_epsilon(tiny_cnn, digits, name, epsilons, monkeypatch):
     from advbench.attacks import make_attack
-    from advbench.runner import attack_target
+    from advbench.run import attack_target
 
     monkeypatch.setenv("ADVBENCH_BATCH_EPSILONS", "1")  # on by default only on a GPU
     target, _ = attack_target(tiny_cnn, 1, digits.info.bounds, 10)
@@ -161,7 +161,7 @@ def test_pgd_l2_is_at_least_as_strong_as_torchattacks_on_the_same_samples(tiny_c
     """Our L2 random start once sat on the ball's surface, which left PGD-L2 0.5-3 points weaker
     than torchattacks' on the digits models (bench/pgd_crosscheck.py)."""
     torchattacks = pytest.importorskip("torchattacks")
-    from advbench.runner import attack_target
+    from advbench.run import attack_target
 
     x, y = digits.test_x[:200], digits.test_y[:200]
     target, _ = attack_target(tiny_cnn, 1, digits.info.bounds, 10)

@@ -17,7 +17,7 @@ from advbench.attacks import AttackKind, make_attack
 from advbench.config import AttackSpec, CellPlan, DefenseSpec
 from advbench.defenses.base import Defense, ExpectationOverTransformation
 from advbench.registry import attacks
-from advbench.runner import attack_target, predict_batches, run_cell
+from advbench.run import attack_target, predict_batches, run_cell
 
 
 class MaskedGradients(Defense):

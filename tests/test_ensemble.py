@@ -300,9 +300,9 @@ def test_an_attack_can_be_limited_to_some_defenses(tmp_path):
     grid = grid_from_dict({"defenses": ["cnn", "pgd-at"], "attacks": [
         {"name": "fgsm", "epsilons": [0.1]}, {"name": "autoattack", "epsilons": [0.1], "defenses": ["pgd-at"]}]})
     from advbench.data import load_dataset
-    from advbench.runner import plan_cells
+    from advbench.run import plan_cells
 
-    ids = [plan.id for plan, _ in plan_cells(grid, load_dataset("digits"))]
+    ids = [cell.id for cell in plan_cells(grid, load_dataset("digits"))]
     assert ids == ["cnn__fgsm", "pgd-at__fgsm", "pgd-at__autoattack"]
     with pytest.raises(AdvbenchError, match="not a defense of the grid"):
         grid_from_dict({"defenses": ["cnn"], "attacks": [{"name": "fgsm", "defenses": ["cmm"]}]})

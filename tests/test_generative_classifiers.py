@@ -13,7 +13,7 @@ from advbench.defenses.logit_detection import LogitDetection
 from advbench.specs import DefenseRef
 from advbench.errors import AdvbenchError
 from advbench.progress import Observer
-from advbench.runner import attack_target
+from advbench.run import attack_target
 from advbench.zoo import resolve_defense
 
 

@@ -360,7 +360,7 @@ def test_a_second_process_cannot_run_the_same_run(tmp_path, trained_zoo, digits)
 
     from advbench.config import grid_from_dict
     from advbench.errors import AdvbenchError
-    from advbench.runner import run_grid
+    from advbench.run import run_grid
 
     grid = grid_from_dict({"samples": 10, "defenses": ["cnn"], "attacks": [{"name": "fgsm", "epsilons": [0.1]}]})
     store = RunStore.create(tmp_path, grid.fingerprint())

@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 
-from advbench import runner
+from advbench.run import cell as cell_module
 from advbench.store import RunStore, list_runs
 from helpers import invoke
 
@@ -61,7 +61,7 @@ def test_sigint_inside_a_cell_then_resume_gives_the_uninterrupted_records(isolat
 
 def test_a_resumed_cell_skips_the_batches_it_kept(isolated, monkeypatch):
     calls = []
-    original = runner.attack_in_fitting_batches
+    original = cell_module.attack_in_fitting_batches
 
     def third_batch_interrupts(*args, **kwargs):
         calls.append(1)
@@ -69,13 +69,13 @@ def test_a_resumed_cell_skips_the_batches_it_kept(isolated, monkeypatch):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "attack_in_fitting_batches", third_batch_interrupts)
+    monkeypatch.setattr(cell_module, "attack_in_fitting_batches", third_batch_interrupts)
     args = ["attack", "cnn", "--attack", "fgsm", "--eps", "0.1", "--samples", "50", "--batch-size", "10",
             "--no-sanity", "--format", "csv"]
     assert invoke(*args).exit_code == 130
     calls.clear()
-    monkeypatch.setattr(runner, "attack_in_fitting_batches", original)
+    monkeypatch.setattr(cell_module, "attack_in_fitting_batches", original)
     counted = []
-    monkeypatch.setattr(runner, "attack_in_fitting_batches", lambda *a, **k: counted.append(1) or original(*a, **k))
+    monkeypatch.setattr(cell_module, "attack_in_fitting_batches", lambda *a, **k: counted.append(1) or original(*a, **k))
     assert invoke(*args, "--resume").exit_code == 0
     assert len(counted) == 3  # batches 3, 4 and 5 of 5

@@ -15,7 +15,8 @@ from advbench.errors import AttackVerificationError
 from advbench.metrics import summarize
 from advbench.norms import Norm
 from advbench.registry import attacks
-from advbench.runner import RECORD_COLUMNS, plan_cells, run_grid
+from advbench.contract import RECORD_COLUMNS
+from advbench.run import plan_cells, run_grid
 from advbench.store import RunStore
 
 GRID = {

@@ -10,7 +10,7 @@ from torch import nn
 from advbench.attacks.base import FixedEpsilonAttack
 from advbench.norms import Norm
 from advbench.registry import attacks
-from advbench.runner import StateGuard
+from advbench.run.guard import StateGuard
 from advbench.store import RunStore, list_runs
 from helpers import invoke
 

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from advbench import runner
+from advbench.run import device
 from advbench.store import list_runs
 from helpers import Messages, invoke, one_line_error
 
@@ -33,10 +33,10 @@ def test_a_busy_machine_gets_a_hint(monkeypatch):
     monkeypatch.setattr(os, "getloadavg", lambda: (4.0 * (os.cpu_count() or 1), 0.0, 0.0))
     try:
         observer = Messages()
-        runner.use_threads(2, observer)
+        device.use_threads(2, observer)
         assert any("try --threads 1" in line for line in observer.lines)
         quiet = Messages()
-        runner.use_threads(1, quiet)  # one thread has nothing to wait for
+        device.use_threads(1, quiet)  # one thread has nothing to wait for
         assert not quiet.lines
     finally:
         torch.set_num_threads(before)

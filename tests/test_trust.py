@@ -6,7 +6,7 @@ import pandas as pd
 
 from advbench.check import check_grid
 from advbench.config import grid_from_dict
-from advbench.runner import run_grid
+from advbench.run import run_grid
 from advbench.store import RunStore
 from advbench.contract import AttackKind, CellInfo
 from advbench.norms import Norm

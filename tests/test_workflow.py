@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from advbench import runner
+from advbench.run import local as local_executor
 from advbench.cli import main
 from advbench.store import list_runs
 
@@ -28,13 +28,13 @@ def _grid(path, attacks: list[tuple[str, list[float]]], extra: str = "") -> str:
 def cells_run(monkeypatch):
     """The cell ids `run_cell` is called for (the work a run really does)."""
     calls: list[str] = []
-    original = runner.run_cell
+    original = local_executor.run_cell
 
     def counting(plan, *args, **kwargs):
         calls.append(plan.id)
         return original(plan, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", counting)
+    monkeypatch.setattr(local_executor, "run_cell", counting)
     return calls
 
 
@@ -451,7 +451,7 @@ def test_progress_moves_within_a_batch_and_estimates_say_how_long():
 
     from advbench.attacks import make_attack
     from advbench.config import AttackSpec, CellPlan, DefenseSpec
-    from advbench.runner import BatchCredit, estimate_message
+    from advbench.run.estimate import BatchCredit, estimate_message
 
     steps: list[float] = []
     credit = BatchCredit(steps.append, size=100, evaluations_per_input=41)
@@ -465,9 +465,12 @@ def test_progress_moves_within_a_batch_and_estimates_say_how_long():
     assert sum(steps) == pytest.approx(100)
     attack = make_attack("pgd-l2", {"steps": 80, "restarts": 5})
     plan = CellPlan(DefenseSpec("eabs"), AttackSpec("pgd-l2", (0.6,)), (0.6,))
-    slow = estimate_message("eabs", 0.01, [(plan, attack)], 200, torch.device("cpu"), eot=5)
+    from advbench.run.plan import PlannedCell, cell_info
+
+    cell = PlannedCell(plan, attack, cell_info(plan, attack))
+    slow = estimate_message("eabs", 0.01, [cell], 200, torch.device("cpu"), eot=5)
     assert slow is not None and "eabs on cpu: about" in slow and "--samples" in slow and "s per sample with pgd-l2" in slow
-    assert estimate_message("cnn", 1e-5, [(plan, attack)], 200, torch.device("cpu"), eot=1) is None
+    assert estimate_message("cnn", 1e-5, [cell], 200, torch.device("cpu"), eot=1) is None
 
 
 def test_plain_output_prints_progress_lines(capsys, monkeypatch):

@@ -22,7 +22,7 @@ from ..evaluate import Paths, evaluate
 from ..options import coerce_options
 from ..progress import Observer
 from ..registry import defenses
-from ..runner import pick_device
+from ..run.device import pick_device
 from ..store import RunStore
 
 SWEEP_COLUMNS = ["defense", "parameter", "value", "model", "benign_accuracy", "rho_cw", "median_l2", "success_rate",

@@ -1,0 +1,33 @@
+"""Where a run computes: the torch device and the CPU threads."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..errors import AdvbenchError
+from ..progress import Observer
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AdvbenchError(f"unknown device {name!r}: use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AdvbenchError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def use_threads(threads: int | None, observer: Observer) -> None:
+    """Set torch's CPU threads when asked; on a machine busier than its cores, say that fewer
+    threads may be faster (torch's threads then wait on each other at every barrier)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores and torch.get_num_threads() > 1:
+        observer.message(f"hint: the load average ({load:.1f}) exceeds the {cores} cores; torch's "
+                         f"{torch.get_num_threads()} threads may wait on each other: try --threads 1")

@@ -1,0 +1,83 @@
+"""Time: a cell's progress within a batch, and the up-front estimate of a defense's cells."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+
+from ..data import Dataset
+from ..defenses.base import Defense
+from ..progress import Observer
+from .plan import PlannedCell
+from .target import attack_target, clean_gradient_norms
+
+
+class BatchCredit:
+    """Moves a cell's progress bar while a batch is attacked: each model evaluation of k inputs
+    is worth k / (evaluations the attack expects per input) samples, never the whole batch
+    before it is done; `finish` credits the rest."""
+
+    def __init__(self, advance: Callable[[float], None], size: int, evaluations_per_input: int) -> None:
+        self.advance, self.size, self.per_input, self.credited = advance, size, evaluations_per_input, 0.0
+
+    def __call__(self, inputs: int) -> None:
+        step = min(inputs / self.per_input, 0.95 * self.size - self.credited)
+        if step > 0:
+            self.credited += step
+            self.advance(step)
+
+    def finish(self) -> None:
+        self.advance(self.size - self.credited)
+        self.credited = float(self.size)
+
+
+def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, data: Dataset) -> float:
+    """Wall seconds of one gradient evaluation per input on this machine (forward and backward),
+    measured on a whole batch `x` (a defense's cost per input can fall steeply with batch size),
+    after a first call on it (caches filled; a warm-started gradient model's later steps cost less
+    than its first)."""
+    target, _ = attack_target(defense, 1, data.info.bounds, data.info.num_classes)
+    clean_gradient_norms(target, x, y)
+    start = time.perf_counter()
+    clean_gradient_norms(target, x, y)
+    return (time.perf_counter() - start) / max(1, len(x))
+
+
+def announce_estimate(defense_id: str, defense: Defense, cells: list[PlannedCell], inputs: torch.Tensor,
+                      labels: torch.Tensor, data: Dataset, batch_size: int, device: torch.device,
+                      observer: Observer) -> None:
+    """Say up front when a defense's cells will take long (timed on one batch; batches are
+    seeded, so this costs no reproducibility)."""
+    probe = slice(0, min(batch_size, len(inputs)))
+    try:
+        seconds = seconds_per_evaluation(defense, inputs[probe].to(device), labels[probe].to(device), data)
+        message = estimate_message(defense_id, seconds, cells, len(inputs), device, defense.eot_samples)
+    except Exception:  # noqa: BLE001 - an estimate must never stop a run
+        message = None
+    if message:
+        observer.message(message)
+
+
+def estimate_message(defense_id: str, seconds: float, cells: list[PlannedCell], samples: int,
+                     device: torch.device, eot: int, threshold: float = 300.0) -> str | None:
+    """"eabs on cpu: about 80 min for 2 cells (24 s per sample with pgd-l2); try --samples 20" when
+    a defense's remaining cells will take longer than `threshold` seconds, else None."""
+    per_sample = {cell.plan.attack.id: seconds * cell.attack.expected_evaluations() * max(1, len(cell.plan.epsilons))
+                  * max(1, cell.plan.attack.eot or eot) for cell in cells}
+    total = samples * sum(per_sample.values())
+    if total < threshold:
+        return None
+    slowest = max(per_sample, key=per_sample.get)
+    suggestion = max(10, int(samples * threshold / total) // 10 * 10)
+    return (f"{defense_id} on {device.type}: about {duration_text(total)} for {len(cells)} cell(s) of {samples} samples "
+            f"({per_sample[slowest]:.1f} s per sample with {slowest}); for a first look try --samples {suggestion}")
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

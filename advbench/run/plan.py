@@ -1,0 +1,165 @@
+"""The plan of a run, made once before anything is written.
+
+`prepare(grid)` adds the sanity attacks, fixes the choice of test points, loads the data,
+parses every defense spec once, builds every attack once with its resolved epsilons and
+its `CellInfo`, and checks each defense against the registry and the zoo. Both executors,
+the model cache, the manifest and the content keys read this `Plan`; nothing re-parses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..attacks import Attack, make_attack
+from ..config import CellPlan, DefenseSpec, Grid, resolve_epsilons, subset_rule
+from ..contract import AttackKind, CellInfo
+from ..data import Dataset, load_dataset
+from ..errors import AdvbenchError
+from ..norms import parse_norm
+from ..sanity import with_sanity_attacks
+from ..zoo import DefensePlan, default_zoo_dir, plan_defense
+from .device import pick_device
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where results, checkpoints and datasets live (None: the defaults / environment)."""
+
+    results_dir: Path | None = None
+    zoo_dir: Path | None = None
+    data_dir: Path | None = None
+    download: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One defense x attack cell: its attack built once, its epsilons resolved once."""
+
+    plan: CellPlan
+    attack: Attack
+    info: CellInfo
+
+    @property
+    def id(self) -> str:
+        return self.plan.id
+
+    @property
+    def rows_per_sample(self) -> int:
+        return 1 if self.attack.kind is AttackKind.MINIMUM_NORM else len(self.plan.epsilons)
+
+
+@dataclass(frozen=True)
+class PlannedDefense:
+    """A defense of the grid: its spec, how it becomes a model, and its cells."""
+
+    spec: DefenseSpec
+    model: DefensePlan
+    cells: tuple[PlannedCell, ...]
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+@dataclass(frozen=True)
+class Samples:
+    """The test points a grid evaluates."""
+
+    indices: torch.Tensor
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs decided before it starts (see the module docstring)."""
+
+    grid: Grid
+    data: Dataset
+    defenses: tuple[PlannedDefense, ...]
+    sources: dict[str, DefensePlan]  # transfer sources by spec: loaded as models, not evaluated
+    samples: Samples
+    device: torch.device
+    paths: Paths = Paths()
+
+    @property
+    def zoo_dir(self) -> Path | None:
+        return self.paths.zoo_dir
+
+    @property
+    def cells(self) -> list[PlannedCell]:
+        return [cell for defense in self.defenses for cell in defense.cells]
+
+    def models(self) -> list[DefensePlan]:
+        """What must exist in the zoo (or be trained) before the run: defenses, then sources."""
+        return [d.model for d in self.defenses] + list(self.sources.values())
+
+
+def plan_cells(grid: Grid, data: Dataset) -> list[PlannedCell]:
+    """Expand the grid and build every attack once, so bad options fail before any work."""
+    if grid.samples is not None and grid.samples > len(data.test_y):
+        raise AdvbenchError(f"{grid.samples} samples requested but {data.info.name} has only {len(data.test_y)} "
+                            "test samples")
+    cells = []
+    attacks = [(spec, make_attack(spec.name, dict(spec.options))) for spec in grid.attacks]
+    for defense in grid.defenses:
+        for spec, attack in attacks:
+            if spec.applies_to(defense):
+                epsilons = resolve_epsilons(spec, attack.norm, data.info.bounds, data.info.name)
+                plan = CellPlan(defense, spec, epsilons)
+                cells.append(PlannedCell(plan, attack, cell_info(plan, attack)))
+    ids = [cell.id for cell in cells]
+    if len(set(ids)) != len(ids):
+        clash = next(i for i in ids if ids.count(i) > 1)
+        raise AdvbenchError(f"two cells would share the id {clash!r}; give a defense or attack a distinct label")
+    return cells
+
+
+def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
+    return CellInfo(id=plan.id, defense=plan.defense.id, attack=plan.attack.id, attack_name=plan.attack.name,
+                    norm=parse_norm(attack.norm), kind=AttackKind(attack.kind), epsilons=tuple(plan.epsilons),
+                    hyperparameters=attack.hyperparameters(), eot=plan.attack.eot, source=plan.attack.source)
+
+
+def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths()) -> Plan:
+    """The plan of `grid` as it stands (no sanity attacks added): cells, models, samples."""
+    zoo_dir = paths.zoo_dir
+    cells = plan_cells(grid, data)
+    defenses = tuple(
+        PlannedDefense(spec, plan_defense(spec.ref, data.info, zoo_dir=zoo_dir, weights=spec.weights,
+                                          train_options=dict(spec.train)),
+                       tuple(c for c in cells if c.plan.defense == spec))
+        for spec in grid.defenses)
+    sources = {source: plan_defense(source, data.info, zoo_dir=zoo_dir)
+               for source in sorted({a.source for a in grid.attacks if a.source})}
+    indices, inputs, labels = data.test_subset(grid.samples, grid.seed, first=subset_rule(grid) == "first")
+    return Plan(grid, data, defenses, sources, Samples(indices, inputs, labels), pick_device(grid.device), paths)
+
+
+def prepare(grid: Grid, paths: Paths = Paths()) -> Plan:
+    """Validate everything about `grid` (with its sanity attacks added) without writing anything."""
+    grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()))
+    grid = replace(grid, subset=subset_rule(grid))  # the manifest records the choice
+    grid = with_robustbench_threats(grid)
+    data = load_dataset(grid.dataset, paths.data_dir, paths.download)
+    return plan_grid(grid, data, paths)
+
+
+def with_robustbench_threats(grid: Grid) -> Grid:
+    """`robustbench:MODEL` without a threat model gets the norm of the grid's attacks (when
+    they all use one), keeping its name as the label so tables and restrictions still match."""
+    if not any(d.ref.robustbench and d.ref.threat is None for d in grid.defenses):
+        return grid
+    norms = {parse_norm(make_attack(a.name, dict(a.options)).norm) for a in grid.attacks}
+    if len(norms) != 1:
+        return grid  # plan_defense asks for an explicit threat model
+    (norm,) = norms
+    defenses = tuple(replace(d, spec=str(replace(d.ref, threat=norm.label)), label=d.label or d.spec)
+                     if d.ref.robustbench and d.ref.threat is None else d for d in grid.defenses)
+    return replace(grid, defenses=defenses)
