@@ -14,7 +14,8 @@ from .registry import register_attack, register_dataset, register_defense  # noq
 
 # Everything else loads on first use, so `advbench --help` never imports torch.
 _LAZY = {
-    "Norm": "norms", "evaluate": "evaluate", "Evaluation": "evaluate", "Paths": "evaluate", "prepare": "evaluate",
+    "Norm": "norms", "evaluate": "evaluation", "Evaluation": "evaluation", "prepare": "evaluation",
+    "Paths": "settings", "RunOptions": "settings", "ReportOptions": "settings",
     "Grid": "config", "load_grid": "config", "AttackKind": "contract", "Manifest": "contract",
     "Defense": "defenses", "ModelDefense": "defenses", "TrainableDefense": "defenses", "Prediction": "defenses",
     "Attack": "attacks.base", "FixedEpsilonAttack": "attacks.base", "MinimumNormAttack": "attacks.base",

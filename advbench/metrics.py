@@ -17,6 +17,7 @@ import pandas as pd
 
 from .contract import ENSEMBLE_ORDER, ENSEMBLE_VERSIONS, AttackKind
 from .norms import BALL_TOLERANCE, Norm
+from .settings import DEFAULT_FALSE_ALARM
 from .stats import wilson_interval
 
 MINIMUM_NORM = AttackKind.MINIMUM_NORM.value
@@ -297,7 +298,7 @@ def roc(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
     return fpr, tpr, float(roc_auc_score(truth, scores))
 
 
-def detection_at_false_alarm(out: pd.DataFrame, false_alarm: float = 0.05) -> tuple[float, float, float]:
+def detection_at_false_alarm(out: pd.DataFrame, false_alarm: float = DEFAULT_FALSE_ALARM) -> tuple[float, float, float]:
     """Detection rate of successful adversarial examples with the threshold that flags at
     most `false_alarm` of clean inputs (paper 002); returns (rate, threshold, achieved false alarms)."""
     clean = np.sort(out["clean_score"].to_numpy())
@@ -331,7 +332,7 @@ def reject_rates(out: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
 
 
 def reject_summary(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
-                   thresholds: dict[str, float | None], false_alarm: float = 0.05) -> pd.DataFrame:
+                   thresholds: dict[str, float | None], false_alarm: float = DEFAULT_FALSE_ALARM) -> pd.DataFrame:
     """AUC, detection rate at a fixed false-alarm rate and the Eq. 7-8/14-15 rates at each
     defense's own threshold, for every cell and epsilon of a defense with a reject score."""
     rows = []

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .errors import AdvbenchError
 
-DEFAULT_ALPHA = 0.01
+from .settings import DEFAULT_ALPHA  # noqa: F401 - re-exported for the statistics' callers
 EXACT_BELOW = 25  # discordant pairs: exact binomial test below this, chi-square at or above
 
 

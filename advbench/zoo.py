@@ -28,7 +28,7 @@ import torch
 from . import __version__
 from .data import DEFAULT_DATASET, DataInfo, Dataset
 from .defenses.base import Defense, ModelDefense, TrainableDefense
-from .defenses.training import accuracy, checkpoints_in
+from .defenses.training import CheckpointPlace, accuracy
 from .defenses.weights import construct, load_state, load_tensors, load_weights
 from .errors import AdvbenchError
 from .options import coerce_options
@@ -99,9 +99,12 @@ def train(
     settings = {"defense": defense_name, "dataset": data.info.name, "seed": seed,
                 "hyperparameters": dataclasses.asdict(config)}
     start = time.perf_counter()
-    # every epoch is kept; a rerun continues after the last one
-    with checkpoints_in(partial, identity, settings, discard_other=discard_partial):
-        epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer)
+    # every epoch is kept; a rerun continues after the last one (a plugin whose fit takes no
+    # `checkpoints` trains without them)
+    place = CheckpointPlace(partial, identity, settings, discard_other=discard_partial)
+    keeps = "checkpoints" in inspect.signature(model.fit).parameters
+    epoch_seconds = model.fit(data, config, seed=seed, device=device, observer=observer,
+                              **({"checkpoints": place} if keeps else {}))
     seconds = time.perf_counter() - start
     model.eval()
     broken = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -310,7 +313,8 @@ class DefensePlan:
 
 
 def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None = None,
-                 weights: Path | str | None = None, train_options: dict[str, Any] | None = None) -> DefensePlan:
+                 weights: Path | str | None = None, train_options: dict[str, Any] | None = None,
+                 model_dir: Path | None = None) -> DefensePlan:
     """Check a defense spec against the registry, the zoo and the data, without loading
     weights or training: every problem is found before a run directory exists."""
     ref = spec if isinstance(spec, DefenseRef) else DefenseRef.parse(spec)
@@ -327,7 +331,7 @@ def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None
         if ref.threat is None:
             raise AdvbenchError(f"defense {ref}: name its threat model, e.g. {ref}:Linf (a grid whose attacks all "
                                 "use one norm fills it in)")
-        path = robustbench_models.plan(ref.robustbench, robustbench_models.threat_name(ref.threat), info)
+        path = robustbench_models.plan(ref.robustbench, robustbench_models.threat_name(ref.threat), info, model_dir)
         return DefensePlan(ref, weights=path)
     if ref.name not in defenses:
         if not (zoo_dir / f"{ref.name}.pt").exists():
@@ -406,8 +410,9 @@ def load_defense(plan: DefensePlan, data: Dataset, *, zoo_dir: Path | None = Non
     elif ref.robustbench:
         from .defenses import robustbench_models
 
+        assert plan.weights is not None  # plan_defense found the checkpoint
         model = ModelDefense(robustbench_models.load(ref.robustbench, robustbench_models.threat_name(ref.threat or ""),
-                                                     data.info))
+                                                     data.info, plan.weights))
     elif plan.entry is not None:
         if plan.needs_training and not (Path(zoo_dir or default_zoo_dir()) / f"{plan.entry}.pt").exists():
             raise AdvbenchError(f"zoo entry {plan.entry} has not been trained yet; train it first: "

@@ -18,7 +18,7 @@ import torch
 
 from advbench.config import AttackSpec, DefenseSpec, Grid
 from advbench.data import load_dataset
-from advbench.evaluate import Paths, evaluate
+from advbench.evaluation import Paths, evaluate
 from advbench.metrics import outcomes_at
 from advbench.zoo import load
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from advbench.config import AttackSpec, DefenseSpec, Grid
-from advbench.evaluate import Paths, evaluate
+from advbench.evaluation import Paths, RunOptions, evaluate
 from advbench.metrics import outcomes_at
 from advbench.stats import wilson_interval
 
@@ -40,7 +40,7 @@ def main() -> None:
     grid = Grid((DefenseSpec(OLD), DefenseSpec(NEW)), (attack,), samples=args.samples, batch_size=args.batch,
                 seed=0, device=args.device, sanity=False)
     with tempfile.TemporaryDirectory() as scratch:
-        run = evaluate(grid, paths=Paths(results_dir=Path(scratch)), artifacts=False, fresh=True)
+        run = evaluate(grid, paths=Paths(results_dir=Path(scratch)), artifacts=False, run=RunOptions(fresh=True))
         records = run.store.records()
         timings = run.manifest.timings
     print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "

@@ -133,10 +133,10 @@ def test_all_epsilons_in_one_batched_run_equal_runs_per_epsilon(tiny_cnn, digits
     from advbench.attacks import make_attack
     from advbench.run import attack_target
 
-    monkeypatch.setenv("ADVBENCH_BATCH_EPSILONS", "1")  # on by default only on a GPU
     target, _ = attack_target(tiny_cnn, 1, digits.info.bounds, 10)
     x, y = digits.test_x[:120], digits.test_y[:120]
     attack = make_attack(name, {})
+    attack.batch_epsilons = True  # on by default only on a GPU
     calls = []
     original = attack.run_epsilons
 

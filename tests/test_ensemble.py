@@ -18,7 +18,7 @@ from advbench.attacks.losses import dlr, targeted_dlr
 from advbench.attacks.objectives import build_objective
 from advbench.attacks.square import square_attack
 from advbench.config import AttackSpec, DefenseSpec, Grid
-from advbench.evaluate import Paths, evaluate
+from advbench.evaluation import Paths, evaluate
 from advbench.metrics import ensemble_breakdown, robustness_curves, summarize, worst_case_outcomes
 from advbench.norms import Norm
 from advbench.report.tables import accuracy_table

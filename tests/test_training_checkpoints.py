@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from advbench.defenses import training
-from advbench.defenses.training import EpochLoop, checkpoints_in
+from advbench.defenses.training import CheckpointPlace, EpochLoop
 from advbench.progress import Observer
 from helpers import Messages, invoke, one_line_error
 
@@ -37,8 +37,7 @@ def test_a_planted_pickle_in_the_partial_checkpoints_never_runs(tmp_path):
     _pickle_with_code(tmp_path / "partial" / "training-toy.pt", marker)
     observer = Messages()
     net = torch.nn.Linear(2, 2)
-    with checkpoints_in(tmp_path / "partial", "identity"):
-        epochs = list(EpochLoop("training toy", 2, observer, model=net))
+    epochs = list(EpochLoop("training toy", 2, observer, CheckpointPlace(tmp_path / "partial", "identity"), model=net))
     assert epochs == [0, 1]  # started from epoch 1, did not resume anything
     assert not marker.exists()
     assert any("unreadable" in line and "training-toy.pt" in line for line in observer.lines)
@@ -64,10 +63,9 @@ def test_checkpoints_hold_only_what_loads_tensors_only(tmp_path):
     import numpy as np
 
     kept = training.KeptValues(auc=np.array([0.5, 0.7]), states=[net.state_dict()])
-    with checkpoints_in(tmp_path, "identity", {"lr": 0.1}):
-        for _ in EpochLoop("loop", 1, Observer(), model=net, optimizer=optimizer, generator=torch.Generator(),
-                           kept=kept):
-            pass
+    for _ in EpochLoop("loop", 1, Observer(), CheckpointPlace(tmp_path, "identity", {"lr": 0.1}), model=net,
+                       optimizer=optimizer, generator=torch.Generator(), kept=kept):
+        pass
     blob = torch.load(tmp_path / "loop.pt", weights_only=True)
     assert blob["epochs_done"] == 1
     restored = training.KeptValues(auc=np.zeros(2), states=[])

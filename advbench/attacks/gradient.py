@@ -6,7 +6,6 @@ up a defense's adaptive loss (`loss="auto"`), Adam steps and random restarts.
 
 from __future__ import annotations
 
-import os
 from typing import ClassVar
 
 import torch
@@ -20,20 +19,16 @@ from .objectives import build_objective
 from .pgd import STEP_RULES, LossTrace, Radius, pgd
 
 
-BATCH_EPSILONS_ENV = "ADVBENCH_BATCH_EPSILONS"
-
-
-def batch_epsilons(x: torch.Tensor) -> bool:
-    """Whether to attack all epsilons in one batched run: on a GPU, where a step's cost is mostly
-    kernel launches; not on a CPU, where it grows with the batch (bench/batched_epsilons.py
-    measured 1.15-1.28x slower there). $ADVBENCH_BATCH_EPSILONS=1 or 0 decides instead."""
-    setting = os.environ.get(BATCH_EPSILONS_ENV)
-    return setting == "1" if setting in ("0", "1") else x.is_cuda
-
-
 class _GradientAttack(FixedEpsilonAttack):
     """Attacks on the PGD engine: one epsilon per `run`, or all of a cell's epsilons in one
-    batched run (`run_epsilons`: the batch stacked once per epsilon, with per-sample radii)."""
+    batched run (`run_epsilons`: the batch stacked once per epsilon, with per-sample radii).
+
+    `batch_epsilons` says when to batch: None (the default) on a GPU, where a step's cost is
+    mostly kernel launches, and not on a CPU, where it grows with the batch
+    (bench/batched_epsilons.py measured 1.15-1.28x slower there); True or False decides for
+    this attack object. Either way the examples are the same, bit for bit."""
+
+    batch_epsilons: bool | None = None
 
     def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
                 step: Radius) -> torch.Tensor | Adversarials:
@@ -53,7 +48,8 @@ class _GradientAttack(FixedEpsilonAttack):
         runs per epsilon, bit for bit. Left to runs per epsilon where that would not hold:
         Adam steps (one step size per batch), restarts (later restarts would draw in another
         order) and stochastic defenses (their noise would be drawn in another order)."""
-        if not batch_epsilons(x) or getattr(self, "step_rule", "sign") == "adam" or getattr(self, "restarts", 1) > 1 \
+        batched = x.is_cuda if self.batch_epsilons is None else self.batch_epsilons
+        if not batched or getattr(self, "step_rule", "sign") == "adam" or getattr(self, "restarts", 1) > 1 \
                 or target.stochastic:
             return None
         k, n = len(epsilons), len(x)

@@ -23,7 +23,7 @@ from ..norms import parse_norm
 from ..progress import Observer
 from ..registry import register_defense
 from .cnn import CNN
-from .training import train_classifier
+from .training import CheckpointPlace, train_classifier
 
 # (height, width) -> norm -> (eps, steps, step size); step size 0 means 2.5 * eps / steps
 SHAPE_DEFAULTS: dict[tuple[int, int], dict[str, tuple[float, int, float]]] = {
@@ -80,7 +80,8 @@ class _AdversariallyTrained(CNN):
         """Training inputs crafted against the current model."""
         raise NotImplementedError
 
-    def fit(self, data: Dataset, config, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
+    def fit(self, data: Dataset, config, *, seed: int, device: torch.device, observer: Observer,
+            checkpoints: CheckpointPlace | None = None) -> list[float]:
         bounds = data.info.bounds
 
         def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -92,7 +93,8 @@ class _AdversariallyTrained(CNN):
 
         return train_classifier(self.net, data.train_x, data.train_y, epochs=config.epochs,
                                 batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-                                seed=seed, device=device, observer=observer, batch_loss=batch_loss)
+                                seed=seed, device=device, observer=observer, batch_loss=batch_loss,
+                                checkpoints=checkpoints)
 
 
 @register_defense("pgd-at", description="Madry et al. PGD adversarial training (--norm, --eps, --steps, --step-size, --quick)")

@@ -44,7 +44,7 @@ from ..progress import Observer
 from ..registry import register_defense
 from .abs_networks import Decoders, Discriminator, Encoder, architecture_for
 from .base import Defense, TrainableDefense
-from .training import EpochLoop
+from .training import CheckpointPlace, EpochLoop
 from .latent_inference import InferenceSettings, LatentFit, LatentInference, certified_l2_bound, squared_error
 
 MODES = ("exact", "variational")
@@ -193,7 +193,8 @@ class AnalysisBySynthesis(TrainableDefense):
         return torch.where(fit.loss.argmin(1) == labels, radius, torch.zeros_like(radius))
 
     # ------------------------------------------------------------------ training
-    def fit(self, data: Dataset, config: ABSConfig, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
+    def fit(self, data: Dataset, config: ABSConfig, *, seed: int, device: torch.device, observer: Observer,
+            checkpoints: CheckpointPlace | None = None) -> list[float]:
         """Algorithm 1 of paper 004 with the A/D switches (all off: one beta-VAE per class)."""
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -204,7 +205,7 @@ class AnalysisBySynthesis(TrainableDefense):
                           if self.discriminator is not None else None)
         steps = math.ceil(len(data.train_y) / config.batch_size)
         optimizers = {"optimizer": optimizer, **({"disc_optimizer": disc_optimizer} if disc_optimizer else {})}
-        loop = EpochLoop(f"training {self.name()}", config.epochs, observer, model=self, generator=generator,
+        loop = EpochLoop(f"training {self.name()}", config.epochs, observer, checkpoints, model=self, generator=generator,
                          **optimizers)
         for epoch in loop:
             self.train()

@@ -11,7 +11,7 @@ from ..progress import Observer
 from ..registry import register_defense
 from .base import TrainableDefense
 from .networks import classifier_for_shape
-from .training import train_classifier
+from .training import CheckpointPlace, train_classifier
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,10 @@ class CNN(TrainableDefense):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def fit(self, data: Dataset, config: CNNConfig, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
+    def fit(self, data: Dataset, config: CNNConfig, *, seed: int, device: torch.device, observer: Observer,
+            checkpoints: CheckpointPlace | None = None) -> list[float]:
         return train_classifier(
             self.net, data.train_x, data.train_y, epochs=config.epochs, batch_size=config.batch_size,
             lr=config.lr, weight_decay=config.weight_decay, seed=seed, device=device, observer=observer,
+            checkpoints=checkpoints,
         )

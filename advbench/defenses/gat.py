@@ -30,7 +30,7 @@ from ..registry import register_defense
 from .base import TrainableDefense
 from .networks import classifier_for_shape
 from .stacked import StackedNetwork
-from .training import EpochLoop, KeptValues, train_classifier
+from .training import CheckpointPlace, EpochLoop, KeptValues, train_classifier
 
 MODES = ("generative", "integrated", "ovr")
 TPR_TARGET = 0.95
@@ -220,7 +220,8 @@ class GenerativeAdversarialTraining(TrainableDefense):
         return {"classifier": self.classifier, "detectors": self.surface}
 
     # ------------------------------------------------------------------ training
-    def fit(self, data: Dataset, config: GATConfig, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
+    def fit(self, data: Dataset, config: GATConfig, *, seed: int, device: torch.device, observer: Observer,
+            checkpoints: CheckpointPlace | None = None) -> list[float]:
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.to(device)
@@ -233,7 +234,8 @@ class GenerativeAdversarialTraining(TrainableDefense):
 
         observer.message("training the integrated mode's classifier f")
         train_classifier(self.classifier, x_train, y_train, epochs=config.classifier_epochs, batch_size=64,
-                         lr=1e-3, seed=seed, device=device, observer=observer, description="training gat classifier")
+                         lr=1e-3, seed=seed, device=device, observer=observer, description="training gat classifier",
+                         checkpoints=checkpoints)
         if config.init_from_classifier:
             self.detectors.init_from_classifier(self.classifier)
 
@@ -246,7 +248,7 @@ class GenerativeAdversarialTraining(TrainableDefense):
         iterations = math.ceil(max(len(p) for p in positives) / config.batch_size)
         best = KeptValues(auc=np.full(self.num_classes, -1.0),
                           states=[self.detectors.detector_state(k) for k in range(self.num_classes)])
-        loop = EpochLoop("training gat detectors", config.epochs, observer, detectors=self.detectors,
+        loop = EpochLoop("training gat detectors", config.epochs, observer, checkpoints, detectors=self.detectors,
                          optimizer=optimizer, generator=generator, best=best)
         for _ in loop:
             self.detectors.train()

@@ -24,7 +24,7 @@ from ..errors import AdvbenchError
 from ..progress import Observer
 from ..registry import register_defense
 from .base import TrainableDefense
-from .training import EpochLoop
+from .training import CheckpointPlace, EpochLoop
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -144,12 +144,12 @@ class LatentVariableClassifier(TrainableDefense):
         return log_px + log_py - kl
 
     def fit(self, data: Dataset, config: LatentVariableConfig, *, seed: int, device: torch.device,
-            observer: Observer) -> list[float]:
+            observer: Observer, checkpoints: CheckpointPlace | None = None) -> list[float]:
         generator = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.to(device)
         optimizer = torch.optim.Adam(self.parameters(), lr=config.lr)
-        loop = EpochLoop(f"training {self.family}", config.epochs, observer, model=self, optimizer=optimizer,
+        loop = EpochLoop(f"training {self.family}", config.epochs, observer, checkpoints, model=self, optimizer=optimizer,
                          generator=generator)
         for epoch in loop:
             self.train()

@@ -21,7 +21,7 @@ from ..norms import Norm
 from ..progress import Observer
 from ..registry import register_defense
 from .base import TrainableDefense
-from .training import EpochLoop
+from .training import CheckpointPlace, EpochLoop
 from .networks import classifier_for_shape
 
 ATANH_LIMIT = 1 - 1e-6
@@ -117,7 +117,8 @@ class PerturbationGeneratorTraining(TrainableDefense):
         """One generator pass against `classifier` (which need not be this model's own)."""
         return tanh_perturb(x, scale * self.generator(gradient_image(classifier, x, y), x, y), bounds)
 
-    def fit(self, data: Dataset, config: PGNConfig, *, seed: int, device: torch.device, observer: Observer) -> list[float]:
+    def fit(self, data: Dataset, config: PGNConfig, *, seed: int, device: torch.device, observer: Observer,
+            checkpoints: CheckpointPlace | None = None) -> list[float]:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         generator = torch.Generator().manual_seed(seed)
@@ -128,7 +129,7 @@ class PerturbationGeneratorTraining(TrainableDefense):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.generator_lr)
         ema = (AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
                if config.ema_decay else None)
-        loop = EpochLoop("training pgn", config.epochs, observer, model=self, opt_f=opt_f, opt_g=opt_g,
+        loop = EpochLoop("training pgn", config.epochs, observer, checkpoints, model=self, opt_f=opt_f, opt_g=opt_g,
                          generator=generator, **({"ema": ema} if ema is not None else {}))
         for epoch in loop:
             self.train()

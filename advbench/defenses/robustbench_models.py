@@ -38,7 +38,8 @@ THREATS = {"linf": "Linf", "l2": "L2", "corruptions": "corruptions"}
 DATASETS = {"cifar10": "cifar10"}  # advbench dataset -> RobustBench dataset
 
 
-def model_dir() -> Path:
+def default_model_dir() -> Path:
+    """Where RobustBench checkpoints are looked for unless a run names a directory."""
     return Path(os.environ.get(MODEL_DIR_ENV, "models"))
 
 
@@ -68,7 +69,7 @@ def _module(name: str) -> Any:
         raise AdvbenchError(f"cannot import robustbench.{name}: {exc}") from None
 
 
-def checkpoint_path(model: str, threat: str, info: DataInfo) -> Path:
+def checkpoint_path(model: str, threat: str, info: DataInfo, directory: Path | None = None) -> Path:
     """Where RobustBench's loader looks for MODEL's weights; checks the name against its zoo."""
     if info.name not in DATASETS:
         raise AdvbenchError(f"RobustBench models are for {', '.join(DATASETS)}; this grid's dataset is {info.name}")
@@ -80,12 +81,12 @@ def checkpoint_path(model: str, threat: str, info: DataInfo) -> Path:
         close = [m for m in models if m.lower().startswith(model[:4].lower())][:5]
         raise AdvbenchError(f"RobustBench has no {info.name} {threat} model {model!r}"
                             + (f" (similar: {', '.join(close)})" if close else ""))
-    return model_dir() / dataset.value / threat_model.value / f"{model}.pt"
+    return Path(directory or default_model_dir()) / dataset.value / threat_model.value / f"{model}.pt"
 
 
-def plan(model: str, threat: str, info: DataInfo) -> Path:
+def plan(model: str, threat: str, info: DataInfo, directory: Path | None = None) -> Path:
     """The checkpoint MODEL loads from; a one-line error when it is not there (nothing is downloaded)."""
-    path = checkpoint_path(model, threat, info)
+    path = checkpoint_path(model, threat, info, directory)
     if not path.is_file():
         raise AdvbenchError(f"no RobustBench checkpoint for {model} ({info.name}, {threat}) at {path}; put the "
                             f"weights there (RobustBench's download writes them there) or point --model-dir / "
@@ -112,17 +113,16 @@ def tensors_only_loading() -> Iterator[None]:
         torch.load = original  # type: ignore[assignment]
 
 
-def load(model: str, threat: str, info: DataInfo) -> Any:
-    """The RobustBench model, in eval mode, from its local checkpoint (read without unpickling code)."""
-    path = plan(model, threat, info)
+def load(model: str, threat: str, info: DataInfo, path: Path) -> Any:
+    """The RobustBench model, in eval mode, from the checkpoint `plan` found (read without unpickling code)."""
     utils = _module("utils")
     try:
-        with tensors_only_loading():
-            return utils.load_model(model_name=model, model_dir=str(model_dir()), dataset=DATASETS[info.name],
+        with tensors_only_loading():  # RobustBench's loader wants the directory above <dataset>/<threat>/
+            return utils.load_model(model_name=model, model_dir=str(path.parents[2]), dataset=DATASETS[info.name],
                                     threat_model=threat).eval()
     except pickle.UnpicklingError:
         raise AdvbenchError(f"RobustBench checkpoint {path} holds pickled objects beyond tensors and numbers, which "
                             "advbench never unpickles; replace it with the leaderboard's original file") from None
     except (RuntimeError, KeyError, ValueError, OSError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AdvbenchError(f"RobustBench model {model}: cannot load {plan(model, threat, info)}: {message}") from None
+        raise AdvbenchError(f"RobustBench model {model}: cannot load {path}: {message}") from None

@@ -10,8 +10,6 @@ import io
 import json
 import re
 import time
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -37,41 +35,27 @@ class CheckpointPlace:
     discard_other: bool = False  # a checkpoint of a training with other settings: refused, or discarded
 
 
-_PLACE: ContextVar[CheckpointPlace | None] = ContextVar("advbench_training_checkpoints", default=None)
-
-
-@contextmanager
-def checkpoints_in(directory: Path, identity: str, settings: dict[str, Any] | None = None,
-                   discard_other: bool = False) -> Iterator[None]:
-    """Checkpoint every `EpochLoop` run inside this block to `directory` (zoo.train uses it).
-    A checkpoint left by a training with other settings stops the training with a one-line
-    error (its epochs are not thrown away unasked), unless `discard_other` says to drop it."""
-    token = _PLACE.set(CheckpointPlace(Path(directory), identity, settings, discard_other))
-    try:
-        yield
-    finally:
-        _PLACE.reset(token)
-
-
 class EpochLoop:
     """The epoch loop every defense's `fit` shares: a progress bar, wall seconds per epoch and,
-    inside `checkpoints_in`, a checkpoint after every epoch of everything in `state` (modules,
+    given `checkpoints` (zoo.train passes them to `fit`), a checkpoint after every epoch of
+    everything in `state` (modules,
     optimizers, torch generators, anything with state_dict/load_state_dict) plus the global
     torch RNG. A rerun of the same training resumes after the last finished epoch and gives
     the same weights as an uninterrupted run.
 
-        loop = EpochLoop("training cnn", epochs, observer, model=net, optimizer=opt, generator=gen)
+        loop = EpochLoop("training cnn", epochs, observer, checkpoints, model=net, optimizer=opt, generator=gen)
         for epoch in loop:
             ...one epoch...
             loop.report(f"loss {loss:.4f}")
         return loop.seconds
     """
 
-    def __init__(self, description: str, epochs: int, observer: Observer, **state: Any) -> None:
+    def __init__(self, description: str, epochs: int, observer: Observer, checkpoints: CheckpointPlace | None = None,
+                 **state: Any) -> None:
         self.description, self.epochs, self.observer, self.state = description, epochs, observer, state
         self.seconds: list[float] = []
         self._summary = ""
-        place = _PLACE.get()
+        place = checkpoints
         slug = re.sub(r"[^A-Za-z0-9]+", "-", description).strip("-") or "loop"
         self.path = place.directory / f"{slug}.pt" if place else None
         self.identity = place.identity if place else ""
@@ -224,6 +208,7 @@ def train_classifier(
     observer: Observer | None = None,
     batch_loss: BatchLoss = clean_loss,
     description: str = "training",
+    checkpoints: CheckpointPlace | None = None,
 ) -> list[float]:
     """Adam on `batch_loss` (cross-entropy by default); returns the wall seconds of each
     epoch (zoo cards report them)."""
@@ -233,7 +218,7 @@ def train_classifier(
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(labels)
-    loop = EpochLoop(description, epochs, observer, model=model, optimizer=optimizer, generator=generator)
+    loop = EpochLoop(description, epochs, observer, checkpoints, model=model, optimizer=optimizer, generator=generator)
     for _ in loop:
         model.train()
         total_loss, seen = 0.0, 0

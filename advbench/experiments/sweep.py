@@ -18,7 +18,8 @@ from .. import zoo
 from ..config import AttackSpec, DefenseSpec, Grid, validate
 from ..data import Dataset
 from ..errors import AdvbenchError
-from ..evaluate import Paths, evaluate
+from ..evaluation import evaluate
+from ..settings import Paths, RunOptions
 from ..options import coerce_options
 from ..progress import Observer
 from ..registry import defenses
@@ -78,7 +79,8 @@ def run_sweep(points: list[SweepPoint], data: Dataset, *, samples: int, seed: in
         attacks=(AttackSpec("cw-l2", options=tuple(sorted(attack_options.items()))),),
         dataset=data.info.name, samples=samples, batch_size=batch_size, seed=seed, device=device,
     ))
-    result = evaluate(grid, paths=replace(paths, zoo_dir=zoo_dir), resume=True, observer=observer, artifacts=False)
+    result = evaluate(grid, paths=replace(paths, zoo_dir=zoo_dir), run=RunOptions(resume=True), observer=observer,
+                      artifacts=False)
     if result.report is None:
         raise AdvbenchError(f"the sweep's cw-l2 cells all failed: {result.failed}")
     summary = result.report.summary

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from pathlib import Path
 from typing import TextIO
 
@@ -22,24 +21,9 @@ from ..metrics import (Outcomes, certified_summary, ensemble_breakdown, epsilon_
                        robustness_curves, seed_spread, summarize)
 from ..sanity import is_sanity
 from ..specs import seed_group
-from ..stats import DEFAULT_ALPHA
+from ..settings import DEFAULT_ALPHA, DEFAULT_FALSE_ALARM, Format, View
 from ..trust import attack_failure_flags, unreliable_reasons
 from ..store import RunStore, atomic_write_text
-
-
-class Format(str, Enum):
-    TABLE = "table"
-    CSV = "csv"
-    JSON = "json"
-    MARKDOWN = "markdown"
-    LATEX = "latex"  # booktabs accuracy table
-    HTML = "html"  # one self-contained file: every table and plot
-    ROBUSTBENCH = "robustbench"  # RobustBench-style JSON entries (clean and AutoAttack accuracy)
-
-
-class View(str, Enum):
-    PAPER = "paper"      # rows clean / attacks / ALL, columns defenses, plus comparisons
-    SUMMARY = "summary"  # one row per defense x attack x epsilon with every metric
 
 
 @dataclass
@@ -52,7 +36,7 @@ class Report:
     records: pd.DataFrame = field(repr=False)
     defenses: pd.DataFrame = field(default_factory=pd.DataFrame)
     alpha: float = DEFAULT_ALPHA
-    false_alarm: float = 0.05
+    false_alarm: float = DEFAULT_FALSE_ALARM
     runs: list[str] = field(default_factory=list)
     certified: pd.DataFrame = field(default_factory=pd.DataFrame)
     flags: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -158,7 +142,7 @@ def run_notices(run_id: str, manifest: Manifest) -> list[str]:
     return notices
 
 
-def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05,
+def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = DEFAULT_FALSE_ALARM,
                  holm: bool = True) -> Report:
     if not 0 < alpha < 1:
         raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")

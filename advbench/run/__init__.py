@@ -14,7 +14,8 @@
 from .cell import run_cell
 from .device import pick_device, use_threads
 from .local import run_grid
-from .plan import Paths, Plan, PlannedCell, plan_cells, plan_grid, prepare
+from ..settings import Paths
+from .plan import Plan, PlannedCell, plan_cells, plan_grid, prepare
 from .predict import predict_batches
 from .target import attack_target
 

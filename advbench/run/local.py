@@ -20,7 +20,8 @@ from ..store import RunStore
 from .cell import run_cell
 from .estimate import announce_estimate
 from .models import model_key
-from .plan import Paths, Plan, plan_grid
+from ..settings import Paths
+from .plan import Plan, plan_grid
 from .predict import clean_predictions
 from .schedule import CellJob
 from .session import Session

@@ -20,18 +20,9 @@ from ..data import Dataset, load_dataset
 from ..errors import AdvbenchError
 from ..norms import parse_norm
 from ..sanity import with_sanity_attacks
+from ..settings import Paths
 from ..zoo import DefensePlan, default_zoo_dir, plan_defense
 from .device import pick_device
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where results, checkpoints and datasets live (None: the defaults / environment)."""
-
-    results_dir: Path | None = None
-    zoo_dir: Path | None = None
-    data_dir: Path | None = None
-    download: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,10 +124,10 @@ def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths()) -> Plan:
     cells = plan_cells(grid, data)
     defenses = tuple(
         PlannedDefense(spec, plan_defense(spec.ref, data.info, zoo_dir=zoo_dir, weights=spec.weights,
-                                          train_options=dict(spec.train)),
+                                          train_options=dict(spec.train), model_dir=paths.model_dir),
                        tuple(c for c in cells if c.plan.defense == spec))
         for spec in grid.defenses)
-    sources = {source: plan_defense(source, data.info, zoo_dir=zoo_dir)
+    sources = {source: plan_defense(source, data.info, zoo_dir=zoo_dir, model_dir=paths.model_dir)
                for source in sorted({a.source for a in grid.attacks if a.source})}
     indices, inputs, labels = data.test_subset(grid.samples, grid.seed, first=subset_rule(grid) == "first")
     return Plan(grid, data, defenses, sources, Samples(indices, inputs, labels), pick_device(grid.device), paths)

@@ -31,7 +31,8 @@ from .device import pick_device
 from .estimate import announce_estimate
 from .models import ModelCache, model_key
 from .parts import CellParts
-from .plan import Paths, Plan, PlannedCell
+from ..settings import Paths
+from .plan import Plan, PlannedCell
 from .predict import clean_predictions
 from .schedule import CellJob
 from .session import Session

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from advbench.config import grid_from_dict
-from advbench.contract import CellChecksum, Manifest
+from advbench.contract import CellChecksum
 from advbench.reuse import EarlierCell
 from advbench.run import Paths, plan_grid
 from advbench.run.manifest import build_manifest

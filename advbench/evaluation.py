@@ -25,12 +25,12 @@ from .progress import Observer
 from .report import Report, build_report, write_artifacts
 from .run.device import use_threads
 from .run.local import run_grid
-from .run.plan import Paths, Plan, prepare
-from .stats import DEFAULT_ALPHA
+from .run.plan import Plan, prepare
+from .settings import Executor, Paths, ReportOptions, RunOptions
 from .store import RunStore, default_results_dir
 from .zoo import Card, train_missing
 
-__all__ = ["Evaluation", "Paths", "Plan", "evaluate", "prepare"]
+__all__ = ["Evaluation", "Paths", "Plan", "ReportOptions", "RunOptions", "evaluate", "prepare"]
 
 
 @dataclass
@@ -50,47 +50,40 @@ class Evaluation:
         return dict(self.manifest.refused)
 
 
-def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, executor: str = "local",
-             address: str | None = None, shard_size: int = 0, fail_fast: bool = False,
-             observer: Observer | None = None, alpha: float = DEFAULT_ALPHA, false_alarm: float = 0.05,
-             artifacts: bool = True, fresh: bool = False, holm: bool = True) -> Evaluation:
+def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions(),
+             report: ReportOptions = ReportOptions(), observer: Observer | None = None,
+             artifacts: bool = True) -> Evaluation:
     """Validate `grid`, train missing models, run every unfinished cell and report.
 
-    With `resume`, the latest run of the same grid continues (finished cells whose records
+    With `run.resume`, the latest run of the same grid continues (finished cells whose records
     still verify are kept). A cell that fails is recorded with its reason and the grid goes on,
-    unless `fail_fast`. `executor="ray"` runs cells as sample shards on a Ray cluster. Cells an
-    earlier run computed on the same content (`advbench.reuse`) are copied, unless `fresh` (or the
-    grid says `reuse = false`)."""
+    unless `run.fail_fast`. `run.executor` Ray runs cells as sample shards on a Ray cluster. Cells
+    an earlier run computed on the same content (`advbench.reuse`) are copied, unless `run.fresh`
+    (or the grid says `reuse = false`). `report` sets the statistics of the report."""
     observer = observer or Observer()
-    if executor not in ("local", "ray"):
-        raise AdvbenchError(f"unknown executor {executor!r}: use local or ray")
-    if shard_size < 0:
+    executor = Executor(run.executor)
+    if run.shard_size < 0:
         raise AdvbenchError("shard size must be positive")
-    if executor == "ray":
+    if executor is Executor.RAY:
         from .run.ray_executor import import_ray
 
         import_ray()  # a missing extra fails before anything is written
     plan = prepare(grid, paths)
-    grid = plan.grid
-    use_threads(grid.threads, observer)
+    use_threads(plan.grid.threads, observer)
     started = time.perf_counter()
     trained = train_missing(plan.models(), plan.data, zoo_dir=paths.zoo_dir, device=plan.device, observer=observer)
     training_seconds = time.perf_counter() - started
-    results_dir = Path(paths.results_dir or default_results_dir())
-    store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
-    if resume and store is None:
-        observer.message("no earlier run of this grid to resume: starting a new one")
-    store = store or RunStore.create(results_dir, grid.fingerprint())
-    observer.message(f"run {store.run_id} -> {store.path}")
+    store = open_store(plan.grid, paths, run.resume, observer)
+    reuse = plan.grid.reuse and not run.fresh
     try:
-        if executor == "ray":
+        if executor is Executor.RAY:
             from .run.ray_executor import run_grid_on_ray
 
-            manifest = run_grid_on_ray(plan, store, observer=observer, address=address,
-                                       shard_size=shard_size, reuse=grid.reuse and not fresh, fail_fast=fail_fast)
+            manifest = run_grid_on_ray(plan, store, observer=observer, address=run.address,
+                                       shard_size=run.shard_size, reuse=reuse, fail_fast=run.fail_fast)
         else:
-            manifest = run_grid(grid, plan.data, store, zoo_dir=paths.zoo_dir, observer=observer, plan=plan,
-                                fail_fast=fail_fast, reuse=grid.reuse and not fresh)
+            manifest = run_grid(plan.grid, plan.data, store, observer=observer, plan=plan, fail_fast=run.fail_fast,
+                                reuse=reuse)
     except KeyboardInterrupt:
         raise RunInterrupted(store.kept_work()) from None
     if trained:
@@ -98,9 +91,20 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), resume: bool = False, execut
             manifest = store.manifest()
             manifest.timings["training"] = round(training_seconds, 3)
             store.write_manifest(manifest)
-    report, written = None, []
+    built, written = None, []
     if manifest.finished:
-        report = build_report([store], alpha=alpha, false_alarm=false_alarm, holm=holm)
+        built = build_report([store], alpha=report.alpha, false_alarm=report.false_alarm, holm=report.holm)
         if artifacts:
-            written = write_artifacts(report, store.path)
-    return Evaluation(store, manifest, report, trained, written)
+            written = write_artifacts(built, store.path)
+    return Evaluation(store, manifest, built, trained, written)
+
+
+def open_store(grid: Grid, paths: Paths, resume: bool, observer: Observer) -> RunStore:
+    """The run directory: with `resume`, the latest run of the same grid, else a new one."""
+    results_dir = Path(paths.results_dir or default_results_dir())
+    store = RunStore.latest_matching(results_dir, grid.fingerprint()) if resume else None
+    if resume and store is None:
+        observer.message("no earlier run of this grid to resume: starting a new one")
+    store = store or RunStore.create(results_dir, grid.fingerprint())
+    observer.message(f"run {store.run_id} -> {store.path}")
+    return store
