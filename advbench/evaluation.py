@@ -28,7 +28,8 @@ from .run.local import run_grid
 from .run.plan import Plan, prepare
 from .settings import Executor, Paths, ReportOptions, RunOptions
 from .store import RunStore, default_results_dir
-from .zoo import Card, train_missing
+from .defense_loading import train_missing
+from .zoo import Card
 
 __all__ = ["Evaluation", "Paths", "Plan", "ReportOptions", "RunOptions", "evaluate", "prepare"]
 

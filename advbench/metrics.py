@@ -17,7 +17,6 @@ import pandas as pd
 
 from .contract import ENSEMBLE_ORDER, ENSEMBLE_VERSIONS, AttackKind
 from .norms import BALL_TOLERANCE, Norm
-from .settings import DEFAULT_FALSE_ALARM
 from .stats import wilson_interval
 
 MINIMUM_NORM = AttackKind.MINIMUM_NORM.value
@@ -272,111 +271,6 @@ def epsilon_at_accuracy(curves: pd.DataFrame, level: float = 0.5) -> pd.DataFram
 
 
 # ----------------------------------------------------------------------------- reject option
-
-REJECT_COLUMNS = [
-    "defense", "attack", "norm", "epsilon", "threshold", "auc", "detection_rate", "false_alarm_rate",
-    "clean_accept_rate", "adversarial_accept_error", "accuracy_with_reject", "error_with_reject",
-]
-
-
-def has_reject_scores(cell: pd.DataFrame) -> bool:
-    return bool(cell["clean_score"].notna().all() and cell["adv_score"].notna().any())
-
-
-def roc(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
-    """ROC of the reject score separating clean inputs (negatives) from successful
-    adversarial examples (positives); returns (fpr, tpr, auc), auc NaN without positives."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    positives = out.loc[out["fooled"], "score"].to_numpy()
-    negatives = out["clean_score"].to_numpy()
-    if len(positives) == 0 or len(negatives) == 0:
-        return np.array([]), np.array([]), math.nan
-    truth = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
-    scores = np.r_[negatives, positives]
-    fpr, tpr, _ = roc_curve(truth, scores)
-    return fpr, tpr, float(roc_auc_score(truth, scores))
-
-
-def detection_at_false_alarm(out: pd.DataFrame, false_alarm: float = DEFAULT_FALSE_ALARM) -> tuple[float, float, float]:
-    """Detection rate of successful adversarial examples with the threshold that flags at
-    most `false_alarm` of clean inputs (paper 002); returns (rate, threshold, achieved false alarms)."""
-    clean = np.sort(out["clean_score"].to_numpy())
-    positives = out.loc[out["fooled"], "score"].to_numpy()
-    if len(clean) == 0 or len(positives) == 0:
-        return math.nan, math.nan, math.nan
-    index = min(max(math.ceil((1 - false_alarm) * len(clean)) - 1, 0), len(clean) - 1)
-    threshold = float(clean[index])
-    return float((positives > threshold).mean()), threshold, float((clean > threshold).mean())
-
-
-def reject_rates(out: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
-    """Paper 001 Eq. 7-8 and 14-15 at each threshold T (accept when score <= T):
-    clean_accept_rate (TPR), adversarial_accept_error (FPR: accepted and misclassified
-    perturbed inputs), accuracy_with_reject (accepted and correct clean inputs) and
-    error_with_reject (equal to the FPR: accepted, misclassified perturbed inputs)."""
-    n = len(out)
-    clean, score = out["clean_score"].to_numpy(), out["score"].to_numpy()
-    clean_correct = (out["clean_pred"] == out["label"]).to_numpy()
-    adv_wrong = (out["pred"] != out["label"]).to_numpy()
-    accepted_clean = clean[None, :] <= thresholds[:, None]
-    accepted_adv = score[None, :] <= thresholds[:, None]
-    frame = pd.DataFrame({
-        "threshold": thresholds,
-        "clean_accept_rate": accepted_clean.sum(1) / n,
-        "adversarial_accept_error": (accepted_adv & adv_wrong).sum(1) / n,
-        "accuracy_with_reject": (accepted_clean & clean_correct).sum(1) / n,
-    })
-    frame["error_with_reject"] = frame["adversarial_accept_error"]
-    return frame
-
-
-def reject_summary(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
-                   thresholds: dict[str, float | None], false_alarm: float = DEFAULT_FALSE_ALARM) -> pd.DataFrame:
-    """AUC, detection rate at a fixed false-alarm rate and the Eq. 7-8/14-15 rates at each
-    defense's own threshold, for every cell and epsilon of a defense with a reject score."""
-    rows = []
-    for cell_id, cell in records.groupby("cell", sort=False):
-        if not has_reject_scores(cell):
-            continue
-        first = cell.iloc[0]
-        threshold = thresholds.get(first["defense"])
-        for eps in cell_epsilons(cell, epsilons_by_cell.get(cell_id, [])):
-            out = outcomes_at(cell, eps)
-            _, _, auc = roc(out)
-            detected, _, alarms = detection_at_false_alarm(out, false_alarm)
-            row = {"defense": first["defense"], "attack": first["attack"], "norm": first["norm"], "epsilon": eps,
-                   "threshold": threshold, "auc": auc, "detection_rate": detected, "false_alarm_rate": alarms}
-            if threshold is not None:
-                row.update(reject_rates(out, np.array([threshold])).iloc[0].drop("threshold").to_dict())
-            rows.append(row)
-    return pd.DataFrame(rows, columns=REJECT_COLUMNS)
-
-
-def reject_tradeoff(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]]) -> pd.DataFrame:
-    """Rates over all thresholds for each reject-option cell and epsilon (for curves), and one
-    point per plain classifier (accuracy = clean accuracy, error = 1 - robust accuracy)."""
-    frames = []
-    for cell_id, cell in records.groupby("cell", sort=False):
-        first = cell.iloc[0]
-        for eps in cell_epsilons(cell, epsilons_by_cell.get(cell_id, [])):
-            out = outcomes_at(cell, eps)
-            if has_reject_scores(cell):
-                thresholds = np.unique(np.r_[out["clean_score"].to_numpy(), out["score"].to_numpy(), -np.inf, np.inf])
-                frame = reject_rates(out, thresholds)
-            else:
-                frame = pd.DataFrame([{"threshold": math.nan, "clean_accept_rate": 1.0,
-                                       "adversarial_accept_error": 1 - out["robust"].mean(),
-                                       "accuracy_with_reject": out["clean_ok"].mean(),
-                                       "error_with_reject": 1 - out["robust"].mean()}])
-            frame.insert(0, "epsilon", eps)
-            frame.insert(0, "reject_option", has_reject_scores(cell))
-            frame.insert(0, "norm", first["norm"])
-            frame.insert(0, "attack", first["attack"])
-            frame.insert(0, "defense", first["defense"])
-            frames.append(frame)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
 
 def certified_summary(records: pd.DataFrame) -> pd.DataFrame:
     """Per defense with certified radii (paper 004 Eq. 7): the mean radius (0 for misclassified

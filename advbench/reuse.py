@@ -40,7 +40,7 @@ from .registry import attacks, datasets, defenses
 from .saved_adversarials import saved_problem
 from .specs import DefenseRef
 from .store import RunStore, list_runs
-from .zoo import python_factory
+from .defense_loading import python_factory
 
 
 def cell_key(plan: CellPlan, attack: Attack, grid: Grid, dataset: str, indices: torch.Tensor,

@@ -11,7 +11,6 @@ running the same run at once.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import io
 import math
@@ -20,7 +19,6 @@ import os
 import re
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -28,6 +26,11 @@ import pandas as pd
 
 from .contract import LATER_COLUMNS, RECORD_COLUMNS, RECORD_SCHEMA, CellChecksum, Manifest
 from .errors import AdvbenchError
+from .files import atomic_write_bytes, atomic_write_text, sha256_bytes, sha256_file
+from .run_lock import hold
+
+__all__ = ["RunStore", "DamagedRecordsError", "atomic_write_bytes", "atomic_write_text", "sha256_bytes",
+           "sha256_file", "default_results_dir", "list_runs", "read_records_csv"]
 
 if TYPE_CHECKING:
     import torch
@@ -40,49 +43,6 @@ LOCK = "run.lock"
 
 class DamagedRecordsError(AdvbenchError):
     """A finished cell's records file is missing, truncated, altered or belongs to another cell."""
-
-
-def _file_mode() -> int:
-    """Permissions a plain open() would give (mkstemp's 0600 would hide results from co-workers)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except PermissionError:
-        raise AdvbenchError(f"cannot write {path}: {path.parent} is not writable") from None
-    try:
-        os.chmod(tmp, _file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_results_dir() -> Path:
@@ -392,48 +352,10 @@ class RunStore:
     # ------------------------------------------------------------------ lock
     @contextmanager
     def lock(self) -> Iterator[None]:
-        """Hold the run for this process: a second `--resume` of the same run stops at once
-        instead of duplicating work. The lock is the kernel's (`flock`) on `run.lock`, so it
-        ends with its process however that process ends: a lock file left by a dead process
-        is taken over atomically, and two processes taking it over at once never both hold it."""
-        path = self.path / LOCK
-        while True:
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-            except OSError as exc:
-                raise AdvbenchError(f"run {self.run_id} cannot be written ({path}: {exc.strerror}); copy it to a "
-                                    "writable place to resume it") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = _read_holder(fd)
-                os.close(fd)
-                raise AdvbenchError(f"run {self.run_id} is being run by process {holder or 'another process'}; wait "
-                                    "for it or stop it") from None
-            if _same_file(fd, path):  # not unlinked by a holder that finished between our open and flock
-                break
-            os.close(fd)
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
+        """Hold the run for this process (`advbench.run_lock.hold`): a second `--resume` of the
+        same run stops at once instead of duplicating work."""
+        with hold(self.path / LOCK, f"run {self.run_id}"):
             yield
-        finally:
-            path.unlink(missing_ok=True)  # while still held: a waiting process sees the unlink and retries
-            os.close(fd)
-
-
-def _read_holder(fd: int) -> int:
-    try:
-        return int(os.pread(fd, 32, 0).decode().strip() or 0)
-    except (OSError, ValueError):
-        return 0
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
 
 
 def list_runs(results_dir: Path) -> list[RunStore]:
@@ -448,36 +370,3 @@ def list_runs(results_dir: Path) -> list[RunStore]:
         return (manifest.created if manifest else "", run.run_id)
 
     return sorted(runs, key=created)
-
-
-@dataclass(frozen=True)
-class RunOverview:
-    """One line of `advbench runs`: what a run is and whether its tables are whole."""
-
-    run_id: str
-    created: str
-    dataset: str
-    samples: str
-    defenses: int
-    attacks: int
-    status: str  # "complete", "k of n cells", "k of n cells, m failed", or why it cannot be read
-
-
-def run_overviews(results_dir: Path) -> list[RunOverview]:
-    """Every run under `results_dir`, oldest first, with its status read from its manifest."""
-    overviews = []
-    for store in list_runs(results_dir):
-        manifest = store.readable_manifest()
-        if manifest is None:
-            overviews.append(RunOverview(store.run_id, "", "", "", 0, 0, "unreadable manifest"))
-            continue
-        total = len(manifest.cells) - len(manifest.skipped)
-        done = sum(1 for c in manifest.cells if c.id in manifest.finished)
-        status = "complete" if done >= total else f"{done} of {total} cells"
-        if manifest.refused:
-            status += f", {len(manifest.refused)} failed"
-        grid = manifest.grid
-        overviews.append(RunOverview(store.run_id, manifest.created, str(grid.get("dataset", "")),
-                                     str(grid.get("samples", "all")), len({c.defense for c in manifest.cells}),
-                                     len({c.attack for c in manifest.cells}), status))
-    return overviews

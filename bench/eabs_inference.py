@@ -17,7 +17,7 @@ import torch
 
 from advbench.data import load_dataset
 from advbench.defenses.latent_inference import looped_exact_inference
-from advbench.zoo import resolve_defense
+from advbench.defense_loading import resolve_defense
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from advbench.defenses.latent_inference import (InferenceSettings, LatentInferen
                                                 looped_exact_inference, squared_error)
 from advbench.progress import Observer
 from advbench.run import attack_target
-from advbench.zoo import resolve_defense
+from advbench.defense_loading import resolve_defense
 
 
 def tiny(cls, digits, **overrides):

@@ -10,8 +10,8 @@ import pytest
 
 from advbench.comparisons import mcnemar_table
 from advbench.errors import AdvbenchError
-from advbench.metrics import (detection_at_false_alarm, outcomes_at, reject_rates, robustness_curves, roc,
-                              summarize)
+from advbench.metrics import outcomes_at, robustness_curves, summarize
+from advbench.reject_metrics import detection_at_false_alarm, reject_rates, roc
 from advbench.stats import mcnemar_test, wilson_interval
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from advbench import zoo
+from advbench import defense_loading, zoo
 from advbench.attacks import AttackTarget, make_attack
 from advbench.attacks.gat_attacks import OBJECTIVES
 from advbench.defenses.gat import asymmetric_loss
@@ -140,7 +140,7 @@ def test_gat_modes_thresholds_and_round_trip(tiny_gat, digits, trained_zoo):
     tiny_gat.select_mode("ovr")
     assert tiny_gat.predict(x).reject_score is None and tiny_gat.reject_threshold is None
     tiny_gat.select_mode("generative")
-    loaded = zoo.resolve_defense("gat-digits:integrated", digits, zoo_dir=trained_zoo)
+    loaded = defense_loading.resolve_defense("gat-digits:integrated", digits, zoo_dir=trained_zoo)
     assert loaded.mode == "integrated" and loaded.reject_threshold == pytest.approx(-tiny_gat.thresholds[1].item())
 
 

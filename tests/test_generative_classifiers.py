@@ -14,7 +14,7 @@ from advbench.specs import DefenseRef
 from advbench.errors import AdvbenchError
 from advbench.progress import Observer
 from advbench.run import attack_target
-from advbench.zoo import resolve_defense
+from advbench.defense_loading import resolve_defense
 
 
 def tiny(cls, digits, epochs=2):

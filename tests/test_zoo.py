@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from advbench import zoo
+from advbench import defense_loading, zoo
 from advbench.data import DataInfo, Dataset
 from advbench.defenses.training import accuracy
 from advbench.errors import AdvbenchError
@@ -51,7 +51,7 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
 def test_missing_checkpoint_off_digits_names_the_train_command(tmp_path):
     fake = Dataset(DataInfo("mnist", (1, 28, 28), 10), *(torch.zeros(1),) * 4)
     with pytest.raises(AdvbenchError, match="advbench train cnn --dataset mnist"):
-        zoo.resolve_defense("cnn", fake, zoo_dir=tmp_path)
+        defense_loading.resolve_defense("cnn", fake, zoo_dir=tmp_path)
 
 
 def test_missing_digits_checkpoint_is_trained_on_demand(tmp_path, digits):
@@ -62,9 +62,9 @@ def test_missing_digits_checkpoint_is_trained_on_demand(tmp_path, digits):
             messages.append(text)
 
     with pytest.raises(AdvbenchError, match="train it first"):  # resolving never trains as a side effect
-        zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path)
+        defense_loading.resolve_defense("cnn", digits, zoo_dir=tmp_path)
     assert not (tmp_path / "cnn-digits.pt").exists()
-    model = zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path, observer=Recorder(), train_if_missing=True)
+    model = defense_loading.resolve_defense("cnn", digits, zoo_dir=tmp_path, observer=Recorder(), train_if_missing=True)
     assert (tmp_path / "cnn-digits.pt").exists() and (tmp_path / "cnn-digits.json").exists()
     assert any("training cnn" in m for m in messages)
     assert model(digits.test_x[:2]).shape == (2, 10)
@@ -79,14 +79,14 @@ def test_python_factory_defense_with_weights(tmp_path, digits, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     reference = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     torch.save(reference.state_dict(), tmp_path / "w.pt")
-    model = zoo.resolve_defense("python:my_models:make", digits, weights=tmp_path / "w.pt")
+    model = defense_loading.resolve_defense("python:my_models:make", digits, weights=tmp_path / "w.pt")
     x = digits.test_x[:4]
     assert torch.allclose(model(x), reference(x))
     with pytest.raises(AdvbenchError, match="must look like"):
-        zoo.resolve_defense("python:my_models", digits)
+        defense_loading.resolve_defense("python:my_models", digits)
     torch.save({"other": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(AdvbenchError, match="do not fit"):
-        zoo.resolve_defense("python:my_models:make", digits, weights=tmp_path / "bad.pt")
+        defense_loading.resolve_defense("python:my_models:make", digits, weights=tmp_path / "bad.pt")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to save a CUDA checkpoint")
@@ -102,6 +102,6 @@ def test_registered_trainable_defense_with_a_weights_file(tmp_path, digits, trai
     """`advbench attack cnn --weights FILE`: the default architecture with those weights, no zoo entry."""
     state = torch.load(trained_zoo / "cnn-digits.pt", weights_only=True)["state_dict"]
     torch.save(state, tmp_path / "w.pt")
-    model = zoo.resolve_defense("cnn", digits, zoo_dir=tmp_path / "empty", weights=tmp_path / "w.pt")
+    model = defense_loading.resolve_defense("cnn", digits, zoo_dir=tmp_path / "empty", weights=tmp_path / "w.pt")
     reference, _ = zoo.load("cnn-digits", trained_zoo, info=digits.info)
     assert torch.equal(model(digits.test_x[:8]), reference(digits.test_x[:8]))

@@ -32,7 +32,7 @@ def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, 
     from ..report.terminal import TextTable, write_tables
     from ..run.device import pick_device
     from ..store import atomic_write_text
-    from ..zoo import resolve_defense
+    from ..defense_loading import resolve_defense
 
     data = load_dataset(dataset, paths.data_dir, paths.download)
     torch_device = pick_device(device)
@@ -67,7 +67,7 @@ def targeted(models: tuple[str, ...], dataset: str, eps_text: str, norm: str, st
     from ..experiments.targeted import default_models, targeted_grid
     from ..norms import parse_epsilon, parse_norm
     from ..report.plots import plot_image_grid
-    from ..zoo import resolve_defense
+    from ..defense_loading import resolve_defense
 
     data = load_dataset(dataset, paths.data_dir, paths.download)
     eps, parsed_norm = parse_epsilon(eps_text), parse_norm(norm)

@@ -19,7 +19,8 @@ from .options import path_options, report_options, results_dir_option, terminal_
 def runs(results_dir: Path | None) -> None:
     """List the runs in the results directory with their status (complete, k of n cells, failed)."""
     from ..report.terminal import TextTable, write_tables
-    from ..store import default_results_dir, run_overviews
+    from ..run_overview import run_overviews
+    from ..store import default_results_dir
 
     directory = Path(results_dir or default_results_dir())
     found = run_overviews(directory)

@@ -17,8 +17,9 @@ import pandas as pd
 from ..comparisons import mcnemar_table
 from ..contract import SCHEMA_VERSION, CellInfo, DefenseInfo, Manifest
 from ..errors import AdvbenchError
-from ..metrics import (Outcomes, certified_summary, ensemble_breakdown, epsilon_at_accuracy, reject_summary, reject_tradeoff,
-                       robustness_curves, seed_spread, summarize)
+from ..metrics import (Outcomes, certified_summary, ensemble_breakdown, epsilon_at_accuracy, robustness_curves,
+                       seed_spread, summarize)
+from ..reject_metrics import reject_summary, reject_tradeoff
 from ..sanity import is_sanity
 from ..specs import seed_group
 from ..settings import DEFAULT_ALPHA, DEFAULT_FALSE_ALARM, Format, View
@@ -163,8 +164,9 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
     return Report(
         summary=summary, curves=robustness_curves(records, epsilons, outcomes=outcomes),
         mcnemar=mcnemar_table(records, summary[~summary["attack"].map(is_sanity)], alpha, holm, outcomes),
-        reject=reject_summary(records, epsilons, thresholds, false_alarm),
-        tradeoff=reject_tradeoff(records, epsilons) if records["clean_score"].notna().any() else pd.DataFrame(),
+        reject=reject_summary(records, epsilons, thresholds, false_alarm, outcomes),
+        tradeoff=(reject_tradeoff(records, epsilons, outcomes) if records["clean_score"].notna().any()
+                  else pd.DataFrame()),
         records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
         certified=certified_summary(records), flags=flags, ensembles=ensembles,

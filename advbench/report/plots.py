@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..norms import Norm
-from ..metrics import WORST_CASE, has_reject_scores, outcomes_at, roc, cell_epsilons
+from ..metrics import WORST_CASE, cell_epsilons, outcomes_at
+from ..reject_metrics import has_reject_scores, roc
 from ..store import atomic_write_bytes
 from . import Report
 

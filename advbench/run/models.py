@@ -11,7 +11,8 @@ from ..config import DefenseSpec
 from ..data import Dataset
 from ..defenses.base import Defense
 from ..store import sha256_file
-from ..zoo import DefensePlan, checkpoint_sha256, load_defense, plan_defense
+from ..defense_loading import DefensePlan, load_defense, plan_defense
+from ..zoo import checkpoint_sha256
 from .plan import Plan
 
 ModelKey = tuple[str, "str | None", tuple[tuple[str, Any], ...]]

@@ -21,7 +21,8 @@ from ..errors import AdvbenchError
 from ..norms import parse_norm
 from ..sanity import with_sanity_attacks
 from ..settings import Paths
-from ..zoo import DefensePlan, default_zoo_dir, plan_defense
+from ..defense_loading import DefensePlan, plan_defense
+from ..zoo import default_zoo_dir
 from .device import pick_device
 
 

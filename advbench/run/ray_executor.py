@@ -25,7 +25,7 @@ from ..data import load_dataset
 from ..errors import AdvbenchError
 from ..progress import Observer
 from ..store import RunStore
-from ..zoo import DefensePlan
+from ..defense_loading import DefensePlan
 from .cell import run_cell
 from .device import pick_device
 from .estimate import announce_estimate
