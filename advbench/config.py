@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .contract import CellRole
 from .errors import AdvbenchError
 from .norms import Norm, check_epsilon_range, parse_epsilon
 from .specs import DefenseRef, expand_seeds
@@ -94,6 +95,7 @@ class AttackSpec:
     label: str = ""
     source: str | None = None
     only: tuple[str, ...] = ()  # the defenses (ids) this attack runs on; empty: all of the grid's
+    role: CellRole = CellRole.EVALUATED  # sanity attacks are added by advbench.sanity
 
     def applies_to(self, defense: "DefenseSpec") -> bool:
         return not self.only or defense.id in self.only

@@ -31,6 +31,23 @@ class AttackKind(_TextEnum):
     MINIMUM_NORM = "minimum-norm"
 
 
+class CellRole(_TextEnum):
+    """Why a cell is in a grid: asked for by the user, or added to check the others (the masking
+    sanity attacks, `advbench.sanity`): reports leave sanity cells out of comparisons and papers."""
+
+    EVALUATED = "evaluated"
+    SANITY = "sanity"
+
+
+class SummaryKind(_TextEnum):
+    """What a summary row is: one attack's cell read at an epsilon (its `AttackKind`), or the
+    per-sample worst case over a defense's attacks of one norm (the ALL rows)."""
+
+    FIXED_EPSILON = AttackKind.FIXED_EPSILON.value
+    MINIMUM_NORM = AttackKind.MINIMUM_NORM.value
+    WORST_CASE = "worst-case"
+
+
 class Access(_TextEnum):
     """What of the defense an attack used: its gradients, its scores, only its decisions, or another model."""
 
@@ -80,9 +97,11 @@ class CellInfo:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     eot: int | None = None
     source: str | None = None
+    role: CellRole = CellRole.EVALUATED
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "norm": self.norm.value, "kind": self.kind.value, "epsilons": list(self.epsilons)}
+        return {**asdict(self), "norm": self.norm.value, "kind": self.kind.value, "epsilons": list(self.epsilons),
+                "role": self.role.value}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "CellInfo":
@@ -90,7 +109,8 @@ class CellInfo:
                    attack_name=str(data.get("attack_name", data["attack"])), norm=parse_norm(data["norm"]),
                    kind=AttackKind(data["kind"]), epsilons=tuple(float(e) for e in data.get("epsilons", ())),
                    hyperparameters=dict(data.get("hyperparameters", {})), eot=data.get("eot"),
-                   source=data.get("source"))
+                   source=data.get("source"), role=CellRole(data["role"]) if "role" in data
+                   else CellRole.SANITY if str(data["attack"]).startswith("sanity ") else CellRole.EVALUATED)
 
 
 @dataclass(frozen=True)

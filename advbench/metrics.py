@@ -15,12 +15,10 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .contract import ENSEMBLE_ORDER, ENSEMBLE_VERSIONS, AttackKind
+from .contract import ENSEMBLE_ORDER, ENSEMBLE_VERSIONS, SummaryKind
 from .norms import BALL_TOLERANCE, Norm
 from .stats import wilson_interval
 
-MINIMUM_NORM = AttackKind.MINIMUM_NORM.value
-WORST_CASE = "worst-case"
 SUMMARY_COLUMNS = [
     "defense", "attack", "norm", "kind", "epsilon", "samples", "clean_accuracy", "clean_accuracy_low",
     "clean_accuracy_high", "robust_accuracy", "robust_accuracy_low", "robust_accuracy_high", "success_rate",
@@ -35,7 +33,7 @@ def all_label(norm: str) -> str:
 
 
 def is_minimum_norm(cell: pd.DataFrame) -> bool:
-    return bool((cell["kind"] == MINIMUM_NORM).all())
+    return bool((cell["kind"] == SummaryKind.MINIMUM_NORM).all())
 
 
 def attack_norms(records: pd.DataFrame) -> pd.Series:
@@ -215,7 +213,7 @@ def summarize(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
             frames.append(summarize_cell(cell, epsilons_by_cell.get(cell["cell"].iloc[0], []), outcomes))
         if len(cells) >= 2:
             first = cells[0].iloc[0]
-            rows = [{**_summary_row(first, all_label(norm), WORST_CASE, eps, outcomes.worst_case(cells, eps),
+            rows = [{**_summary_row(first, all_label(norm), SummaryKind.WORST_CASE.value, eps, outcomes.worst_case(cells, eps),
                                     distortion=False), "covers": "+".join(covered_attacks(cells, eps, outcomes))}
                     for eps in worst_case_epsilons(cells, epsilons_by_cell)]
             frames.append(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
@@ -255,7 +253,7 @@ def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[fl
             for eps in sorted(dense):
                 accuracy = (outcomes.worst_case(cells, eps)["robust"].mean() if eps > 0
                             else clean_accuracy(cells[0]))
-                rows.append({"defense": defense, "attack": all_label(norm), "norm": norm, "kind": WORST_CASE,
+                rows.append({"defense": defense, "attack": all_label(norm), "norm": norm, "kind": SummaryKind.WORST_CASE.value,
                              "epsilon": float(eps), "accuracy": float(accuracy)})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 

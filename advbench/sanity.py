@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import AttackSpec, Grid, default_epsilons
-from .contract import Access
+from .contract import Access, CellRole
 from .norms import Norm
 
 SANITY_QUERIES = 300
@@ -25,17 +25,13 @@ PGD_BY_NORM = {Norm.LINF: "pgd-linf", Norm.L2: "pgd-l2"}
 TRANSFER_SOURCE = "cnn"
 
 
-def is_sanity(attack_id: str) -> bool:
-    return attack_id.startswith(SANITY_PREFIX + " ")
-
-
 def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
     """`grid` plus, for each norm its gradient attacks use, a small Square attack and (when
     `zoo_dir` holds a cnn for the dataset, or the grid trains one, and a defense is not that cnn)
     a PGD transfer from it."""
     from .attacks import make_attack
 
-    if not grid.sanity or any(is_sanity(a.id) for a in grid.attacks):
+    if not grid.sanity or any(a.role is CellRole.SANITY for a in grid.attacks):
         return grid
     epsilons: dict[Norm, set[float]] = {}
     for spec in grid.attacks:
@@ -51,8 +47,9 @@ def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
     for norm, values in epsilons.items():
         chosen = tuple(sorted(values))
         square, pgd = SQUARE_BY_NORM[norm], PGD_BY_NORM[norm]
-        extra.append(AttackSpec(square, chosen, (("queries", SANITY_QUERIES),), label=f"{SANITY_PREFIX} {square}"))
+        extra.append(AttackSpec(square, chosen, (("queries", SANITY_QUERIES),), label=f"{SANITY_PREFIX} {square}",
+                                role=CellRole.SANITY))
         if has_source and others:
             extra.append(AttackSpec(pgd, chosen, label=f"{SANITY_PREFIX} {pgd} from {TRANSFER_SOURCE}",
-                                    source=TRANSFER_SOURCE))
+                                    source=TRANSFER_SOURCE, role=CellRole.SANITY))
     return replace(grid, attacks=grid.attacks + tuple(extra))

@@ -15,12 +15,11 @@ from typing import TextIO
 import pandas as pd
 
 from ..comparisons import mcnemar_table
-from ..contract import SCHEMA_VERSION, CellInfo, DefenseInfo, Manifest
+from ..contract import SCHEMA_VERSION, CellInfo, CellRole, DefenseInfo, Manifest
 from ..errors import AdvbenchError
 from ..metrics import (Outcomes, certified_summary, ensemble_breakdown, epsilon_at_accuracy, robustness_curves,
                        seed_spread, summarize)
 from ..reject_metrics import reject_summary, reject_tradeoff
-from ..sanity import is_sanity
 from ..specs import seed_group
 from ..settings import DEFAULT_ALPHA, DEFAULT_FALSE_ALARM, Format, View
 from ..trust import attack_failure_flags, unreliable_reasons
@@ -115,7 +114,8 @@ class Run:
             reused += len(manifest.reused)
         records = pd.concat(frames, ignore_index=True)
         pairs = records.drop_duplicates("cell")
-        repeated_sanity = pairs.duplicated(["defense", "attack"]) & pairs["attack"].map(is_sanity)
+        repeated_sanity = pairs.duplicated(["defense", "attack"]) & pairs["cell"].map(
+            lambda cell: cells[cell].role is CellRole.SANITY)
         if repeated_sanity.any():  # every run carries its own sanity attacks: keep the first run's
             dropped = set(pairs.loc[repeated_sanity, "cell"])
             records = records[~records["cell"].isin(dropped)]
@@ -154,6 +154,9 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
     thresholds = {name: info.reject_threshold for name, info in run.defenses.items()}
     outcomes = Outcomes()  # each cell's outcomes at each epsilon, computed once for every view below
     summary = summarize(records, epsilons, outcomes)
+    roles = {(cell.defense, cell.attack): cell.role.value for cell in run.cells.values()}
+    summary = summary.assign(role=[roles.get(pair, CellRole.EVALUATED.value)
+                                   for pair in zip(summary["defense"], summary["attack"])])
     flags = attack_failure_flags(records, run.cells, run.defenses)
     summary = summary.assign(flags=[
         ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
@@ -163,7 +166,7 @@ def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_
         summary, flags, set(zip(ensembles.get("defense", []), ensembles.get("attack", [])))))
     return Report(
         summary=summary, curves=robustness_curves(records, epsilons, outcomes=outcomes),
-        mcnemar=mcnemar_table(records, summary[~summary["attack"].map(is_sanity)], alpha, holm, outcomes),
+        mcnemar=mcnemar_table(records, summary[summary["role"] != CellRole.SANITY], alpha, holm, outcomes),
         reject=reject_summary(records, epsilons, thresholds, false_alarm, outcomes),
         tradeoff=(reject_tradeoff(records, epsilons, outcomes) if records["clean_score"].notna().any()
                   else pd.DataFrame()),

@@ -12,9 +12,9 @@ import math
 import pandas as pd
 
 from .. import __version__
-from ..metrics import WORST_CASE
+from ..contract import CellRole, SummaryKind
 from . import Report
-from .tables import epsilon, norm_label
+from .tables import REJECT_NOTE, epsilon, norm_label, rejecting_defenses
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -38,10 +38,12 @@ def _cell(value: float, low: float, high: float, best: bool, unreliable: bool = 
 
 def _row(label: str, values: dict[str, tuple[float, float, float]], defenses: list[str],
          unreliable: frozenset[str] = frozenset()) -> str:
-    """One table row; an unreliable number carries a dagger and is never the bold best."""
+    """One table row; the best number is bold only when it is the only best (a tie, e.g. 0.0 in
+    every column, has none); an unreliable number carries a dagger and is never the bold best."""
     finite = [v[0] for d, v in values.items() if not math.isnan(v[0]) and d not in unreliable]
     top = max(finite) if finite else math.nan
-    cells = [_cell(*values[d], best=len(defenses) > 1 and math.isclose(values[d][0], top),
+    unique = sum(math.isclose(v, top) for v in finite) == 1
+    cells = [_cell(*values[d], best=len(defenses) > 1 and unique and math.isclose(values[d][0], top),
                    unreliable=d in unreliable) if d in values else "--"
              for d in defenses]
     return " & ".join([label, *cells]) + r" \\"
@@ -49,18 +51,23 @@ def _row(label: str, values: dict[str, tuple[float, float, float]], defenses: li
 
 def latex_table(report: Report) -> str:
     """A booktabs table: rows clean, each attack and epsilon, then ALL per norm; columns
-    defenses; accuracy in % with the half-width of its 95% Wilson interval; the best per row bold."""
+    defenses; accuracy in % with the half-width of its 95% Wilson interval; the only best per row
+    bold. The sanity attacks (which check the others) are left out: they are not results."""
     summary = report.summary[~report.summary["epsilon"].map(lambda e: math.isinf(float(e)))]
+    summary = summary[summary.get("role", pd.Series(CellRole.EVALUATED.value, index=summary.index))
+                      != CellRole.SANITY]
     defenses = list(dict.fromkeys(report.summary["defense"]))
+    rejecting = rejecting_defenses(report, defenses)
     clean = report.summary.drop_duplicates("defense").set_index("defense")
     lines = [r"\begin{tabular}{l" + "c" * len(defenses) + "}", r"\toprule",
-             " & ".join(["", *[latex_escape(d) for d in defenses]]) + r" \\", r"\midrule",
+             " & ".join(["", *[latex_escape(d) + (" (r)" if d in rejecting else "") for d in defenses]]) + r" \\",
+             r"\midrule",
              _row("clean", {d: (clean.loc[d, "clean_accuracy"], clean.loc[d, "clean_accuracy_low"],
                                 clean.loc[d, "clean_accuracy_high"]) for d in defenses}, defenses)]
     for norm in dict.fromkeys(summary["norm"]):
         lines.append(r"\midrule")
         block = summary[summary["norm"] == norm]
-        ordered = pd.concat([block[block["kind"] != WORST_CASE], block[block["kind"] == WORST_CASE]])
+        ordered = pd.concat([block[block["kind"] != SummaryKind.WORST_CASE], block[block["kind"] == SummaryKind.WORST_CASE]])
         for (attack, eps), group in ordered.groupby(["attack", "epsilon"], sort=False):
             name = attack if str(attack).startswith("ALL") else f"{attack} ({norm_label(norm)})"
             values = {r.defense: (r.robust_accuracy, r.robust_accuracy_low, r.robust_accuracy_high)
@@ -72,7 +79,8 @@ def latex_table(report: Report) -> str:
     incomplete = "".join(f"\\textbf{{{latex_escape(notice)}.}} " for notice in report.notices)
     caption = (incomplete + f"Accuracy (\\%) with the half-width of its 95\\% Wilson interval on {samples} test "
                "samples; "
-               "ALL: robust to every attack of that norm; best per row in bold"
+               "ALL: robust to every attack of that norm; the only best per row in bold"
+               + (f"; {latex_escape(REJECT_NOTE)}" if rejecting else "")
                + (f"; {UNRELIABLE_MARK}: unreliable (an attack-failure check fired: a gradient attack beaten by a "
                   "black-box one, dead gradients, or a defense random without declaring it)"
                   if (summary.get("unreliable", pd.Series(dtype=str)) != "").any() else "")

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..norms import Norm
-from ..metrics import WORST_CASE, cell_epsilons, outcomes_at
+from ..contract import SummaryKind
+from ..metrics import cell_epsilons, outcomes_at
 from ..reject_metrics import has_reject_scores, roc
 from ..store import atomic_write_bytes
 from . import Report
@@ -44,10 +45,10 @@ def plot_curves(report: Report, path: Path) -> Path:
         panel = curves[curves["norm"] == norm]
         styles = ["--", ":", "-.", (0, (5, 1)), (0, (1, 1))]
         for (defense, attack), curve in panel.groupby(["defense", "attack"], sort=False):
-            worst = curve["kind"].iloc[0] == WORST_CASE
-            attacks = list(dict.fromkeys(panel.loc[panel["kind"] != WORST_CASE, "attack"]))
+            worst = curve["kind"].iloc[0] == SummaryKind.WORST_CASE
+            attacks = list(dict.fromkeys(panel.loc[panel["kind"] != SummaryKind.WORST_CASE, "attack"]))
             style = "-" if worst else styles[attacks.index(attack) % len(styles)]
-            fixed = curve["kind"].iloc[0] == "fixed-epsilon"
+            fixed = curve["kind"].iloc[0] == SummaryKind.FIXED_EPSILON
             ax.plot(curve["epsilon"], 100 * curve["accuracy"], linestyle=style, color=colours[defense],
                     linewidth=2.5 if worst else 1.2, marker="o" if fixed or worst else None, markersize=3,
                     label=f"{defense}: {attack}")

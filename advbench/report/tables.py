@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from ..errors import AdvbenchError
-from ..metrics import WORST_CASE
+from ..contract import SummaryKind
 from ..norms import parse_norm
 from . import Report, curve_summary
 from .terminal import TextTable
@@ -68,6 +68,15 @@ def _marked(text: str, mark: str | None) -> str:
     return f"{text} weak" if mark == "weak" else text
 
 
+def rejecting_defenses(report: Report, defenses: list[str]) -> list[str]:
+    """The defenses among `defenses` with a reject option (their records carry reject scores)."""
+    return [d for d in defenses if report.records.loc[report.records["defense"] == d, "clean_score"].notna().any()]
+
+
+REJECT_NOTE = ("(r) = reject option: here an input counts by its predicted class whether or not it is rejected; "
+               "the Reject option table counts rejections")
+
+
 def accuracy_table(report: Report) -> TextTable:
     summary = report.summary
     marks = _markers(report)
@@ -81,7 +90,7 @@ def accuracy_table(report: Report) -> TextTable:
     for norm in dict.fromkeys(finite["norm"]):
         sections.append(len(rows))
         block = finite[finite["norm"] == norm]
-        ordered = pd.concat([block[block["kind"] != WORST_CASE], block[block["kind"] == WORST_CASE]])
+        ordered = pd.concat([block[block["kind"] != SummaryKind.WORST_CASE], block[block["kind"] == SummaryKind.WORST_CASE]])
         for (attack, eps), group in ordered.groupby(["attack", "epsilon"], sort=False):
             by_defense = group.set_index("defense")
             cells = [_marked(with_interval(by_defense.loc[d, "robust_accuracy"], by_defense.loc[d, "robust_accuracy_low"],
@@ -89,11 +98,9 @@ def accuracy_table(report: Report) -> TextTable:
                      if d in by_defense.index else "-" for d in defenses]
             rows.append([f"{attack} ({norm_label(norm)})" if not attack.startswith("ALL") else attack, epsilon(eps),
                          *cells])
-    rejecting = [d for d in defenses if (report.records.loc[report.records["defense"] == d, "clean_score"]
-                                         .notna().any())]
+    rejecting = rejecting_defenses(report, defenses)
     header = [f"{d} (r)" if d in rejecting else d for d in defenses]
-    reject_note = ("; (r) = reject option: here an input counts by its predicted class whether or not it is "
-                   "rejected; the Reject option table counts rejections" if rejecting else "")
+    reject_note = "; " + REJECT_NOTE if rejecting else ""
     return TextTable("Accuracy in % (95% Wilson interval), rows by attack and epsilon", ["", "eps", *header], rows,
                      note="minimum-norm attacks are read off their per-sample norms; ALL = robust to every attack "
                           "of that norm with examples valid at that eps (fixed-epsilon ones at that eps or below)"
@@ -107,11 +114,11 @@ def accuracy_table(report: Report) -> TextTable:
 
 def _coverage_note(summary: pd.DataFrame) -> str:
     """Where a worst case does not cover all of its norm's attacks: which it leaves out, by epsilon."""
-    worst = summary[summary["kind"] == WORST_CASE]
+    worst = summary[summary["kind"] == SummaryKind.WORST_CASE]
     missing: dict[tuple[str, float, str], list[str]] = {}
     for row in worst.itertuples():
         attacks = summary[(summary["defense"] == row.defense) & (summary["norm"] == row.norm)
-                          & (summary["kind"] != WORST_CASE)]["attack"]
+                          & (summary["kind"] != SummaryKind.WORST_CASE)]["attack"]
         left_out = [a for a in dict.fromkeys(attacks) if a not in str(row.covers).split("+")]
         if left_out:
             missing.setdefault((row.attack, float(row.epsilon), ", ".join(left_out)), []).append(row.defense)
@@ -139,7 +146,7 @@ def ensemble_table(report: Report) -> TextTable | None:
 
 def attack_table(report: Report) -> TextTable:
     rows = []
-    summary = report.summary[report.summary["kind"] != WORST_CASE]
+    summary = report.summary[report.summary["kind"] != SummaryKind.WORST_CASE]
     for row in summary.itertuples():  # every epsilon (and unbounded for minimum-norm attacks)
         rows.append([row.defense, row.attack, row.kind, epsilon(row.epsilon), percent(row.success_rate),
                      number(row.mean_l2), number(row.median_l2), number(row.rho),
@@ -151,7 +158,7 @@ def attack_table(report: Report) -> TextTable:
 
 def runtime_table(report: Report) -> TextTable | None:
     """Paper 002 Table 2: wall seconds per sample of each attack on each model (queries in brackets)."""
-    summary = report.summary[report.summary["kind"] != WORST_CASE]
+    summary = report.summary[report.summary["kind"] != SummaryKind.WORST_CASE]
     defenses = list(dict.fromkeys(summary["defense"]))
     if len(defenses) < 2:
         return None  # the attack table already shows it

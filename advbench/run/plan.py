@@ -116,7 +116,8 @@ def plan_cells(grid: Grid, data: Dataset) -> list[PlannedCell]:
 def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
     return CellInfo(id=plan.id, defense=plan.defense.id, attack=plan.attack.id, attack_name=plan.attack.name,
                     norm=parse_norm(attack.norm), kind=AttackKind(attack.kind), epsilons=tuple(plan.epsilons),
-                    hyperparameters=attack.hyperparameters(), eot=plan.attack.eot, source=plan.attack.source)
+                    hyperparameters=attack.hyperparameters(), eot=plan.attack.eot, source=plan.attack.source,
+                    role=plan.attack.role)
 
 
 def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths()) -> Plan:
