@@ -49,9 +49,11 @@ def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = D
                   holm: bool = True, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """One row per defense pair per table row; empty when fewer than two defenses ran.
 
-    With `holm` and more than one pair tested, `significant` uses Holm-Bonferroni adjusted
-    p-values over every test in the table (`pvalue_holm`); `difference` is the paired accuracy
-    difference a - b with its 95% interval."""
+    With `holm`, `significant` uses Holm-Bonferroni adjusted p-values (`pvalue_holm`) within
+    each row's family: the defense pairs compared under one attack at one epsilon (the question a
+    row answers: which defenses differ here?). Correcting over the whole table would make every
+    p-value of a large grid read 1. `difference` is the paired accuracy difference a - b with its
+    95% interval."""
     out = []
     worst = summary[summary["attack"] == summary["norm"].map(all_label)]
     covers = {(r.defense, r.norm, float(r.epsilon)): r.covers for r in worst.itertuples()}
@@ -78,9 +80,11 @@ def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = D
                         "difference_high": high, "note": ""})
     table = pd.DataFrame(out, columns=MCNEMAR_COLUMNS)
     tested = table["note"] == ""
-    if holm and tested.sum() > 1:
-        table.loc[tested, "pvalue_holm"] = holm_adjusted(table.loc[tested, "pvalue"].tolist())
-        table.loc[tested, "significant"] = table.loc[tested, "pvalue_holm"] < alpha
+    if holm:
+        for _, family in table[tested].groupby(["attack", "norm", "epsilon"], sort=False):
+            if len(family) > 1:
+                table.loc[family.index, "pvalue_holm"] = holm_adjusted(family["pvalue"].tolist())
+                table.loc[family.index, "significant"] = table.loc[family.index, "pvalue_holm"] < alpha
     return table
 
 

@@ -32,6 +32,14 @@ class Norm(str, Enum):
             return flat.abs().amax(dim=1)
         return flat.norm(p=2, dim=1)
 
+    def dual_of(self, grad: torch.Tensor) -> torch.Tensor:
+        """Per-sample dual norm of a batch of gradients (L1 for Linf, L2 for L2): a linear model's
+        distance to its boundary is |margin| / dual norm of the margin's gradient."""
+        flat = grad.flatten(1)
+        if self is Norm.LINF:
+            return flat.abs().sum(dim=1)
+        return flat.norm(p=2, dim=1)
+
 
 def parse_norm(value: str | Norm) -> Norm:
     aliases = {"linf": Norm.LINF, "inf": Norm.LINF, "l_inf": Norm.LINF, "l2": Norm.L2, "2": Norm.L2}

@@ -8,10 +8,9 @@ from advbench.cli import main
 from advbench.progress import Observer
 
 
-def invoke(*args: object) -> Result:
-    """`advbench ARGS...` in this process (stdout and stderr kept apart)."""
-    return CliRunner().invoke(main, [str(a) for a in args])
-
+def invoke(*args: object, **kwargs: object) -> Result:
+    """`advbench ARGS...` in this process (stdout and stderr kept apart); `kwargs` go to CliRunner.invoke."""
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
 
 
 def one_line_error(result: Result) -> str:

@@ -11,10 +11,11 @@ from advbench.errors import AdvbenchError, AttackVerificationError
 from advbench.norms import Norm
 from advbench.registry import attacks
 
-FAST_OPTIONS = {"cw-l2": {"steps": 30, "binary_search_steps": 4}, "ddn": {"steps": 30}, "noise": {"levels": 5, "repeats": 2},
-                "gat-linf": {"steps": 20}, "gat-l2": {"steps": 20}, "bsearch-l2": {"depth": 4, "steps": 30},
-                "boundary": {"steps": 300}, "pgd-est": {"steps": 10, "samples": 10},
-                "pgd-est-l2": {"steps": 10, "samples": 10}, "zoo": {"iterations": 40, "coordinates": 32, "step_size": 0.05}}
+
+
+def fast(name: str) -> dict:
+    """The attack's own cheap settings for smoke tests (`Attack.fast_options`)."""
+    return dict(attacks.get(name).fast_options)
 
 
 def target_for(model, num_classes=10, load_model=None, surfaces=None):
@@ -28,10 +29,18 @@ NO_STRENGTH_CLAIM = {"pgn"}
 NEEDS_GAT = {n for n in attacks.names() if attacks.get(n).requires}
 
 
+def test_every_expensive_built_in_attack_declares_fast_options():
+    """The registry-wide test below runs every attack at its fast options: an attack that
+    spends more than 60 evaluations per input by default must declare them."""
+    slow = [name for name in attacks.names() if attacks.entry(name).origin == "built-in"
+            and make_attack(name, {}).expected_evaluations() > 61 and not attacks.get(name).fast_options]
+    assert slow == []
+
+
 @pytest.mark.parametrize("name", attacks.names())
 def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, tiny_pgn, tiny_gat, digits):
     torch.manual_seed(0)
-    attack = make_attack(name, FAST_OPTIONS.get(name))
+    attack = make_attack(name, fast(name))
     x, y = digits.test_x[:32], digits.test_y[:32]
     epsilons = [0.1, 0.3] if attack.norm is Norm.LINF else [0.5, 1.5]
     if name in NEEDS_GAT:
@@ -46,11 +55,9 @@ def test_every_attack_stays_in_ball_and_bounds(name, tiny_cnn, tiny_pgn, tiny_ga
         assert len(out.adversarials) == len(epsilons)
         for eps, adv in zip(epsilons, out.adversarials):
             verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=(0, 1), attack=name)
-            assert attack.norm.of(adv - x).max() <= eps + 1e-5
     else:
         (adv,) = out.adversarials
         verify_adversarials(x, adv, epsilon=None, norm=attack.norm, bounds=(0, 1), attack=name)
-    assert all(a.min() >= 0 and a.max() <= 1 for a in out.adversarials)
     if name in NO_STRENGTH_CLAIM:
         return
     fooled = victim(out.adversarials[-1]).argmax(1) != y

@@ -10,9 +10,9 @@ import stat
 import pandas as pd
 
 import pytest
-from click.testing import CliRunner
 
 from advbench.cli import main
+from helpers import invoke
 
 def _all_commands(group=main, prefix=()):
     """Every command and subcommand of the CLI, found from the click group itself."""
@@ -23,9 +23,6 @@ def _all_commands(group=main, prefix=()):
 
 COMMANDS = list(_all_commands())
 
-
-def invoke(*args, **kwargs):
-    return CliRunner().invoke(main, list(args), **kwargs)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "main")
@@ -39,6 +36,7 @@ def test_every_command_has_help():
         main.commands)
 
 
+@pytest.mark.subprocess
 def test_help_does_not_import_torch():
     """`advbench --help` stays fast: importing the CLI must not pull in torch."""
     import subprocess
@@ -49,6 +47,7 @@ def test_help_does_not_import_torch():
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.subprocess
 def test_python_dash_m_works():
     import subprocess
     import sys

@@ -85,8 +85,7 @@ GRADIENT_ATTACKS = [n for n in attacks.names() if getattr(attacks.get(n), "gradi
 @pytest.mark.parametrize("name", GRADIENT_ATTACKS)
 def test_every_gradient_attack_uses_the_defense_surrogate(name, tiny_cnn, digits):
     # autoattack's standard version includes Square, which needs no gradients: test its gradient part
-    options = {"cw-l2": {"steps": 30, "binary_search_steps": 4}, "ddn": {"steps": 30},
-               "autoattack": {"version": "rand"}}.get(name, {})
+    options = {**attacks.get(name).fast_options, **({"version": "rand"} if name == "autoattack" else {})}
     epsilons = [0.3] if make_attack(name).norm == "linf" else [2.0]
 
     def fooled(defense):

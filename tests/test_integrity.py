@@ -10,18 +10,14 @@ import threading
 import pandas as pd
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 from advbench.attacks.base import FixedEpsilonAttack
-from advbench.cli import main
 from advbench.norms import Norm
 from advbench.registry import attacks
 from advbench.store import RunStore, list_runs
+from helpers import invoke
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def only_run(isolated) -> RunStore:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from advbench.run import cell as cell_module
 from advbench.store import RunStore, list_runs
@@ -28,6 +29,7 @@ def _saved(store: RunStore):
     return store.read_adversarials("cnn__pgd-linf", manifest.adversarials["cnn__pgd-linf"])
 
 
+@pytest.mark.subprocess
 def test_sigint_inside_a_cell_then_resume_gives_the_uninterrupted_records(isolated, trained_zoo):
     env = {**os.environ, "ADVBENCH_ZOO": str(trained_zoo), "ADVBENCH_RESULTS": str(isolated / "results")}
     # a background shell starts its children with SIGINT ignored; Python then installs no Ctrl-C handler

@@ -15,6 +15,9 @@ ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "docs" / "example-plugin"
 
 
+pytestmark = pytest.mark.subprocess  # pip-installs the example package
+
+
 @pytest.fixture(scope="module")
 def plugin_env(tmp_path_factory, trained_zoo):
     """pip-install the example package into a private directory; the environment that sees it."""

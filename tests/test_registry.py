@@ -6,11 +6,10 @@ import sys
 import textwrap
 
 import pytest
-from click.testing import CliRunner
 
-from advbench.cli import main
 from advbench.errors import AdvbenchError
 from advbench.registry import Registry, attacks, defenses
+from helpers import invoke
 
 
 def test_decorator_registers_and_duplicates_fail():
@@ -71,14 +70,14 @@ def test_entry_point_plugin_is_listed_used_and_broken_one_isolated(installed_plu
     assert entries["zero"].origin == "advbench-zero-plugin 1.2.3"
     assert entries["pgd-linf"].origin == "built-in"
     assert entries["broken"].broken and "ModuleNotFoundError" in entries["broken"].error
-    result = CliRunner().invoke(main, ["list", "attacks"])
+    result = invoke(*["list", "attacks"])
     assert result.exit_code == 0
     assert "zero" in result.output and "advbench-zero-plugin 1.2.3" in result.output
     assert "BROKEN" in result.output
     with pytest.raises(AdvbenchError, match="failed to load"):
         attacks.get("broken")
     # the plugin attack runs through the normal runner path
-    result = CliRunner().invoke(main, ["attack", "cnn", "--attack", "zero", "--eps", "0.1", "--samples", "20",
+    result = invoke(*["attack", "cnn", "--attack", "zero", "--eps", "0.1", "--samples", "20",
                                        "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert "zero" in result.output

@@ -9,18 +9,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from advbench.cli import main
+from helpers import invoke
 
 if importlib.util.find_spec("robustbench") is None:  # its own __init__ may not import: see robustbench_models
     pytest.skip("the robustbench extra is not installed", allow_module_level=True)
 
 MODEL = "Ding2020MMA"  # the smallest CIFAR-10 Linf architecture of the leaderboard (WRN-28-4)
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 @pytest.fixture

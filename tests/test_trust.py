@@ -11,6 +11,7 @@ from advbench.store import RunStore
 from advbench.contract import AttackKind, CellInfo
 from advbench.norms import Norm
 from advbench.trust import attack_failure_flags
+from helpers import invoke
 
 ROOT_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
 
@@ -87,11 +88,9 @@ def test_check_grid_on_an_honest_cnn_raises_no_flag(tmp_path, digits):
 
 
 def test_check_command_exits_nonzero_on_a_masked_model(tmp_path):
-    from click.testing import CliRunner
 
-    from advbench.cli import main
 
-    result = CliRunner().invoke(main, ["check", "python:trust_models:quantized", "--samples", "30", "--steps", "5",
+    result = invoke(*["check", "python:trust_models:quantized", "--samples", "30", "--steps", "5",
                                        "--results-dir", str(tmp_path), "--format", "csv"])
     assert result.exit_code == 1, result.output
     assert "dead-gradients" in result.output

@@ -7,15 +7,11 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from advbench.run import local as local_executor
-from advbench.cli import main
 from advbench.store import list_runs
+from helpers import invoke
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def _grid(path, attacks: list[tuple[str, list[float]]], extra: str = "") -> str:
@@ -269,6 +265,7 @@ def test_robustbench_entries_carry_clean_and_autoattack_accuracy(two_defense_run
 
 # ----------------------------------------------------------------------------- bring your own model
 
+@pytest.mark.subprocess
 def test_python_models_are_found_in_the_current_directory_by_the_installed_command(tmp_path):
     import subprocess
     import sys
@@ -317,20 +314,27 @@ def test_paired_difference_interval_matches_the_wald_interval_on_many_samples():
     assert -1 <= paired_difference_interval(pd.Series([True] * 5), pd.Series([False] * 5))[1]
 
 
-def test_holm_bonferroni_adjusts_the_comparison_table(two_defense_run):
+def test_holm_bonferroni_adjusts_within_each_row_of_the_comparison_table(isolated):
+    """A row's family is its defense pairs: three defenses give three tests per row, adjusted
+    together and apart from every other row (over the whole table nearly every p would read 1)."""
     from advbench.stats import holm_adjusted
 
     assert holm_adjusted([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    corrected = invoke("report", "--format", "json")
-    table = json.loads(corrected.stdout)["mcnemar"]
+    grid = isolated / "g.toml"
+    grid.write_text('samples = 30\nsanity = false\ndefenses = ["cnn", "cnn+detect", "cnn+detect=0.2"]\n'
+                    '[[attacks]]\nname = "fgsm"\nepsilons = [0.05, 0.1]\n')
+    table = json.loads(invoke("run", grid, "--format", "json").stdout)["mcnemar"]
     tested = [r for r in table if not r["note"]]
-    assert len(tested) > 1
-    expected = holm_adjusted([r["pvalue"] for r in tested])
-    assert [r["pvalue_holm"] for r in tested] == pytest.approx(expected)
+    rows = {(r["attack"], r["epsilon"]) for r in tested}
+    assert len(rows) > 1
+    for row in rows:
+        family = [r for r in tested if (r["attack"], r["epsilon"]) == row]
+        assert len(family) == 3
+        assert [r["pvalue_holm"] for r in family] == pytest.approx(holm_adjusted([r["pvalue"] for r in family]))
     assert all(r["significant"] == (r["pvalue_holm"] < 0.01) for r in tested)
     assert all(r["difference_low"] <= r["difference"] <= r["difference_high"] for r in tested)
     text = invoke("report").stdout
-    assert f"Holm-Bonferroni over {len(tested)} tests" in text
+    assert "Holm-Bonferroni within each row of 3 pairs" in text
     assert "Holm" not in invoke("report", "--no-holm").stdout.split("Paired comparison")[1].split("\n")[0]
 
 

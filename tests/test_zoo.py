@@ -89,7 +89,7 @@ def test_python_factory_defense_with_weights(tmp_path, digits, monkeypatch):
         defense_loading.resolve_defense("python:my_models:make", digits, weights=tmp_path / "bad.pt")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU to save a CUDA checkpoint")
+@pytest.mark.gpu
 def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path, digits):
     zoo.train("cnn", digits, options={"epochs": 1}, zoo_dir=tmp_path, device=torch.device("cuda"))
     blob = torch.load(tmp_path / "cnn-digits.pt", weights_only=True, map_location="cpu")

@@ -21,7 +21,7 @@ from ..norms import Norm, parse_norm
 from ..registry import register_attack
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .objectives import Objective, build_objective
-from .pgd import LossTrace, _Best, project, random_start, steepest_direction
+from .pgd import LossTrace, BestPoints, project, random_start, steepest_direction
 
 MOMENTUM = 0.75
 INCREASE_FRACTION = 0.75  # rho: below this share of rising steps, the step size is halved
@@ -77,13 +77,13 @@ def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
 
 def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
              steps: int, bounds: tuple[float, float], eot_iter: int = 1, trace: LossTrace | None = None,
-             idx: torch.Tensor | None = None, first_step: int = 0) -> _Best:
+             idx: torch.Tensor | None = None, first_step: int = 0) -> BestPoints:
     """One APGD run from a random start; the best point per sample (successful first)."""
     n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
     eps = per_sample(eps, x)
     point = _into_ball(x, x + _random_start(x, eps, norm), eps, norm, bounds)
     out, loss, grad = _evaluate(objective, point, y, eot_iter)
-    best = _Best(x, prefer_misclassified=True)
+    best = BestPoints(x, prefer_misclassified=True)
     best.offer(point, objective.success(out, y), loss)
     if trace is not None:
         trace.record(loss, first_step, idx)
@@ -128,10 +128,10 @@ def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: flo
 
 def apgd(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
          steps: int, bounds: tuple[float, float], restarts: int = 1, eot_iter: int = 1,
-         trace: LossTrace | None = None) -> _Best:
+         trace: LossTrace | None = None) -> BestPoints:
     """APGD with restarts: each restart attacks only the samples not yet beaten."""
     eps = per_sample(eps, x)
-    best = _Best(x, prefer_misclassified=True)
+    best = BestPoints(x, prefer_misclassified=True)
     for restart in range(restarts):
         idx = (~best.fooled).nonzero().squeeze(1)
         if len(idx) == 0:
@@ -150,12 +150,12 @@ def top_other_classes(logits: torch.Tensor, y: torch.Tensor, count: int) -> list
 
 def apgd_targeted(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
                   bounds: tuple[float, float], targets: int = 9, restarts: int = 1, eot_iter: int = 1,
-                  trace: LossTrace | None = None) -> _Best:
+                  trace: LossTrace | None = None) -> BestPoints:
     """APGD-T: targeted DLR towards each of the top `targets` wrong classes in turn, on the
     samples no earlier target has beaten."""
     with torch.no_grad():
         ranked = top_other_classes(objective.logits(objective.model(x)), y, targets)
-    best = _Best(x, prefer_misclassified=True)
+    best = BestPoints(x, prefer_misclassified=True)
     for t, classes in enumerate(ranked):
         idx = (~best.fooled).nonzero().squeeze(1)
         if len(idx) == 0:
@@ -177,6 +177,7 @@ LOSS_NAMES = ("ce", "dlr", "auto")
 class APGD(FixedEpsilonAttack):
     """Auto-PGD: step-size schedule with checkpoints, momentum, restarts, per-sample best point;
     reject-aware (misclassified AND accepted) on defenses with a reject option."""
+    fast_options = {"steps": 20}
 
     def __init__(self, *, norm: str = "linf", loss: str = "ce", steps: int = 100, restarts: int = 1,
                  eot_iter: int = 1, reject_aware: bool = True) -> None:
@@ -198,6 +199,7 @@ class APGD(FixedEpsilonAttack):
 @register_attack("apgd-t-l2", norm="l2", description="targeted APGD with the DLR loss over the top wrong classes, L2")
 class APGDTargeted(FixedEpsilonAttack):
     """APGD-T: targeted DLR towards each of the `targets` most likely wrong classes."""
+    fast_options = {"steps": 20, "targets": 3}
 
     def __init__(self, *, norm: str = "linf", steps: int = 100, targets: int = 9, restarts: int = 1,
                  eot_iter: int = 1, reject_aware: bool = True) -> None:

@@ -35,6 +35,7 @@ NOT_BEATEN = ""  # the component column of a sample no component beat
                                            "--norm l2 for L2")
 class AutoAttack(FixedEpsilonAttack):
     """Per-sample worst case over the components, each run on the points still standing."""
+    fast_options = {"steps": 20, "targets": 3, "square_queries": 300, "eot_iter": 2}
 
     def __init__(self, *, norm: str = "linf", version: str = "auto", steps: int = 100, targets: int = 9,
                  square_queries: int = 5000, eot_iter: int = 20, reject_aware: bool = True) -> None:

@@ -111,6 +111,9 @@ class Attack(ABC):
     requires: ClassVar[str | None] = None
     # options whose declared default is a sentinel, with what it stands for (`advbench list --params`)
     derived_defaults: ClassVar[dict[str, str]] = {}
+    # options cheap enough for smoke tests (the registry-wide test runs every attack with them);
+    # never results: a weakened attack overstates robustness
+    fast_options: ClassVar[dict[str, Any]] = {}
 
     # a minimum-norm attack written for the old `run(target, x, y, epsilon)` (epsilon None): called so, with a warning
     legacy_epsilon_argument: ClassVar[bool] = False

@@ -23,6 +23,7 @@ from .losses import max_other
                                            "for defenses with a reject option")
 class BinarySearchL2(MinimumNormAttack):
     """Defaults are paper 001 Table 7 (MNIST): c in [0, 8] from 0, depth 20, 500 Adam steps of 0.1."""
+    fast_options = {"depth": 4, "steps": 30}
 
     norm = Norm.L2
     requires = "reject-option"

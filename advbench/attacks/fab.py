@@ -107,6 +107,7 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
 @register_attack("fab-t-l2", norm="l2", description="FAB-T: targeted minimum-norm boundary attack, L2")
 class FABTargeted(MinimumNormAttack):
     """Minimum-norm FAB-T: accuracy at every epsilon from one run."""
+    fast_options = {"steps": 20, "targets": 3}
 
     def __init__(self, *, norm: str = "linf", steps: int = 100, targets: int = 9, restarts: int = 1,
                  reject_aware: bool = True) -> None:

@@ -39,11 +39,6 @@ def _view(t: Tensor, like: Tensor) -> Tensor:
     return t.view((-1,) + (1,) * (like.dim() - 1))
 
 
-def _dual_norm(grad: Tensor, norm: Norm) -> Tensor:
-    flat = grad.flatten(1)
-    return flat.abs().sum(1) if norm is Norm.LINF else flat.norm(dim=1)
-
-
 def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, bounds: tuple[float, float],
         alpha_init: float = 1.0, alpha_final: float | None = None, gamma_init: float = 0.05,
         gamma_final: float = 0.001) -> tuple[Tensor, Tensor]:
@@ -72,7 +67,7 @@ def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, b
             better = beaten & (size < best_norm)
             best[better], best_norm[better] = probe.detach()[better], size[better]
             found |= beaten
-            to_boundary = margin.abs() / _dual_norm(grad, norm).clamp_min(1e-12)
+            to_boundary = margin.abs() / norm.dual_of(grad).clamp_min(1e-12)
             # before the first adversarial: the first-order distance to the boundary, but never
             # less than the last radius grown by gamma (the data box can stall the linear guess)
             searching = torch.where(torch.isinf(radius), size + to_boundary,
@@ -124,6 +119,7 @@ def confirm_outwards(decide: Objective, x: Tensor, y: Tensor, points: Tensor, bo
 @register_attack("fmn-linf", norm="linf", description="fast minimum-norm attack, Linf")
 class FastMinimumNorm(MinimumNormAttack):
     """FMN: adaptive-radius normalised gradient descent; one run gives accuracy at every epsilon."""
+    fast_options = {"steps": 30}
 
     def __init__(self, *, norm: str = "l2", steps: int = 100, alpha_init: float = 1.0, gamma_init: float = 0.05,
                  restarts: int = 1, reject_aware: bool = False) -> None:
@@ -149,6 +145,7 @@ class FastMinimumNorm(MinimumNormAttack):
 @register_attack("apgd-bs-linf", norm="linf", description="binary search over epsilon with APGD-CE, Linf")
 class APGDBinarySearch(MinimumNormAttack):
     """Per-sample bisection on epsilon in [0, upper]: APGD succeeds -> smaller, fails -> larger."""
+    fast_options = {"steps": 10, "depth": 5}
     derived_defaults: ClassVar[dict[str, str]] = {"upper": "the data box's diameter in the norm"}
 
     def __init__(self, *, norm: str = "l2", steps: int = 30, depth: int = 10, upper: float = 0.0,

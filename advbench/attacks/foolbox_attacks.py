@@ -36,6 +36,7 @@ class _FoolboxAttack(MinimumNormAttack):
 
 @register_attack("deepfool-l2", description="DeepFool (Moosavi-Dezfooli et al. 2016), minimum L2 norm, via foolbox")
 class L2DeepFool(_FoolboxAttack):
+    fast_options = {"steps": 15, "candidates": 4}
     norm = Norm.L2
     _foolbox_name = "L2DeepFoolAttack"
 
@@ -59,6 +60,7 @@ class LinfDeepFool(L2DeepFool):
 
 @register_attack("cw-l2", description="Carlini-Wagner L2 (binary search over c, Adam steps, confidence kappa), via foolbox")
 class CarliniWagnerL2(_FoolboxAttack):
+    fast_options = {"steps": 30, "binary_search_steps": 4}
     norm = Norm.L2
 
     def __init__(self, *, binary_search_steps: int = 8, steps: int = 100, step_size: float = 0.05,
@@ -78,6 +80,7 @@ class CarliniWagnerL2(_FoolboxAttack):
 
 @register_attack("ddn", description="decoupled direction and norm (Rony et al. 2019), minimum L2 norm, via foolbox")
 class DDN(_FoolboxAttack):
+    fast_options = {"steps": 30}
     norm = Norm.L2
 
     def __init__(self, *, steps: int = 100, init_epsilon: float = 1.0, gamma: float = 0.05) -> None:

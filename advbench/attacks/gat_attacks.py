@@ -65,6 +65,7 @@ class _ClassifierAndDetectors(nn.Module):
 @register_attack("gat-l2", norm="l2", description="PGD on a gat model with paper 001's objectives, L2")
 class GATPGD(FixedEpsilonAttack):
     """PGD on a GAT model with one of the paper 001 objectives (classifier, detectors, combined, switch)."""
+    fast_options = {"steps": 20}
     derived_defaults: ClassVar[dict[str, str]] = {"step_size": "rel-step-size x eps / steps"}
 
     requires = "gat"

@@ -64,6 +64,7 @@ class EstimatedGradientModel(nn.Module):
 @register_attack("pgd-est-l2", norm="l2", description="L2 PGD on gradients estimated by finite differences; "
                                                       "gradient-free")
 class EstimatedPGD(PGD):
+    fast_options = {"steps": 10, "samples": 10}
     gradient_based = False
 
     def __init__(self, *, norm: str = "linf", steps: int = 50, step_size: float = 0.0, rel_step_size: float = 2.5,
@@ -101,6 +102,7 @@ def other_class_starts(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tu
 @register_attack("boundary", description="boundary attack (Brendel et al. 2018), decision-based minimum L2, "
                                           "via foolbox; starts from a batch member of another class")
 class Boundary(MinimumNormAttack):
+    fast_options = {"steps": 300}
     norm = Norm.L2
     gradient_based = False
 

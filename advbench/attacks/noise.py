@@ -14,6 +14,7 @@ from .base import AttackTarget, MinimumNormAttack
 class GaussianNoise(MinimumNormAttack):
     """For each std on a linear grid up to `max_std`, draw `repeats` noise images and keep,
     per sample, the smallest-norm draw that the defense misclassifies."""
+    fast_options = {"levels": 5, "repeats": 2}
 
     gradient_based = False
 

@@ -71,7 +71,7 @@ def steepest_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     return grad / _per_sample_norm(grad, Norm.L2)
 
 
-class _Best:
+class BestPoints:
     """Per-sample best point so far, ranked by (misclassified, loss) or by loss alone."""
 
     def __init__(self, x: torch.Tensor, prefer_misclassified: bool) -> None:
@@ -172,12 +172,12 @@ def pgd(
     """
     if step_rule == "adam" and isinstance(step_size, torch.Tensor):
         raise ValueError("pgd: Adam steps need one step size for the batch")
-    best = _Best(x, prefer_misclassified)
+    best = BestPoints(x, prefer_misclassified)
     for restart in range(max(restarts, 1)):
         idx = (~best.fooled).nonzero().squeeze(1) if prefer_misclassified else torch.arange(len(x), device=x.device)
         if len(idx) == 0:
             break
-        run = _Best(x[idx], prefer_misclassified)
+        run = BestPoints(x[idx], prefer_misclassified)
         _single_run(model, x[idx], y[idx], run, eps=_rows(eps, idx), norm=norm, steps=steps,
                     step_size=_rows(step_size, idx),
                     loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum, step_rule=step_rule,
@@ -190,7 +190,7 @@ def _rows(value: Radius, idx: torch.Tensor) -> Radius:
     return value[idx] if isinstance(value, torch.Tensor) else value
 
 
-def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: _Best, *, eps: Radius, norm: Norm,
+def _single_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, best: BestPoints, *, eps: Radius, norm: Norm,
                 steps: int, step_size: Radius, loss_fn: Loss, bounds: tuple[float, float], random_init: bool,
                 momentum: float, step_rule: str, success: Success, trace: LossTrace | None, idx: torch.Tensor,
                 first_step: int) -> None:

@@ -118,6 +118,7 @@ def square_attack(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps
 class Square(FixedEpsilonAttack):
     """Score-based random search on the defense's real outputs (margin loss; reject-aware on
     defenses with a reject option); immune to masked gradients."""
+    fast_options = {"queries": 300}
 
     gradient_based = False
     score_based = True

@@ -58,6 +58,7 @@ def coordinate_differences(loss_of, x: torch.Tensor, coordinates: torch.Tensor, 
 @register_attack("zoo", description="ZOO-ADAM (Chen et al. 2017): zeroth-order coordinate-wise Adam on the hinge loss "
                                      "of log-probabilities, minimum L2; gradient-free, queries counted")
 class ZerothOrderOptimization(MinimumNormAttack):
+    fast_options = {"iterations": 40, "coordinates": 32, "step_size": 0.05}
     norm = Norm.L2
     gradient_based = False
 

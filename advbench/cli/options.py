@@ -70,7 +70,8 @@ def report_options(view: bool = False) -> Decorator:
         click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True,
                      help="Significance level of the McNemar tests."),
         click.option("--holm/--no-holm", default=True, show_default=True,
-                     help="Holm-Bonferroni correction across the comparison table's tests."),
+                     help="Holm-Bonferroni correction within each row of the comparison table (the defense pairs "
+                          "under one attack and epsilon)."),
         click.option("--false-alarm", type=float, default=DEFAULT_FALSE_ALARM, show_default=True,
                      help="Clean-input false-alarm rate for the detection rate of reject-option defenses."),
     ]

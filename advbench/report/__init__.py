@@ -43,7 +43,7 @@ class Report:
     ensembles: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-component breakdown of autoattack cells
     notices: list[str] = field(default_factory=list)  # e.g. "INCOMPLETE run ...: 3 of 5 cells"
     dataset: str = ""
-    holm: bool = True  # McNemar significance after Holm-Bonferroni correction across the table
+    holm: bool = True  # McNemar significance after Holm-Bonferroni correction within each row
     seeds: pd.DataFrame = field(default_factory=pd.DataFrame)  # spread across independently trained copies
     timings: pd.DataFrame = field(default_factory=pd.DataFrame)  # phase, seconds (from the manifests)
     reused: int = 0  # cells copied from earlier runs

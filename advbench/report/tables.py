@@ -188,7 +188,7 @@ def mcnemar_matrix(report: Report) -> TextTable | None:
         return None
     pairs = list(dict.fromkeys(zip(table["defense_a"], table["defense_b"])))
     tested = table[table["note"] == ""]
-    corrected = report.holm and len(tested) > 1
+    corrected = report.holm and bool(tested.duplicated(["attack", "norm", "epsilon"]).any())
     rows = []
     for (attack, eps), group in table.groupby(["attack", "epsilon"], sort=False):
         by_pair = {(r.defense_a, r.defense_b): r for r in group.itertuples()}
@@ -206,7 +206,7 @@ def mcnemar_matrix(report: Report) -> TextTable | None:
         rows.append([attack, "" if attack == "clean" else epsilon(eps), *cells])
     refused = table[table["note"] != ""]
     title = ("Paired comparison: accuracy a - b in points [95% CI], McNemar p"
-             + (f" (Holm-Bonferroni over {len(tested)} tests)" if corrected else ""))
+             + (f" (Holm-Bonferroni within each row of {len(pairs)} pairs)" if corrected else ""))
     note = (f"* = significant at alpha {report.alpha:g}"
             + (" after Holm-Bonferroni correction (--no-holm: per-test p-values)" if corrected else "")
             + "; exact binomial McNemar below 25 discordant pairs; Newcombe's interval for paired proportions")

@@ -12,6 +12,7 @@ from advbench.run import Paths, plan_grid, run_grid
 from advbench.store import RunStore
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.subprocess  # a local Ray instance: worker processes
 
 GRID = {  # a deterministic and a stochastic defense; fixed-epsilon and minimum-norm attacks
     "samples": 20, "batch_size": 10, "seed": 5, "defenses": ["cnn", "gfz"],
