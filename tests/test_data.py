@@ -114,6 +114,10 @@ def test_the_shipped_digits_are_scikit_learns_split_exactly(digits):
     assert np.array_equal(digits.train_x.numpy(), train_x) and np.array_equal(digits.test_x.numpy(), test_x)
     assert np.array_equal(digits.train_y.numpy(), train_y) and np.array_equal(digits.test_y.numpy(), test_y)
     assert digits.train_y.dtype == torch.long
+    # the same strides too: torch picks its kernels by them, and other strides changed input
+    # gradients in the last bits (records of 2eb88b9..HEAD differed from f4f9ad6's in grad_norm)
+    assert digits.test_x.stride() == torch.from_numpy(test_x).stride()
+    assert digits.train_x.stride() == torch.from_numpy(train_x).stride()
 
 
 def test_reading_the_digits_imports_no_scikit_learn():
