@@ -18,8 +18,7 @@ import torch
 
 from .errors import AdvbenchError
 from .registry import datasets, register_dataset
-
-DEFAULT_DATASET = "digits"
+from .settings import DEFAULT_DATASET  # noqa: F401 - importers of the datasets read the default here
 
 
 @dataclass(frozen=True)

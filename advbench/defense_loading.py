@@ -78,8 +78,7 @@ def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None
         return DefensePlan(ref, weights=weights, defense_name=ref.name)
     options = dict(sorted((train_options or {}).items()))
     resolved_hyperparameters(ref.name, info, options)  # bad training options fail now
-    suffix = "".join(f"-{k.replace('_', '-')}={v}" for k, v in options.items())
-    entry = check_name(default_name(ref.name, info.name) + suffix + (f"-seed{ref.seed}" if ref.seed else ""))
+    entry = check_name(default_name(ref.name, info.name, options, ref.seed))
     missing = not (zoo_dir / f"{entry}.pt").exists()
     if missing and info.name != DEFAULT_DATASET:
         flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in options.items())

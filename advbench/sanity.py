@@ -17,6 +17,7 @@ from pathlib import Path
 from .config import AttackSpec, Grid, default_epsilons
 from .contract import Access, CellRole
 from .norms import Norm
+from .zoo_names import default_name
 
 SANITY_QUERIES = 300
 SANITY_PREFIX = "sanity"
@@ -40,7 +41,7 @@ def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
             epsilons.setdefault(attack.norm, set()).update(spec.epsilons or default_epsilons(grid.dataset, attack.norm))
     # a cnn the grid trains before its cells run counts too: the grid (and its fingerprint, which
     # resume matches) must not depend on whether the zoo held the cnn when the run began
-    has_source = ((zoo_dir / f"{TRANSFER_SOURCE}-{grid.dataset}.pt").exists()
+    has_source = ((zoo_dir / f"{default_name(TRANSFER_SOURCE, grid.dataset)}.pt").exists()
                   or any(d.spec == TRANSFER_SOURCE for d in grid.defenses))
     others = any(d.spec != TRANSFER_SOURCE for d in grid.defenses)
     extra = []

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+DEFAULT_DATASET = "digits"  # shipped with advbench: needs no network
 DEFAULT_ALPHA = 0.01  # significance level of the McNemar tests
 DEFAULT_FALSE_ALARM = 0.05  # clean-input false-alarm rate for reject-option detection rates
 

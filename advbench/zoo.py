@@ -32,6 +32,7 @@ from .errors import AdvbenchError
 from .options import coerce_options
 from .progress import Observer
 from .registry import defenses
+from .zoo_names import default_name
 from .store import atomic_write_bytes, atomic_write_text, sha256_bytes
 
 CHECKSUM_KEY = "checkpoint_sha256"
@@ -61,10 +62,6 @@ class Card:
 
 def default_zoo_dir() -> Path:
     return Path(os.environ.get("ADVBENCH_ZOO", "zoo"))
-
-
-def default_name(defense: str, dataset: str) -> str:
-    return f"{defense}-{dataset}"
 
 
 def check_name(name: str) -> str:

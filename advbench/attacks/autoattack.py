@@ -17,12 +17,12 @@ from ..contract import ENSEMBLE_VERSIONS
 from ..errors import AdvbenchError
 from ..norms import parse_norm
 from ..registry import register_attack
-from .apgd import apgd, apgd_targeted
+from .apgd import APGD, APGDTargeted
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .fab import fab_within
 from .objectives import build_objective
 from .pgd import LossTrace
-from .square import square_attack
+from .square import Square
 
 Tensor = torch.Tensor
 VERSIONS = ("auto", "standard", "rand")
@@ -56,60 +56,66 @@ class AutoAttack(FixedEpsilonAttack):
             return 2 * self.steps * self.eot_iter
         return self.steps * (1 + 2 * self.targets) + self.square_queries
 
+    def component_attacks(self, target: AttackTarget) -> dict[str, FixedEpsilonAttack]:
+        """The ensemble's members as attacks of their own, set up as AutoAttack runs them (the
+        registered `apgd-*` and `square` classes, and FAB-T read within epsilon)."""
+        eot = max(1, math.ceil(self.eot_iter / target.eot)) if target.stochastic else 1
+        norm, aware = self.norm.value, self.reject_aware
+        members = {
+            "apgd-ce": lambda: APGD(norm=norm, loss="ce", steps=self.steps, eot_iter=eot, reject_aware=aware),
+            "apgd-dlr": lambda: APGD(norm=norm, loss="dlr", steps=self.steps, eot_iter=eot, reject_aware=aware),
+            "apgd-t": lambda: APGDTargeted(norm=norm, steps=self.steps, targets=self.targets, eot_iter=eot,
+                                           reject_aware=aware),
+            "fab-t": lambda: FABWithinEpsilon(norm=norm, steps=self.steps, targets=self.targets, reject_aware=aware),
+            "square": lambda: Square(norm=norm, queries=self.square_queries, reject_aware=aware),
+        }
+        return {name: members[name]() for name in self.components(target)}
+
     def run(self, target: AttackTarget, x: Tensor, y: Tensor, *, epsilon: float) -> Adversarials:
+        """Each member attacks the samples every earlier one left standing (`attack_standing`);
+        the loss trace is APGD-CE's, the first member's."""
         judge = build_objective(target, "margin", reject_aware=self.reject_aware, decision=True)
         with torch.no_grad():
             standing = ~judge.success(judge.model(x), y)  # already-beaten inputs need no attack
         points = x.clone()
         component = [NOT_BEATEN] * len(x)
         trace = LossTrace(len(x), x.device)
-        for name in self.components(target):
+        for name, member in self.component_attacks(target).items():
             idx = standing.nonzero().squeeze(1)
             if len(idx) == 0:
                 break
-            found = self._component(name, target, x[idx], y[idx], epsilon, trace, idx)
+            found = member.run(target, x[idx], y[idx], epsilon=epsilon)
+            if name == "apgd-ce":
+                write_trace(trace, idx, found.details)
             with torch.no_grad():
-                beaten = judge.success(judge.model(found), y[idx])
+                beaten = judge.success(judge.model(found.points), y[idx])
             rows = idx[beaten]
-            points[rows] = found[beaten]
+            points[rows] = found.points[beaten]
             standing[rows] = False
             for row in rows.tolist():
                 component[row] = name
         return Adversarials(points, {"component": component, **trace.details()})
 
-    def _component(self, name: str, target: AttackTarget, x: Tensor, y: Tensor, eps: float, trace: LossTrace,
-                   idx: Tensor) -> Tensor:
-        """Run one component on the standing samples (queries are counted by the runner)."""
-        eot = max(1, math.ceil(self.eot_iter / target.eot)) if target.stochastic else 1
-        norm, bounds = self.norm, target.bounds
-        if name in ("apgd-ce", "apgd-dlr"):
-            objective = build_objective(target, "ce" if name == "apgd-ce" else "dlr", reject_aware=self.reject_aware)
-            sub = _SubTrace(trace, idx) if name == "apgd-ce" else None
-            best = apgd(objective, x, y, eps=eps, norm=norm, steps=self.steps, bounds=bounds, eot_iter=eot,
-                        trace=sub.trace if sub else None)
-            if sub:
-                sub.write_back()
-            return best.point
-        if name == "apgd-t":
-            objective = build_objective(target, "dlr", reject_aware=self.reject_aware)
-            return apgd_targeted(objective, x, y, eps=eps, norm=norm, steps=self.steps, bounds=bounds,
-                                 targets=self.targets, eot_iter=eot).point
-        if name == "fab-t":
-            objective = build_objective(target, "margin", reject_aware=self.reject_aware)
-            return fab_within(objective, x, y, eps=eps, norm=norm, steps=self.steps, bounds=bounds,
-                              targets=self.targets)[0]
-        objective = build_objective(target, "margin", reject_aware=self.reject_aware, decision=True)
-        return square_attack(objective, x, y, eps=eps, norm=norm, queries=self.square_queries, bounds=bounds)[0]
+
+def write_trace(trace: LossTrace, idx: Tensor, details: dict[str, Tensor]) -> None:
+    """A member's loss trace (its `Adversarials.details`) into the ensemble's rows `idx`."""
+    for field in ("first", "best", "last", "best_step"):
+        values = details[f"loss_{field}" if field != "best_step" else "best_step"].to(idx.device)
+        if field == "best":  # details write a loss never set as NaN; the trace keeps -inf there
+            values = torch.where(torch.isnan(values), torch.full_like(values, -math.inf), values)
+        getattr(trace, field)[idx] = values
 
 
-class _SubTrace:
-    """A trace for a sub-batch, copied into the batch's trace afterwards."""
+class FABWithinEpsilon(FixedEpsilonAttack):
+    """FAB-T as AutoAttack uses it: a fixed-epsilon attack whose points are FAB-T's minimal ones
+    where they lie within epsilon, the inputs elsewhere (a member of the ensemble, not registered:
+    `fab-t` is the minimum-norm attack)."""
 
-    def __init__(self, trace: LossTrace, idx: Tensor) -> None:
-        self.parent, self.idx = trace, idx
-        self.trace = LossTrace(len(idx), idx.device)
+    def __init__(self, *, norm: str = "linf", steps: int = 100, targets: int = 9, reject_aware: bool = True) -> None:
+        self.norm = parse_norm(norm)
+        self.steps, self.targets, self.reject_aware = steps, targets, reject_aware
 
-    def write_back(self) -> None:
-        for field in ("first", "best", "last", "best_step"):
-            getattr(self.parent, field)[self.idx] = getattr(self.trace, field)
-
+    def run(self, target: AttackTarget, x: Tensor, y: Tensor, *, epsilon: float) -> Adversarials:
+        objective = build_objective(target, "margin", reject_aware=self.reject_aware)
+        return Adversarials(fab_within(objective, x, y, eps=epsilon, norm=self.norm, steps=self.steps,
+                                       bounds=target.bounds, targets=self.targets)[0])

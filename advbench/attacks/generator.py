@@ -6,6 +6,7 @@ import torch
 
 from ..errors import AdvbenchError
 from ..norms import Norm
+from ..zoo_names import default_name
 from ..registry import register_attack
 from .base import AttackTarget, MinimumNormAttack
 
@@ -28,7 +29,7 @@ class GeneratorAttack(MinimumNormAttack):
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if target.load_model is None:
             raise AdvbenchError("pgn attack needs a model loader (run it through advbench)")
-        name = self.generator or f"pgn-{target.dataset}"
+        name = self.generator or default_name("pgn", target.dataset)
         model = target.load_model(name)
         if not hasattr(model, "perturb"):
             raise AdvbenchError(f"pgn attack: {name} is not a pgn model (it has no generator)")

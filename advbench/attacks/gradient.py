@@ -29,6 +29,10 @@ class _GradientAttack(FixedEpsilonAttack):
     this attack object. Either way the examples are the same, bit for bit."""
 
     batch_epsilons: bool | None = None
+    # what the engine reads of every attack on it; an attack without the option keeps these
+    steps: int = 1
+    restarts: int = 1
+    step_rule: str = "sign"
 
     def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
                 step: Radius) -> torch.Tensor | Adversarials:
@@ -49,7 +53,7 @@ class _GradientAttack(FixedEpsilonAttack):
         Adam steps (one step size per batch), restarts (later restarts would draw in another
         order) and stochastic defenses (their noise would be drawn in another order)."""
         batched = x.is_cuda if self.batch_epsilons is None else self.batch_epsilons
-        if not batched or getattr(self, "step_rule", "sign") == "adam" or getattr(self, "restarts", 1) > 1 \
+        if not batched or self.step_rule == "adam" or self.restarts > 1 \
                 or target.stochastic:
             return None
         k, n = len(epsilons), len(x)
@@ -63,11 +67,11 @@ class _GradientAttack(FixedEpsilonAttack):
                 for i in range(k)]
 
     def _check(self) -> None:
-        if getattr(self, "steps", 1) < 1:
+        if self.steps < 1:
             raise AdvbenchError(f"{type(self).__name__}: steps must be at least 1")
-        if getattr(self, "restarts", 1) < 1:
+        if self.restarts < 1:
             raise AdvbenchError(f"{type(self).__name__}: restarts must be at least 1")
-        if getattr(self, "step_rule", "sign") not in STEP_RULES:
+        if self.step_rule not in STEP_RULES:
             raise AdvbenchError(f"{type(self).__name__}: step-rule must be one of {', '.join(STEP_RULES)}")
         pick_loss(self.loss, None)
 

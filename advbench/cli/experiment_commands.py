@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from ..settings import Paths
+from ..settings import DEFAULT_DATASET, Paths
 from .app import main
 from .options import path_options, terminal_observer
 
 
 @main.command()
 @click.argument("model", default="gat")
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
 @click.option("--config", "configs", multiple=True, metavar="NORM:EPS:STEPS:STEP[:RESTARTS[:RULE]]",
               help="An attack configuration (repeatable) [default: the model's training attack with 100 steps, "
                    "and 500 steps of half the size with 5 restarts].")
@@ -51,7 +51,7 @@ def detectors(model: str, dataset: str, configs: tuple[str, ...], samples: int, 
 
 @main.command()
 @click.argument("models", nargs=-1)
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
 @click.option("--eps", "eps_text", default="0.3", show_default=True, help="Perturbation budget (0-1 scale).")
 @click.option("--norm", default="linf", show_default=True)
 @click.option("--steps", type=int, default=100, show_default=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import AdvbenchError
-from ..settings import Paths, ReportOptions
+from ..settings import DEFAULT_DATASET, Paths, ReportOptions
 from .app import main
 from .options import path_options, report_options, results_dir_option, terminal_observer
 
@@ -90,7 +90,7 @@ def show(run_id: str | None, defense: str | None, attack: str | None, eps_text: 
               help="Sweep mode: a defense to train at each --param value (repeatable, paired with --param).")
 @click.option("--param", "sweep_params", multiple=True, metavar="NAME=V1,V2,...",
               help="The hyperparameter values for the matching --defense.")
-@click.option("--dataset", default="digits", show_default=True, help="Sweep mode: dataset.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Sweep mode: dataset.")
 @click.option("--samples", type=int, default=200, show_default=True, help="Sweep mode: test samples attacked.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=100, show_default=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import AdvbenchError
-from ..settings import Paths
+from ..settings import DEFAULT_DATASET, Paths
 from .app import main
 from .options import path_options, terminal_observer
 
@@ -81,7 +81,7 @@ def parse_extra_options(args: list[str]) -> dict[str, str]:
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("defense")
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default=None, help="Zoo entry name [default: DEFENSE-DATASET].")
 @click.option("--device", default="auto", show_default=True)

@@ -37,7 +37,7 @@ class SweepPoint:
     value: str
 
     def model_name(self, dataset: str) -> str:
-        return zoo.check_name(f"{self.defense}-{dataset}-{self.parameter.replace('_', '-')}={self.value}")
+        return zoo.check_name(zoo.default_name(self.defense, dataset, {self.parameter: self.value}))
 
 
 def plan_sweep(defense_names: list[str], params: list[str]) -> list[SweepPoint]:
