@@ -229,7 +229,8 @@ def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[fl
                       points: int = 101, outcomes: Outcomes | None = None) -> pd.DataFrame:
     """Accuracy against epsilon: a dense step curve from each minimum-norm attack's norms,
     one point per epsilon for fixed-epsilon attacks (with the clean accuracy at 0), and the
-    worst case over a norm's attacks where all of them can be read."""
+    worst case over a norm's attacks where all of them can be read. Each curve is read at all
+    its epsilons at once (`robust_matrix`): the same numbers as `outcomes_at` per epsilon."""
     outcomes = outcomes or Outcomes()
     rows: list[dict[str, object]] = []
     for (defense, norm), cells in group_cells(records).items():
@@ -245,17 +246,54 @@ def robustness_curves(records: pd.DataFrame, epsilons_by_cell: dict[str, list[fl
             else:
                 grid = [0.0, *cell_epsilons(cell)]
             dense.update(grid)
-            for eps in grid:
-                accuracy = outcomes.at(cell, eps)["robust"].mean() if eps > 0 else clean_accuracy(cell)
+            index = pd.Index(cell["sample"].drop_duplicates())
+            accuracy = robust_matrix(cell, grid, index, outcomes, worst_case=False).mean(axis=0)
+            for eps, value in zip(grid, accuracy):
                 rows.append({"defense": defense, "attack": first["attack"], "norm": norm, "kind": first["kind"],
-                             "epsilon": float(eps), "accuracy": float(accuracy)})
+                             "epsilon": float(eps),
+                             "accuracy": float(value) if eps > 0 else float(clean_accuracy(cell))})
         if len(cells) >= 2:  # the worst case at every epsilon any curve of this norm has a point at
-            for eps in sorted(dense):
-                accuracy = (outcomes.worst_case(cells, eps)["robust"].mean() if eps > 0
-                            else clean_accuracy(cells[0]))
-                rows.append({"defense": defense, "attack": all_label(norm), "norm": norm, "kind": SummaryKind.WORST_CASE.value,
-                             "epsilon": float(eps), "accuracy": float(accuracy)})
+            grid = sorted(dense)
+            index = pd.Index(cells[0]["sample"].drop_duplicates())
+            first_rows = cells[0].drop_duplicates("sample").set_index("sample").reindex(index)
+            clean_ok = first_rows["clean_pred"] == first_rows["label"]
+            robust = clean_ok.to_numpy()[:, None] & np.logical_and.reduce(
+                [robust_matrix(cell, grid, index, outcomes, worst_case=True) for cell in cells])
+            for eps, value in zip(grid, robust.mean(axis=0)):
+                rows.append({"defense": defense, "attack": all_label(norm), "norm": norm,
+                             "kind": SummaryKind.WORST_CASE.value, "epsilon": float(eps),
+                             "accuracy": float(value) if eps > 0 else float(clean_accuracy(cells[0]))})
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def robust_matrix(cell: pd.DataFrame, grid: list[float], index: pd.Index, outcomes: Outcomes,
+                  worst_case: bool) -> np.ndarray:
+    """[samples in `index`, epsilons in `grid`]: whether each sample is robust to the cell at each
+    epsilon, as `outcomes_at` says; with `worst_case`, as the worst case reads a fixed-epsilon
+    cell (`readable_at`: robust at every measured epsilon up to it, and all robust where it
+    measured none, adding nothing). A sample the cell lacks is not robust."""
+    eps = np.asarray(grid, dtype=float)
+    if is_minimum_norm(cell):
+        rows = cell.drop_duplicates("sample").set_index("sample").reindex(index)
+        present = rows["label"].notna().to_numpy()
+        within = (attack_norms(rows).to_numpy()[:, None] <= eps[None, :] + BALL_TOLERANCE)
+        wrong = (rows["adv_pred"] != rows["label"]).to_numpy()[:, None]
+        ok = (present & (rows["clean_pred"] == rows["label"]).to_numpy())[:, None]
+        return ok & ~(within & wrong)
+    measured = cell_epsilons(cell)
+    if not worst_case:  # the cell's own curve: its outcomes at each of its epsilons (0: clean, by the caller)
+        return np.stack([outcomes.at(cell, e)["robust"].reindex(index, fill_value=False).to_numpy() if e > 0
+                         else np.zeros(len(index), dtype=bool) for e in eps], axis=1)
+    columns = [outcomes.at(cell, e)["robust"].reindex(index, fill_value=False).to_numpy()
+               for e in measured if e > 0]
+    positive = [e for e in measured if e > 0]
+    cumulative = np.logical_and.accumulate(np.stack(columns, axis=1), axis=1) if columns else None
+    out = np.full((len(index), len(eps)), True)
+    for j, value in enumerate(eps):
+        readable = [k for k, e in enumerate(positive) if e <= value + BALL_TOLERANCE]
+        if readable:
+            out[:, j] = cumulative[:, readable[-1]]  # type: ignore[index]
+    return out
 
 
 def epsilon_at_accuracy(curves: pd.DataFrame, level: float = 0.5) -> pd.DataFrame:

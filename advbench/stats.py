@@ -77,9 +77,15 @@ def paired_difference_interval(a_correct: pd.Series, b_correct: pd.Series,
 
 
 def holm_adjusted(pvalues: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (family-wise error across all the tests given)."""
+    """Holm-Bonferroni adjusted p-values (family-wise error across all the tests given):
+    sorted ascending, the i-th (from 0) of m times m - i, made non-decreasing, capped at 1.
+    statsmodels' `multipletests(method="holm")` computes the same numbers (a test checks it),
+    but runs a full garbage collection on every call: 0.46 s each, 15 s of a demo report."""
     if not pvalues:
         return []
-    from statsmodels.stats.multitest import multipletests
-
-    return [float(p) for p in multipletests(pvalues, method="holm")[1]]
+    values = np.asarray(pvalues, dtype=float)
+    order = np.argsort(values)
+    m = len(values)
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * values[order]), 1.0)
+    return [float(p) for p in adjusted]

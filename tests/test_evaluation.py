@@ -149,3 +149,40 @@ def test_a_single_attack_row_is_compared_even_when_the_worst_cases_cover_differe
     table = mcnemar_table(records, summarize(records, {})).set_index("attack")
     assert table.loc["fgsm", "note"] == "" and table.loc["fgsm", "only_b_correct"] == 6
     assert table.loc["ALL Linf", "note"].startswith("refused: worst cases over different attacks")
+
+
+def test_curves_read_at_once_equal_the_outcomes_read_one_epsilon_at_a_time():
+    """`robust_matrix` reads every point of a curve at once; each point must be what
+    `outcomes_at` and the worst case say at that epsilon alone (missing samples included)."""
+    from advbench.metrics import Outcomes, worst_case_outcomes
+
+    clean = [True, True, False, True, True, True]
+    fixed = pd.concat([make_records("d", "pgd", "fixed-epsilon", outcome_rows(clean, wrong), cell="d__pgd")
+                       .assign(epsilon=eps) for eps, wrong in ((0.1, [False, True, True, True, False, True]),
+                                                               (0.3, [True, True, True, False, False, False]))])
+    norms = [0.05, 0.2, 0.5, float("nan"), 0.25, 0.12]
+    rows = [{**r, "linf": n} for r, n in zip(outcome_rows(clean, [True, True, True, True, True, False]), norms)]
+    minimum = make_records("d", "df", "minimum-norm", rows[:5])  # sample 5 missing from this cell
+    records = pd.concat([fixed, minimum])
+    curves = robustness_curves(records, {"d__df": [0.2]}, points=7)
+    cells = {name: cell for name, cell in records.groupby("attack", sort=False)}
+    for row in curves.itertuples():
+        if row.epsilon == 0:
+            continue
+        if row.attack == "ALL Linf":
+            expected = worst_case_outcomes([cells["pgd"], cells["df"]], row.epsilon, Outcomes())["robust"].mean()
+        else:
+            expected = outcomes_at(cells[row.attack], row.epsilon)["robust"].mean()
+        assert row.accuracy == pytest.approx(expected), (row.attack, row.epsilon)
+
+
+def test_holm_matches_statsmodels():
+    import numpy as np
+    from statsmodels.stats.multitest import multipletests
+
+    from advbench.stats import holm_adjusted
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 40):
+        p = rng.random(n) ** 3
+        assert holm_adjusted(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15)
