@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from enum import Enum
 from fractions import Fraction
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import AdvbenchError
+
+if TYPE_CHECKING:  # only tensor methods are called: reading records (reports) needs no torch
+    import torch
 
 BALL_TOLERANCE = 1e-5  # float slack when checking (and reading) whether a perturbation is inside its ball
 

@@ -186,3 +186,12 @@ def test_holm_matches_statsmodels():
     for n in (1, 2, 5, 40):
         p = rng.random(n) ** 3
         assert holm_adjusted(list(p)) == pytest.approx(list(multipletests(p, method="holm")[1]), abs=1e-15)
+
+
+def test_wilson_interval_matches_statsmodels():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for n in (1, 2, 7, 30, 240, 1000):
+        for k in range(0, n + 1, max(1, n // 37)):
+            low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
+            assert wilson_interval(k, n) == pytest.approx((low, high), abs=1e-15)
