@@ -27,8 +27,10 @@ def cpu_seconds(tree: Path, run_dir: Path, fmt: str) -> float:
     """User + system CPU of one `advbench report` child process running the code in `tree`."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
+    # run outside both trees: `python -m` puts the working directory first on sys.path
     done = subprocess.run([sys.executable, "-m", "advbench", "report", run_dir.name, "--results-dir",
-                           str(run_dir.parent), "--format", fmt], env=env, capture_output=True, text=True)
+                           str(run_dir.parent), "--format", fmt], env=env, capture_output=True, text=True,
+                          cwd=run_dir.parent)
     if done.returncode != 0:
         raise SystemExit(f"{tree}: report --format {fmt} failed: {done.stderr.strip().splitlines()[-1:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -41,7 +43,8 @@ def main() -> None:
     parser.add_argument("--old-tree", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    trees = {"new": HERE} | ({"old": args.old_tree} if args.old_tree else {})
+    trees = {"new": HERE} | ({"old": args.old_tree.resolve()} if args.old_tree else {})
+    args.run_dir = args.run_dir.resolve()
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; run {args.run_dir}; "
           f"median CPU seconds of {args.repeats} interleaved repeats")
     print(f"{'format':<8} " + " ".join(f"{name:>8}" for name in trees) + ("  new/old" if args.old_tree else ""))
