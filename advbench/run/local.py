@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from itertools import groupby
 from pathlib import Path
+from typing import Callable
 
 from ..config import Grid
 from ..contract import Manifest
@@ -48,7 +49,7 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
     return session.manifest
 
 
-def run_defense(session: Session, jobs: list[CellJob], advance, fail_fast: bool) -> None:
+def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], None], fail_fast: bool) -> None:
     """One defense's cells: estimate, clean predictions once, then each cell."""
     plan, manifest, observer = session.plan, session.manifest, session.observer
     spec = jobs[0].cell.plan.defense

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -117,7 +117,8 @@ def run_grid_on_ray(plan: Plan, store: RunStore, *, observer: Observer, address:
     return session.manifest
 
 
-def run_shards(ray: Any, session: Session, todo: list[CellJob], shard_size: int, advance, fail_fast: bool) -> None:
+def run_shards(ray: Any, session: Session, todo: list[CellJob], shard_size: int, advance: Callable[[int], None],
+               fail_fast: bool) -> None:
     """Submit every shard with a batch left, then finish (or refuse) each cell as its last shard returns."""
     plan = session.plan
     task = ray.remote(num_gpus=1 if plan.device.type == "cuda" else 0)(run_shard)
