@@ -72,7 +72,7 @@ class AutoAttack(FixedEpsilonAttack):
         return {name: members[name]() for name in self.components(target)}
 
     def run(self, target: AttackTarget, x: Tensor, y: Tensor, *, epsilon: float) -> Adversarials:
-        """Each member attacks the samples every earlier one left standing (`attack_standing`);
+        """Each member attacks only the samples every earlier one left standing;
         the loss trace is APGD-CE's, the first member's."""
         judge = build_objective(target, "margin", reject_aware=self.reject_aware, decision=True)
         with torch.no_grad():
