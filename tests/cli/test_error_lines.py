@@ -15,7 +15,7 @@ from advbench.norms import Norm
 from advbench.registry import attacks
 from helpers import invoke, one_line_error
 
-REPO_ZOO = Path(__file__).parents[1] / "zoo"
+REPO_ZOO = Path(__file__).parents[2] / "zoo"
 FGSM = '[[attacks]]\nname = "fgsm"\nepsilons = [0.1]\n'
 
 
