@@ -19,7 +19,6 @@ from ..errors import AdvbenchError
 from ..progress import Observer
 from ..store import RunStore
 from .cell import run_cell
-from .estimate import announce_estimate
 from .models import model_key
 from ..settings import Paths
 from .plan import Plan, plan_grid
@@ -55,8 +54,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
     spec = jobs[0].cell.plan.defense
     defense = session.models.get(*model_key(spec))
     samples, device = plan.samples, plan.device
-    announce_estimate(spec.id, defense, [job.cell for job in jobs], samples.inputs, samples.labels, plan.data,
-                      plan.grid.batch_size, device, observer)
+    session.announce_estimate(jobs)
     try:
         started = time.perf_counter()
         clean = clean_predictions(defense, spec.id, samples.inputs, samples.labels, plan.grid, device)
@@ -77,7 +75,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
             run_cell(cell.plan, cell.attack, defense, samples.indices, samples.inputs, samples.labels, clean,
                      batch_size=plan.grid.batch_size, bounds=plan.data.info.bounds,
                      num_classes=plan.data.info.num_classes, device=device, observer=observer, source=source,
-                     load_model=session.models.load_model, dataset=plan.data.info.name, seed=plan.grid.seed,
+                     load_model=session.models.get, dataset=plan.data.info.name, seed=plan.grid.seed,
                      parts=session.parts(cell))
             session.finish(cell, time.perf_counter() - started)
         except AdvbenchError as exc:

@@ -41,10 +41,6 @@ class ModelCache:
                                      else sha256_file(plan.weights) if plan.weights else None)
         return self._models[key]
 
-    def load_model(self, spec: str) -> Defense:
-        """A model by spec alone (what an attack's `load_model` hook asks for)."""
-        return self.get(spec)
-
 
 def model_key(spec: DefenseSpec) -> ModelKey:
     return (spec.spec, spec.weights, spec.train)

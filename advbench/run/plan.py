@@ -38,10 +38,6 @@ class PlannedCell:
     def id(self) -> str:
         return self.plan.id
 
-    @property
-    def rows_per_sample(self) -> int:
-        return 1 if self.attack.kind is AttackKind.MINIMUM_NORM else len(self.plan.epsilons)
-
 
 @dataclass(frozen=True)
 class PlannedDefense:

@@ -28,7 +28,6 @@ from ..store import RunStore
 from ..defense_loading import DefensePlan
 from .cell import run_cell
 from .device import pick_device
-from .estimate import announce_estimate
 from .models import ModelCache, model_key
 from .parts import CellParts
 from ..settings import Paths
@@ -91,7 +90,7 @@ def run_shard(shard: Shard) -> tuple[str, float, str | None]:
                                   offset=shard.start)
         run_cell(cell.plan, cell.attack, defense, shard.indices[shard.start:stop], shard.inputs, shard.labels,
                  clean, batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
-                 device=models.device, source=source, load_model=models.load_model, dataset=data.info.name,
+                 device=models.device, source=source, load_model=models.get, dataset=data.info.name,
                  seed=grid.seed, offset=shard.start, parts=parts)
     except AdvbenchError as exc:
         return cell.id, time.perf_counter() - started, str(exc)
@@ -107,10 +106,7 @@ def run_grid_on_ray(plan: Plan, store: RunStore, *, observer: Observer, address:
         with observer.task("grid cells", session.pending()) as advance:
             todo = session.jobs(advance, fail_fast)
             for _, jobs in groupby(todo, key=lambda job: job.cell.plan.defense):
-                cells = [job.cell for job in jobs]
-                announce_estimate(cells[0].plan.defense.id, session.models.get(*model_key(cells[0].plan.defense)),
-                                  cells, plan.samples.inputs, plan.samples.labels, plan.data, plan.grid.batch_size,
-                                  plan.device, observer)
+                session.announce_estimate(list(jobs))
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
             run_shards(ray, session, todo, shard_size, advance, fail_fast)

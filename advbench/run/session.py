@@ -17,6 +17,7 @@ from ..progress import Observer
 from ..reuse import CellIndex, content_key
 from ..store import RunStore
 from ..contract import Manifest
+from .estimate import announce_estimate
 from .manifest import describe_defense, open_manifest
 from .models import ModelCache, model_cache, model_key
 from .parts import CellParts, saved_adversarials
@@ -131,6 +132,13 @@ class Session:
         self.observer.message(f"cell {cell_id}: reused from run {found.store.run_id} (same data, samples, weights "
                               "and attack settings; --fresh reruns it)")
         return True
+
+    def announce_estimate(self, jobs: list[CellJob]) -> None:
+        """Say up front when one defense's cells to run will take long (both executors call it)."""
+        spec, plan = jobs[0].cell.plan.defense, self.plan
+        announce_estimate(spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs],
+                          plan.samples.inputs, plan.samples.labels, plan.data, plan.grid.batch_size, plan.device,
+                          self.observer)
 
     def parts(self, cell: PlannedCell) -> CellParts:
         return CellParts(self.store, cell.plan, cell.attack, self.plan.samples.indices, self.plan.grid.batch_size,
