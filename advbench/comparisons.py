@@ -13,7 +13,9 @@ import math
 import pandas as pd
 
 from .errors import AdvbenchError
-from .metrics import Outcomes, all_label, clean_correct, group_cells
+from .norms import Norm
+from .metrics import all_label
+from .read_model import Run
 from .stats import DEFAULT_ALPHA, holm_adjusted, mcnemar_test, paired_difference_interval
 
 CLEAN = "clean"
@@ -24,29 +26,24 @@ MCNEMAR_COLUMNS = [
 ]
 
 
-def correctness_by_row(records: pd.DataFrame, summary: pd.DataFrame, outcomes: Outcomes | None = None,
-                       ) -> dict[tuple[str, str, float], dict[str, pd.Series]]:
+def correctness_by_row(run: Run, summary: pd.DataFrame) -> dict[tuple[str, str, float], dict[str, pd.Series]]:
     """(attack, norm, epsilon) -> defense -> per-sample correctness, for every summary row
     plus the clean row."""
-    outcomes = outcomes or Outcomes()
-    groups = group_cells(records)
     rows: dict[tuple[str, str, float], dict[str, pd.Series]] = {}
-    for (defense, norm), cells in groups.items():
-        rows.setdefault((CLEAN, "", 0.0), {}).setdefault(defense, clean_correct(cells[0]))
-    for _, row in summary.iterrows():
-        defense, attack, norm, eps = row["defense"], row["attack"], row["norm"], float(row["epsilon"])
-        cells = groups[(defense, norm)]
+    for (defense, _), cells in run.groups.items():
+        rows.setdefault((CLEAN, "", 0.0), {}).setdefault(defense, cells[0].clean_correct)
+    for defense, attack, norm, eps in zip(summary["defense"], summary["attack"], summary["norm"], summary["epsilon"]):
+        cells = run.groups[(defense, Norm(norm))]
         if attack == all_label(norm):
-            correct = outcomes.worst_case(cells, eps)["robust"]
+            correct = run.worst_case(cells, float(eps))["robust"]
         else:
-            (cell,) = [c for c in cells if c["attack"].iloc[0] == attack]
-            correct = outcomes.at(cell, eps)["robust"]
-        rows.setdefault((attack, norm, eps), {})[defense] = correct
+            (cell,) = [c for c in cells if c.attack == attack]
+            correct = run.outcomes(cell, float(eps))["robust"]
+        rows.setdefault((attack, norm, float(eps)), {})[defense] = correct
     return rows
 
 
-def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA,
-                  holm: bool = True, outcomes: Outcomes | None = None) -> pd.DataFrame:
+def mcnemar_table(run: Run, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA, holm: bool = True) -> pd.DataFrame:
     """One row per defense pair per table row; empty when fewer than two defenses ran.
 
     With `holm`, `significant` uses Holm-Bonferroni adjusted p-values (`pvalue_holm`) within
@@ -58,7 +55,7 @@ def mcnemar_table(records: pd.DataFrame, summary: pd.DataFrame, alpha: float = D
     worst = summary[summary["attack"] == summary["norm"].map(all_label)]
     covers = {(r.defense, r.norm, float(r.epsilon)): r.covers for r in worst.itertuples()}
     worst_rows = {(r.attack, r.norm) for r in worst.itertuples()}
-    for (attack, norm, eps), by_defense in correctness_by_row(records, summary, outcomes).items():
+    for (attack, norm, eps), by_defense in correctness_by_row(run, summary).items():
         for a, b in itertools.combinations(by_defense, 2):
             base = {"attack": attack, "norm": norm, "epsilon": eps, "defense_a": a, "defense_b": b}
             # only a worst case depends on which attacks it covers; a single attack's row compares

@@ -1,6 +1,6 @@
 """Metrics of defenses with a reject option (detectors, generative classifiers): ROC and AUC of
 the reject score, detection at a fixed false-alarm rate (paper 002), and paper 001's accept /
-reject rates over thresholds. They read each cell's outcomes from the shared `Outcomes`.
+reject rates over thresholds. They read each cell's outcomes from the read model (`read_model.Run`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .metrics import Outcomes, cell_epsilons
+from .read_model import CellRecords, Run
 from .settings import DEFAULT_FALSE_ALARM
 
 
@@ -20,23 +20,42 @@ REJECT_COLUMNS = [
 ]
 
 
-def has_reject_scores(cell: pd.DataFrame) -> bool:
-    return bool(cell["clean_score"].notna().all() and cell["adv_score"].notna().any())
+def has_reject_scores(cell: CellRecords) -> bool:
+    return bool(cell.frame["clean_score"].notna().all() and cell.frame["adv_score"].notna().any())
+
+
+def _scores(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(negatives, positives): the reject scores of clean inputs and of successful adversarials."""
+    return out["clean_score"].to_numpy(), out.loc[out["fooled"], "score"].to_numpy()
 
 
 def roc(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
     """ROC of the reject score separating clean inputs (negatives) from successful
-    adversarial examples (positives); returns (fpr, tpr, auc), auc NaN without positives."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    adversarial examples (positives); returns (fpr, tpr, auc), auc NaN without positives.
+    For figures; tables need only the area (`roc_auc`), without importing scikit-learn."""
+    from sklearn.metrics import roc_curve
 
-    positives = out.loc[out["fooled"], "score"].to_numpy()
-    negatives = out["clean_score"].to_numpy()
+    negatives, positives = _scores(out)
     if len(positives) == 0 or len(negatives) == 0:
         return np.array([]), np.array([]), math.nan
-    truth = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
+    fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(negatives)), np.ones(len(positives))], np.r_[negatives, positives])
+    return fpr, tpr, roc_auc(out)
+
+
+def roc_auc(out: pd.DataFrame) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic: the chance that a successful
+    adversarial scores above a clean input, ties counting half (scikit-learn's `roc_auc_score`,
+    which a test compares; importing scikit-learn costs a report about a second)."""
+    negatives, positives = _scores(out)
+    if len(positives) == 0 or len(negatives) == 0:
+        return math.nan
     scores = np.r_[negatives, positives]
-    fpr, tpr, _ = roc_curve(truth, scores)
-    return fpr, tpr, float(roc_auc_score(truth, scores))
+    order = np.argsort(scores, kind="mergesort")
+    _, first, counts = np.unique(scores[order], return_index=True, return_counts=True)
+    ranks = np.empty(len(scores))
+    ranks[order] = np.repeat(first + (counts + 1) / 2, counts)  # 1-based, ties share their mean rank
+    wins = ranks[len(negatives):].sum() - len(positives) * (len(positives) + 1) / 2
+    return float(wins / (len(positives) * len(negatives)))
 
 
 def detection_at_false_alarm(out: pd.DataFrame, false_alarm: float = DEFAULT_FALSE_ALARM) -> tuple[float, float, float]:
@@ -72,41 +91,36 @@ def reject_rates(out: pd.DataFrame, thresholds: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-def reject_summary(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
-                   thresholds: dict[str, float | None], false_alarm: float = DEFAULT_FALSE_ALARM,
-                   outcomes: Outcomes | None = None) -> pd.DataFrame:
+def reject_summary(run: Run, false_alarm: float = DEFAULT_FALSE_ALARM) -> pd.DataFrame:
     """AUC, detection rate at a fixed false-alarm rate and the Eq. 7-8/14-15 rates at each
     defense's own threshold, for every cell and epsilon of a defense with a reject score."""
-    outcomes = outcomes or Outcomes()
     rows = []
-    for cell_id, cell in records.groupby("cell", sort=False):
+    for cell in run.cells.values():
         if not has_reject_scores(cell):
             continue
-        first = cell.iloc[0]
-        threshold = thresholds.get(first["defense"])
-        for eps in cell_epsilons(cell, epsilons_by_cell.get(cell_id, [])):
-            out = outcomes.at(cell, eps)
-            _, _, auc = roc(out)
+        info = run.defenses.get(cell.defense)
+        threshold = info.reject_threshold if info is not None else None
+        for eps in cell.epsilons:
+            out = run.outcomes(cell, eps)
             detected, _, alarms = detection_at_false_alarm(out, false_alarm)
-            row = {"defense": first["defense"], "attack": first["attack"], "norm": first["norm"], "epsilon": eps,
-                   "threshold": threshold, "auc": auc, "detection_rate": detected, "false_alarm_rate": alarms}
+            row = {"defense": cell.defense, "attack": cell.attack, "norm": cell.norm.value, "epsilon": eps,
+                   "threshold": threshold, "auc": roc_auc(out), "detection_rate": detected,
+                   "false_alarm_rate": alarms}
             if threshold is not None:
                 row.update(reject_rates(out, np.array([threshold])).iloc[0].drop("threshold").to_dict())
             rows.append(row)
     return pd.DataFrame(rows, columns=REJECT_COLUMNS)
 
 
-def reject_tradeoff(records: pd.DataFrame, epsilons_by_cell: dict[str, list[float]],
-                    outcomes: Outcomes | None = None) -> pd.DataFrame:
+def reject_tradeoff(run: Run) -> pd.DataFrame:
     """Rates over all thresholds for each reject-option cell and epsilon (for curves), and one
     point per plain classifier (accuracy = clean accuracy, error = 1 - robust accuracy)."""
-    outcomes = outcomes or Outcomes()
     frames = []
-    for cell_id, cell in records.groupby("cell", sort=False):
-        first = cell.iloc[0]
-        for eps in cell_epsilons(cell, epsilons_by_cell.get(cell_id, [])):
-            out = outcomes.at(cell, eps)
-            if has_reject_scores(cell):
+    for cell in run.cells.values():
+        rejecting = has_reject_scores(cell)
+        for eps in cell.epsilons:
+            out = run.outcomes(cell, eps)
+            if rejecting:
                 thresholds = np.unique(np.r_[out["clean_score"].to_numpy(), out["score"].to_numpy(), -np.inf, np.inf])
                 frame = reject_rates(out, thresholds)
             else:
@@ -114,10 +128,10 @@ def reject_tradeoff(records: pd.DataFrame, epsilons_by_cell: dict[str, list[floa
                                        "adversarial_accept_error": 1 - out["robust"].mean(),
                                        "accuracy_with_reject": out["clean_ok"].mean(),
                                        "error_with_reject": 1 - out["robust"].mean()}])
-            frame.insert(0, "epsilon", eps)
-            frame.insert(0, "reject_option", has_reject_scores(cell))
-            frame.insert(0, "norm", first["norm"])
-            frame.insert(0, "attack", first["attack"])
-            frame.insert(0, "defense", first["defense"])
-            frames.append(frame)
+            frames.append(frame.assign(defense=cell.defense, attack=cell.attack, norm=cell.norm.value,
+                                       reject_option=rejecting, epsilon=eps)[TRADEOFF_COLUMNS])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+TRADEOFF_COLUMNS = ["defense", "attack", "norm", "reject_option", "epsilon", "threshold", "clean_accept_rate",
+                    "adversarial_accept_error", "accuracy_with_reject", "error_with_reject"]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .contract import Access, CellInfo, DefenseInfo
-from .metrics import is_minimum_norm, outcomes_at
+from .contract import Access
 from .norms import Norm
+from .read_model import CellRecords, Run
 
 FLAG_COLUMNS = ["defense", "attack", "flag", "detail", "advice", "epsilon"]
 MARGIN = 0.02            # accuracy differences below 2 points (or 2 samples) are noise
@@ -39,65 +39,56 @@ def _significant(difference: float, samples: int) -> bool:
     return difference > max(MARGIN, 2 / max(samples, 1))
 
 
-def _is_large(norm: str, eps: float, cell: pd.DataFrame) -> bool:
+def _is_large(eps: float, cell: CellRecords) -> bool:
     """An epsilon as large as the box (Linf) or as the images themselves (L2)."""
-    if norm == Norm.LINF.value:
+    if cell.norm is Norm.LINF:
         return eps >= LARGE_LINF
-    return eps >= cell["x_l2"].median()
+    return eps >= cell.frame["x_l2"].median()
 
 
-def _large_epsilon_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
+def _large_epsilon_flags(run: Run) -> list[Flag]:
     flags = []
-    for cell in cells.values():
-        first = cell.iloc[0]
-        if is_minimum_norm(cell):
-            out = outcomes_at(cell, math.inf)
+    for cell in run.cells.values():
+        if cell.minimum_norm:
+            out = run.outcomes(cell, math.inf)
             if out["clean_ok"].any() and out["robust"].any():
                 share = out["robust"].sum() / out["clean_ok"].sum()
-                flags.append(Flag(first["defense"], first["attack"], "unbounded-attack-incomplete",
+                flags.append(Flag(cell.defense, cell.attack, "unbounded-attack-incomplete",
                                   f"unbounded, it failed on {share:.0%} of correctly classified samples",
                                   "a minimum-norm attack should reach 100%: raise steps, check the defense's "
                                   "gradients (EOT for randomness, an adaptive gradient), try boundary"))
             continue
-        eps = float(cell["epsilon"].max())
-        if eps > 0 and _is_large(first["norm"], eps, cell):
-            accuracy = outcomes_at(cell, eps)["robust"].mean()
+        eps = max(cell.measured, default=0.0)
+        if eps > 0 and _is_large(eps, cell):
+            accuracy = run.robust_accuracy(cell, eps)
             if accuracy > LARGE_ACCURACY:
-                flags.append(Flag(first["defense"], first["attack"], "large-epsilon-accuracy",
-                                  f"accuracy {accuracy:.0%} at {first['norm']} eps {eps:g}, where any input "
+                flags.append(Flag(cell.defense, cell.attack, "large-epsilon-accuracy",
+                                  f"accuracy {accuracy:.0%} at {cell.norm.value} eps {eps:g}, where any input "
                                   "can be replaced", "accuracy should fall toward 0: more steps, a larger step "
                                                      "size, EOT, or an adaptive loss"))
     return flags
 
 
-def _accuracy_at(cells: dict[str, pd.DataFrame], names: pd.Series, eps: float) -> dict[str, tuple[float, int]]:
-    """Robust accuracy and sample count of each named cell that measured `eps`, by attack."""
+def _accuracy_at(run: Run, cells: list[CellRecords], eps: float) -> dict[str, tuple[float, int]]:
+    """Robust accuracy and sample count of each cell that measured `eps`, by attack."""
     found = {}
-    for name in names:
-        cell = cells[name]
-        if is_minimum_norm(cell) or np.isclose(cell["epsilon"], eps).any():
-            out = outcomes_at(cell, eps)
-            found[cell.iloc[0]["attack"]] = (float(out["robust"].mean()), len(out))
+    for cell in cells:
+        if cell.measured_at(eps):
+            out = run.outcomes(cell, eps)
+            found[cell.attack] = (float(out["robust"].mean()), len(out))
     return found
 
 
-def _blackbox_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
+def _blackbox_flags(run: Run) -> list[Flag]:
     """A gradient-free or transfer attack doing better than every gradient attack on one defense."""
     flags = []
-    def access(cell: pd.DataFrame) -> str:  # runs recorded before the column existed count as gradient
-        value = cell.iloc[0].get("access")
-        return value if isinstance(value, str) else "gradient"
-
-    frame = pd.DataFrame([{"cell": c, "defense": d.iloc[0]["defense"], "attack": d.iloc[0]["attack"],
-                           "norm": d.iloc[0]["norm"], "access": access(d)} for c, d in cells.items()])
-    for (defense, norm), group in frame.groupby(["defense", "norm"], sort=False):
-        white = group[group["access"] == "gradient"]
-        black = group[group["access"] != "gradient"]
-        if white.empty or black.empty:
+    for (defense, _), group in run.groups.items():
+        white = [cell for cell in group if cell.access is Access.GRADIENT]
+        black = [cell for cell in group if cell.access is not Access.GRADIENT]
+        if not white or not black:
             continue
-        epsilons = sorted({float(e) for c in group["cell"] for e in cells[c]["epsilon"].dropna() if e > 0})
-        for eps in epsilons:
-            white_acc, black_acc = _accuracy_at(cells, white["cell"], eps), _accuracy_at(cells, black["cell"], eps)
+        for eps in sorted({e for cell in group for e in cell.measured if e > 0}):
+            white_acc, black_acc = _accuracy_at(run, white, eps), _accuracy_at(run, black, eps)
             if not white_acc or not black_acc:
                 continue
             best_white = min(a for a, _ in white_acc.values())
@@ -112,20 +103,19 @@ def _blackbox_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
     return flags
 
 
-def _effort_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:
+def _effort_flags(run: Run) -> list[Flag]:
     """The same attack with more steps or restarts must not leave more accuracy, nor much less."""
     flags = []
     effort_keys = ("steps", "restarts")
     described = []
-    for cell_id, cell in cells.items():
-        info = infos.get(cell_id)
-        if info is None or is_minimum_norm(cell):
+    for cell in run.cells.values():
+        info = cell.info
+        if info is None or cell.minimum_norm:
             continue
-        first = cell.iloc[0]
         rest = tuple(sorted((k, str(v)) for k, v in info.hyperparameters.items() if k not in effort_keys))
         rest += (("eot", str(info.eot)), ("source", str(info.source)))
         effort = math.prod(int(info.hyperparameters.get(k, 1) or 1) for k in effort_keys)
-        described.append((first["defense"], info.attack_name, rest, effort, cell_id))
+        described.append((cell.defense, info.attack_name, rest, effort, cell.id))
     groups: dict[tuple, list[tuple[int, str]]] = {}
     for defense, name, rest, effort, cell_id in described:
         groups.setdefault((defense, name, rest), []).append((effort, cell_id))
@@ -134,49 +124,47 @@ def _effort_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) ->
         for (low_effort, low_id), (high_effort, high_id) in itertools.pairwise(members):
             if high_effort <= low_effort:
                 continue
-            low, high = cells[low_id], cells[high_id]
-            shared = sorted(set(low["epsilon"]) & set(high["epsilon"]))
-            for eps in shared:
-                a, b = outcomes_at(low, eps)["robust"].mean(), outcomes_at(high, eps)["robust"].mean()
-                samples = len(low.drop_duplicates("sample"))
+            low, high = run.cells[low_id], run.cells[high_id]
+            for eps in sorted(set(low.measured) & set(high.measured)):
+                a, b = run.robust_accuracy(low, eps), run.robust_accuracy(high, eps)
+                samples = len(low.samples)
                 if _significant(b - a, samples):
-                    flags.append(Flag(defense, high.iloc[0]["attack"], "more-effort-more-accuracy",
-                                      f"{b:.0%} with more steps/restarts vs {a:.0%} ({low.iloc[0]['attack']}) at "
+                    flags.append(Flag(defense, high.attack, "more-effort-more-accuracy",
+                                      f"{b:.0%} with more steps/restarts vs {a:.0%} ({low.attack}) at "
                                       f"eps {eps:g}", "the defense or attack is random: use EOT and keep the "
                                                       "best restart"))
                     break
                 if _significant(a - b, samples) and a - b > 0.05:
-                    flags.append(Flag(defense, low.iloc[0]["attack"], "not-converged",
-                                      f"{a:.0%} vs {b:.0%} with more steps/restarts ({high.iloc[0]['attack']}) at "
+                    flags.append(Flag(defense, low.attack, "not-converged",
+                                      f"{a:.0%} vs {b:.0%} with more steps/restarts ({high.attack}) at "
                                       f"eps {eps:g}", "the attack had not converged: use more steps and restarts"))
                     break
     return flags
 
 
-def _gradient_flags(cells: dict[str, pd.DataFrame]) -> list[Flag]:
+def _gradient_flags(run: Run) -> list[Flag]:
     flags = []
-    for cell in cells.values():
-        if "grad_norm" not in cell or cell["grad_norm"].isna().all():
+    for cell in run.cells.values():
+        if "grad_norm" not in cell.frame or cell.frame["grad_norm"].isna().all():
             continue
-        norms = cell.drop_duplicates("sample")["grad_norm"]
+        norms = cell.by_sample["grad_norm"]
         dead = ((norms == 0) | ~np.isfinite(norms)).mean()
         if dead > DEAD_GRADIENT_SHARE:
-            first = cell.iloc[0]
-            flags.append(Flag(first["defense"], first["attack"], "dead-gradients",
+            flags.append(Flag(cell.defense, cell.attack, "dead-gradients",
                               f"zero or non-finite loss gradients on {dead:.0%} of clean inputs",
                               "gradients are masked (e.g. a step function or saturated softmax): use the "
                               "defense's adaptive gradient, a margin loss, BPDA, or a gradient-free attack"))
     return flags
 
 
-def _randomness_flags(cells: dict[str, pd.DataFrame], defenses: dict[str, DefenseInfo]) -> list[Flag]:
+def _randomness_flags(run: Run) -> list[Flag]:
     flags = []
-    for defense, info in defenses.items():
+    for defense, info in run.defenses.items():
         changed = info.nondeterministic
         if changed and not info.stochastic:
-            for cell in cells.values():
-                if cell.iloc[0]["defense"] == defense:
-                    flags.append(Flag(defense, cell.iloc[0]["attack"], "undeclared-randomness",
+            for cell in run.cells.values():
+                if cell.defense == defense:
+                    flags.append(Flag(defense, cell.attack, "undeclared-randomness",
                                       f"predictions changed between two identical calls ({changed})",
                                       "declare the defense stochastic and attack with EOT (--eot)"))
     return flags
@@ -206,56 +194,52 @@ def unreliable_reasons(summary: pd.DataFrame, flags: pd.DataFrame, ensembles: se
             for d, a in zip(summary["defense"], summary["attack"])]
 
 
-def _autoattack_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:
+def _autoattack_flags(run: Run) -> list[Flag]:
     """A fixed-epsilon gradient attack that leaves more than a point above `autoattack` on the
     same defense, norm, epsilon and samples was too weak: its row is marked. (Score-based,
     decision-based and transfer attacks are weaker by design and are not bounds.)"""
     flags = []
-    ensembles = [c for c, info in infos.items() if info.attack_name == AUTOATTACK and c in cells]
-    for ensemble_id in ensembles:
-        ensemble = cells[ensemble_id]
-        first = ensemble.iloc[0]
-        for cell_id, cell in cells.items():
-            head = cell.iloc[0]
-            if (cell_id == ensemble_id or head["defense"] != first["defense"] or head["norm"] != first["norm"]
-                    or is_minimum_norm(cell) or head.get("access", Access.GRADIENT.value) != Access.GRADIENT.value):
+    ensembles = [cell for cell in run.cells.values() if cell.info is not None and cell.info.attack_name == AUTOATTACK]
+    for ensemble in ensembles:
+        for cell in run.groups[(ensemble.defense, ensemble.norm)]:
+            if cell is ensemble or cell.minimum_norm or cell.access is not Access.GRADIENT:
                 continue
-            for eps in sorted(set(cell["epsilon"]) & set(ensemble["epsilon"])):
-                weak, strong = outcomes_at(cell, eps), outcomes_at(ensemble, eps)
+            for eps in sorted(set(cell.measured) & set(ensemble.measured)):
+                weak, strong = run.outcomes(cell, eps), run.outcomes(ensemble, eps)
                 if not weak.index.equals(strong.index):
                     continue
                 gap = weak["robust"].mean() - strong["robust"].mean()
                 if gap > AUTOATTACK_MARGIN:
-                    flags.append(Flag(head["defense"], head["attack"], "weaker-than-autoattack",
+                    flags.append(Flag(cell.defense, cell.attack, "weaker-than-autoattack",
                                       f"{weak['robust'].mean():.1%} vs {strong['robust'].mean():.1%} under "
-                                      f"{first['attack']} at eps {eps:g}", "report the autoattack (or ALL) row; "
+                                      f"{ensemble.attack} at eps {eps:g}", "report the autoattack (or ALL) row; "
                                                                            "this attack is not the bound",
                                       float(eps)))
     return flags
 
 
-def _trace_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> list[Flag]:
+def _trace_flags(run: Run) -> list[Flag]:
     """Pintor et al. 2022 indicators from the recorded loss traces of samples the attack did
     not beat: a loss that never moved (masked or flat gradients), or one still at its best on
     the last steps (the optimisation was cut short)."""
     flags = []
-    for cell_id, cell in cells.items():
-        head = cell.iloc[0]
-        if ("loss_best" not in cell or cell["loss_best"].isna().all() or is_minimum_norm(cell)
-                or head.get("access") == Access.TRANSFER.value):  # a transfer's trace is of another model
+    for cell in run.cells.values():
+        frame = cell.frame
+        if ("loss_best" not in frame or frame["loss_best"].isna().all() or cell.minimum_norm
+                or cell.access is Access.TRANSFER):  # a transfer's trace is of another model
             continue
-        standing = cell[(cell["clean_pred"] == cell["label"]) & (cell["adv_pred"] == cell["label"])]
+        standing = frame[(frame["clean_pred"] == frame["label"]) & (frame["adv_pred"] == frame["label"])]
         standing = standing.dropna(subset=["loss_first", "loss_best", "loss_last"])
         if len(standing) < 5:
             continue
         flat = (standing["loss_best"] - standing["loss_first"]).abs() <= 1e-6 * standing["loss_first"].abs().clip(
             lower=1e-6)
         if flat.mean() > TRACE_SHARE:
-            flags.append(Flag(head["defense"], head["attack"], "loss-not-improving",
+            flags.append(Flag(cell.defense, cell.attack, "loss-not-improving",
                               f"the loss never rose from its start on {flat.mean():.0%} of the samples left "
                               "standing", "gradients may be zero or uninformative: an adaptive gradient, BPDA, "
                                           "or a score-based attack"))
-        info = infos.get(cell_id)
+        info = cell.info
         steps = info.hyperparameters.get("steps") if info else None
         # only where the step size decays (APGD): with a constant step the loss of a robust
         # sample creeps up to the end however long the attack runs
@@ -264,17 +248,14 @@ def _trace_flags(cells: dict[str, pd.DataFrame], infos: dict[str, CellInfo]) -> 
             position = standing["best_step"] % (steps + 1)
             late = (position >= 0.9 * steps) & (standing["loss_last"] >= standing["loss_best"]) & ~flat
             if late.mean() > TRACE_SHARE:
-                flags.append(Flag(head["defense"], head["attack"], "incomplete-optimisation",
+                flags.append(Flag(cell.defense, cell.attack, "incomplete-optimisation",
                                   f"the loss was still rising at the last steps on {late.mean():.0%} of the "
                                   "samples left standing", "more steps (or a larger step size)"))
     return flags
 
 
-def attack_failure_flags(records: pd.DataFrame, cell_infos: dict[str, CellInfo] | None = None,
-                         defenses: dict[str, DefenseInfo] | None = None) -> pd.DataFrame:
+def attack_failure_flags(run: Run) -> pd.DataFrame:
     """Every flag for every cell of a run (or combined runs)."""
-    cells = {cell_id: cell for cell_id, cell in records.groupby("cell", sort=False)}
-    flags = (_large_epsilon_flags(cells) + _blackbox_flags(cells) + _effort_flags(cells, cell_infos or {})
-             + _gradient_flags(cells) + _randomness_flags(cells, defenses or {})
-             + _autoattack_flags(cells, cell_infos or {}) + _trace_flags(cells, cell_infos or {}))
+    flags = (_large_epsilon_flags(run) + _blackbox_flags(run) + _effort_flags(run) + _gradient_flags(run)
+             + _randomness_flags(run) + _autoattack_flags(run) + _trace_flags(run))
     return pd.DataFrame([f.__dict__ for f in flags], columns=FLAG_COLUMNS)

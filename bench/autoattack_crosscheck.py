@@ -19,7 +19,7 @@ import torch
 from advbench.config import AttackSpec, DefenseSpec, Grid
 from advbench.data import load_dataset
 from advbench.evaluation import Paths, evaluate
-from advbench.metrics import outcomes_at
+from advbench.read_model import CellRecords, outcomes_at
 from advbench.zoo import load
 
 THREATS = (("linf", 0.1, "pgd-linf"), ("l2", 1.0, "pgd-l2"))
@@ -32,7 +32,7 @@ def advbench_accuracy(defense: str, norm: str, eps: float, pgd: str, samples: in
                 samples=samples, batch_size=samples, seed=seed)
     run = evaluate(grid, paths=Paths(results_dir=results), artifacts=False)
     records = run.store.records()
-    return {attack: float(outcomes_at(cell, eps)["robust"].mean()) * 100
+    return {attack: float(outcomes_at(CellRecords.of(cell), eps)["robust"].mean()) * 100
             for attack, cell in records.groupby("attack")}
 
 

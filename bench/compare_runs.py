@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from advbench.metrics import outcomes_at
+from advbench.read_model import CellRecords, outcomes_at
 from advbench.store import RunStore
 
 IGNORED = {"seconds"}  # wall time differs between any two runs
@@ -27,7 +27,7 @@ IGNORED = {"seconds"}  # wall time differs between any two runs
 def robust_accuracy(cell: pd.DataFrame) -> dict[float, float]:
     """Robust accuracy at each epsilon of the cell (a minimum-norm cell: at each epsilon it recorded none, so inf)."""
     epsilons = sorted(e for e in cell["epsilon"].dropna().unique()) or [float("inf")]
-    return {float(eps): float(outcomes_at(cell, eps)["robust"].mean()) for eps in epsilons}
+    return {float(eps): float(outcomes_at(CellRecords.of(cell), eps)["robust"].mean()) for eps in epsilons}
 
 
 def compare_cell(old: pd.DataFrame, new: pd.DataFrame) -> tuple[str, bool]:

@@ -20,7 +20,7 @@ import torch
 
 from advbench.config import AttackSpec, DefenseSpec, Grid
 from advbench.evaluation import Paths, RunOptions, evaluate
-from advbench.metrics import outcomes_at
+from advbench.read_model import CellRecords, outcomes_at
 from advbench.stats import wilson_interval
 
 OLD, NEW = "eabs", "eabs:variational:warm"
@@ -50,7 +50,7 @@ def main() -> None:
     print(f"{'defense':<24} {'s/sample':>9} {'robust acc':>11} {'95% interval':>16}")
     seconds, accuracy = {}, {}
     for defense, cell in records.groupby("defense"):
-        robust = outcomes_at(cell, args.eps)["robust"]
+        robust = outcomes_at(CellRecords.of(cell), args.eps)["robust"]
         low, high = wilson_interval(int(robust.sum()), len(robust))
         cell_id = next(key for key in timings if key.startswith(f"{defense}__"))
         seconds[defense] = timings[cell_id] / len(robust)

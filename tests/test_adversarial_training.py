@@ -127,6 +127,7 @@ def test_pgd_at_beats_cnn_under_pgd_by_twenty_points(tmp_path, digits):
     """Issue 4's acceptance check, at full size (a couple of minutes on 2 cores)."""
     from advbench.config import grid_from_dict
     from advbench.metrics import summarize
+    from advbench.read_model import Run
     from advbench.run import run_grid
     from advbench.store import RunStore
 
@@ -136,6 +137,6 @@ def test_pgd_at_beats_cnn_under_pgd_by_twenty_points(tmp_path, digits):
                            "attacks": [{"name": "pgd-linf", "epsilons": [0.1], "steps": 40, "restarts": 5}]})
     store = RunStore.create(tmp_path / "results", grid.fingerprint())
     run_grid(grid, digits, store, zoo_dir=tmp_path)
-    summary = summarize(store.records(), {}).set_index("defense")
+    summary = summarize(Run.open([store])).set_index("defense")
     assert summary.loc["pgd-at", "robust_accuracy"] - summary.loc["cnn", "robust_accuracy"] >= 0.20
     assert not math.isnan(summary.loc["cnn", "robust_accuracy"])

@@ -19,7 +19,8 @@ from advbench.attacks.objectives import build_objective
 from advbench.attacks.square import square_attack
 from advbench.config import AttackSpec, DefenseSpec, Grid
 from advbench.evaluation import Paths, evaluate
-from advbench.metrics import ensemble_breakdown, robustness_curves, summarize, worst_case_outcomes
+from advbench.metrics import ensemble_breakdown, robustness_curves, summarize
+from advbench.read_model import CellRecords, Run, worst_case_outcomes
 from advbench.norms import Norm
 from advbench.report.tables import accuracy_table
 
@@ -130,7 +131,7 @@ def test_autoattack_records_components_and_its_log_is_consistent(tmp_path, train
     fooled = (records["clean_pred"] == records["label"]) & (records["adv_pred"] != records["label"])
     assert (records.loc[fooled, "component"] != "").all()  # every verified success names its component
     assert records["loss_best"].notna().any()
-    log = ensemble_breakdown(records)
+    log = ensemble_breakdown(Run.from_records(records))
     stages = list(log["stage"])
     assert stages == ["apgd-ce", "apgd-t", "fab-t", "square", "verified"]
     accuracies = log["accuracy"].to_numpy()
@@ -219,13 +220,14 @@ def test_all_is_at_or_below_every_attack_at_every_epsilon(seed):
     a dense minimum-norm curve between the grid's epsilons."""
     records = _random_records(seed)
     requested = {c: [0.5, 1.0] for c in records["cell"].unique()}
-    curves = robustness_curves(records, requested)
+    run = Run.from_records(records, requested)
+    curves = robustness_curves(run)
     worst = curves[curves["attack"] == "ALL L2"].set_index("epsilon")["accuracy"]
     for attack, curve in curves[curves["attack"] != "ALL L2"].groupby("attack"):
         for eps, accuracy in zip(curve["epsilon"], curve["accuracy"]):
             assert worst.loc[eps] <= accuracy + 1e-12, (attack, eps)
     assert (np.diff(worst.sort_index().to_numpy()) <= 1e-12).all()  # never rises with epsilon
-    summary = summarize(records, requested)
+    summary = summarize(run)
     for eps, group in summary.groupby("epsilon"):
         rows = group.set_index("attack")["robust_accuracy"]
         if "ALL L2" in rows:
@@ -235,7 +237,8 @@ def test_all_is_at_or_below_every_attack_at_every_epsilon(seed):
 def test_all_covers_smaller_epsilons_of_fixed_attacks():
     fixed = _cell("pgd", "fixed-epsilon", "l2", [(0, 0.5, 1, 0.4), (1, 0.5, 0, 0.5)])
     minnorm = _cell("ddn", "minimum-norm", "l2", [(0, math.nan, 1, 3.0), (1, math.nan, 1, 3.0)])
-    out = worst_case_outcomes([fixed, minnorm], 1.0)  # pgd was not run at 1.0, but its 0.5 example counts
+    run = Run.from_records(pd.concat([fixed, minnorm]))
+    out = worst_case_outcomes(run, list(run.cells.values()), 1.0)  # pgd was not run at 1.0, but its 0.5 example counts
     assert list(out["robust"]) == [False, True]
 
 
@@ -322,13 +325,13 @@ def test_autoattack_is_at_least_as_tight_as_torchattacks(tmp_path, defense, norm
     """advbench autoattack <= torchattacks AutoAttack(version='standard') + 0.5 points, same samples."""
     torchattacks = pytest.importorskip("torchattacks")
     from advbench.data import load_dataset
-    from advbench.metrics import outcomes_at
+    from advbench.read_model import outcomes_at
     from advbench.zoo import load
 
     grid = Grid((DefenseSpec(defense),), (AttackSpec("autoattack", (eps,), (("norm", norm),)),), samples=300,
                 batch_size=300, sanity=False)
     run = evaluate(grid, paths=Paths(results_dir=tmp_path, zoo_dir=SHIPPED_ZOO), artifacts=False)
-    ours = outcomes_at(run.store.records(), eps)["robust"].mean()
+    ours = outcomes_at(CellRecords.of(run.store.records()), eps)["robust"].mean()
     data = load_dataset("digits")
     _, x, y = data.test_subset(300, 0)
     model = load(f"{defense}-digits", SHIPPED_ZOO, info=data.info)[0].eval()

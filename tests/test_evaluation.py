@@ -10,7 +10,8 @@ import pytest
 
 from advbench.comparisons import mcnemar_table
 from advbench.errors import AdvbenchError
-from advbench.metrics import outcomes_at, robustness_curves, summarize
+from advbench.metrics import robustness_curves, summarize
+from advbench.read_model import CellRecords, Run, outcomes_at, worst_case_outcomes
 from advbench.reject_metrics import detection_at_false_alarm, reject_rates, roc
 from advbench.stats import mcnemar_test, wilson_interval
 
@@ -68,7 +69,7 @@ def test_worst_case_row_when_attacks_fail_on_different_samples():
     third = make_records("d", "deepfool", "minimum-norm",
                          [{**r, "linf": 0.05 if r["sample"] == 2 else 0.5}
                           for r in outcome_rows(clean, [True, True, False, False, True, True])])
-    summary = summarize(pd.concat([first, second, third]), {"d__deepfool": [0.1]}).set_index(["attack", "epsilon"])
+    summary = summarize(Run.from_records(pd.concat([first, second, third]), {"d__deepfool": [0.1]})).set_index(["attack", "epsilon"])
     assert summary.loc[("pgd", 0.1), "robust_accuracy"] == pytest.approx(5 / 6)
     assert summary.loc[("deepfool", 0.1), "robust_accuracy"] == pytest.approx(5 / 6)  # sample 3 needs 0.5 > 0.1
     assert summary.loc[("ALL Linf", 0.1), "robust_accuracy"] == pytest.approx(3 / 6)
@@ -79,11 +80,11 @@ def test_curves_from_minimum_norm_and_fixed_epsilon():
     mn = make_records("d", "df", "minimum-norm", [
         {"sample": i, "label": 0, "clean_pred": 0, "adv_pred": 1, "l2": n, "linf": n} for i, n in enumerate([0.1, 0.2, 0.3, 0.4])
     ], norm="l2")
-    curves = robustness_curves(mn, {"d__df": [0.25]}, points=5)
+    curves = robustness_curves(Run.from_records(mn, {"d__df": [0.25]}), points=5)
     at = curves.set_index("epsilon")["accuracy"]
     assert at[0.0] == 1.0 and at[0.25] == 0.5 and at[curves["epsilon"].max()] == 0.0
     fixed = make_records("d", "fgsm", "fixed-epsilon", outcome_rows([True, True], [True, False]))
-    points = robustness_curves(fixed, {}).set_index("epsilon")["accuracy"]
+    points = robustness_curves(Run.from_records(fixed)).set_index("epsilon")["accuracy"]
     assert points.to_dict() == {0.0: 1.0, 0.1: 0.5}
 
 
@@ -91,7 +92,7 @@ def scored(clean_scores, adv_scores, clean_ok, adv_wrong):
     rows = [{"sample": i, "label": 0, "clean_pred": 0 if ok else 1, "adv_pred": 1 if wrong else 0,
              "clean_score": c, "adv_score": a}
             for i, (c, a, ok, wrong) in enumerate(zip(clean_scores, adv_scores, clean_ok, adv_wrong))]
-    return outcomes_at(make_records("d", "a", "fixed-epsilon", rows), 0.1)
+    return outcomes_at(CellRecords.of(make_records("d", "a", "fixed-epsilon", rows)), 0.1)
 
 
 def test_auc_perfect_and_uninformative():
@@ -126,13 +127,15 @@ def test_mcnemar_table_for_two_defenses_and_refusal():
     a = make_records("A", "pgd", "fixed-epsilon", outcome_rows([True] * 30, [True] * 25 + [False] * 5))
     b = make_records("B", "pgd", "fixed-epsilon", outcome_rows([True] * 30, [False] * 25 + [True] * 5))
     records = pd.concat([a, b])
-    table = mcnemar_table(records, summarize(records, {}), alpha=0.01)
+    run = Run.from_records(records)
+    table = mcnemar_table(run, summarize(run), alpha=0.01)
     row = table[table.attack == "pgd"].iloc[0]
     assert (row.only_a_correct, row.only_b_correct) == (25, 5) and row.significant
     assert table[table.attack == "clean"].iloc[0].pvalue == 1.0
     shifted = b.assign(sample=b["sample"] + 100)
     records = pd.concat([a, shifted])
-    refused = mcnemar_table(records, summarize(records, {}))
+    run = Run.from_records(records)
+    refused = mcnemar_table(run, summarize(run))
     assert refused["note"].str.startswith("refused").all()
 
 
@@ -146,7 +149,8 @@ def test_a_single_attack_row_is_compared_even_when_the_worst_cases_cover_differe
         make_records("b", "fgsm", "fixed-epsilon", outcome_rows(clean, [True] * 8)),
         make_records("b", "noise", "fixed-epsilon", outcome_rows(clean, [True] * 8)),
     ])
-    table = mcnemar_table(records, summarize(records, {})).set_index("attack")
+    run = Run.from_records(records)
+    table = mcnemar_table(run, summarize(run)).set_index("attack")
     assert table.loc["fgsm", "note"] == "" and table.loc["fgsm", "only_b_correct"] == 6
     assert table.loc["ALL Linf", "note"].startswith("refused: worst cases over different attacks")
 
@@ -154,8 +158,6 @@ def test_a_single_attack_row_is_compared_even_when_the_worst_cases_cover_differe
 def test_curves_read_at_once_equal_the_outcomes_read_one_epsilon_at_a_time():
     """`robust_matrix` reads every point of a curve at once; each point must be what
     `outcomes_at` and the worst case say at that epsilon alone (missing samples included)."""
-    from advbench.metrics import Outcomes, worst_case_outcomes
-
     clean = [True, True, False, True, True, True]
     fixed = pd.concat([make_records("d", "pgd", "fixed-epsilon", outcome_rows(clean, wrong), cell="d__pgd")
                        .assign(epsilon=eps) for eps, wrong in ((0.1, [False, True, True, True, False, True]),
@@ -164,13 +166,14 @@ def test_curves_read_at_once_equal_the_outcomes_read_one_epsilon_at_a_time():
     rows = [{**r, "linf": n} for r, n in zip(outcome_rows(clean, [True, True, True, True, True, False]), norms)]
     minimum = make_records("d", "df", "minimum-norm", rows[:5])  # sample 5 missing from this cell
     records = pd.concat([fixed, minimum])
-    curves = robustness_curves(records, {"d__df": [0.2]}, points=7)
-    cells = {name: cell for name, cell in records.groupby("attack", sort=False)}
+    run = Run.from_records(records, {"d__df": [0.2]})
+    curves = robustness_curves(run, points=7)
+    cells = {cell.attack: cell for cell in run.cells.values()}
     for row in curves.itertuples():
         if row.epsilon == 0:
             continue
         if row.attack == "ALL Linf":
-            expected = worst_case_outcomes([cells["pgd"], cells["df"]], row.epsilon, Outcomes())["robust"].mean()
+            expected = worst_case_outcomes(run, [cells["pgd"], cells["df"]], row.epsilon)["robust"].mean()
         else:
             expected = outcomes_at(cells[row.attack], row.epsilon)["robust"].mean()
         assert row.accuracy == pytest.approx(expected), (row.attack, row.epsilon)

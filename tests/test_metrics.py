@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from advbench.metrics import summarize
+from advbench.read_model import Run
 
 
 def records(kind, rows):
@@ -24,7 +25,7 @@ def test_fixed_epsilon_accuracy_success_and_distortion():
         {"epsilon": 1.0, "sample": 2, "label": 3, "clean_pred": 4, "adv_pred": 4, "l2": 0.0, "linf": 0.0},
         {"epsilon": 1.0, "sample": 3, "label": 5, "clean_pred": 5, "adv_pred": 7, "l2": 0.8, "linf": 0.4},
     ])
-    row = summarize(rows, {}).iloc[0]
+    row = summarize(Run.from_records(rows)).iloc[0]
     assert row.clean_accuracy == 0.75
     assert row.robust_accuracy == 0.25
     assert row.success_rate == pytest.approx(2 / 3)
@@ -40,7 +41,7 @@ def test_minimum_norm_accuracy_at_each_epsilon():
         {"epsilon": math.nan, "sample": 2, "label": 1, "clean_pred": 1, "adv_pred": 1, "l2": 4.0, "linf": 0.9},
         {"epsilon": math.nan, "sample": 3, "label": 1, "clean_pred": 2, "adv_pred": 2, "l2": 0.0, "linf": 0.0},
     ])
-    summary = summarize(rows, {"d__a": [0.5, 2.0]}).set_index("epsilon")
+    summary = summarize(Run.from_records(rows, {"d__a": [0.5, 2.0]})).set_index("epsilon")
     assert summary.loc[0.5, "robust_accuracy"] == 0.5
     assert summary.loc[2.0, "robust_accuracy"] == 0.25
     assert summary.loc[math.inf, "robust_accuracy"] == 0.25  # sample 2: the attack failed
@@ -53,5 +54,5 @@ def test_linf_minimum_norm_uses_linf_column():
     rows = records("minimum-norm", [
         {"norm": "linf", "epsilon": math.nan, "sample": 0, "label": 1, "clean_pred": 1, "adv_pred": 0, "l2": 5.0, "linf": 0.1},
     ])
-    summary = summarize(rows, {"d__a": [0.05, 0.2]}).set_index("epsilon")
+    summary = summarize(Run.from_records(rows, {"d__a": [0.05, 0.2]})).set_index("epsilon")
     assert summary.loc[0.05, "robust_accuracy"] == 1.0 and summary.loc[0.2, "robust_accuracy"] == 0.0

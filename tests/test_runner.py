@@ -13,6 +13,7 @@ from advbench.contract import SCHEMA_VERSION, AttackKind
 from advbench.config import grid_from_dict, load_grid, preset_path
 from advbench.errors import AttackVerificationError
 from advbench.metrics import summarize
+from advbench.read_model import Run
 from advbench.norms import Norm
 from advbench.registry import attacks
 from advbench.contract import RECORD_COLUMNS
@@ -99,7 +100,7 @@ def test_out_of_ball_attack_fails_its_cell_and_keeps_earlier_cells(tmp_path, tra
 def test_minimum_norm_summary_reads_accuracy_off_norms(tmp_path, trained_zoo, digits):
     store = run(tmp_path, trained_zoo, digits)
     records = store.records()
-    summary = summarize(records, {c.id: list(c.epsilons) for c in store.manifest().cells})
+    summary = summarize(Run.open([store]))
     deepfool = summary[summary.attack == "deepfool-l2"].set_index("epsilon")
     assert list(deepfool.index) == [0.5, 1.0, float("inf")]
     assert deepfool["robust_accuracy"].is_monotonic_decreasing

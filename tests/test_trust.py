@@ -10,6 +10,7 @@ from advbench.run import run_grid
 from advbench.store import RunStore
 from advbench.contract import AttackKind, CellInfo
 from advbench.norms import Norm
+from advbench.read_model import Run
 from advbench.trust import attack_failure_flags
 from helpers import invoke
 
@@ -19,8 +20,7 @@ ROOT_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
 def flags_of(tmp_path, digits, grid) -> pd.DataFrame:
     store = RunStore.create(tmp_path, grid.fingerprint())
     run_grid(grid, digits, store, zoo_dir=ROOT_ZOO)
-    manifest = store.manifest()
-    return attack_failure_flags(store.records(), {c.id: c for c in manifest.cells}, manifest.defenses)
+    return attack_failure_flags(Run.open([store]))
 
 
 def small_grid(defense: str, attacks: list[dict], samples: int = 40) -> object:
@@ -75,7 +75,7 @@ def test_more_effort_raising_accuracy_is_flagged_from_records():
     cells = {cell_id: CellInfo(cell_id, "d", cell_id[3:], "pgd-linf", Norm.LINF, AttackKind.FIXED_EPSILON, (0.1,),
                                {"steps": steps, "restarts": restarts})
              for cell_id, steps, restarts in (("d__pgd", 10, 1), ("d__pgd-more", 40, 2))}
-    flags = attack_failure_flags(pd.DataFrame(rows), cells)
+    flags = attack_failure_flags(Run.from_records(pd.DataFrame(rows), infos=cells))
     assert list(flags["flag"]) == ["more-effort-more-accuracy"]
     assert flags["attack"].iloc[0] == "pgd-more"
 

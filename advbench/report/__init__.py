@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import pandas as pd
 
 from ..comparisons import mcnemar_table
-from ..contract import SCHEMA_VERSION, CellInfo, CellRole, DefenseInfo, Manifest
+from ..contract import CellRole, DefenseInfo
 from ..errors import AdvbenchError
-from ..metrics import (Outcomes, certified_summary, ensemble_breakdown, epsilon_at_accuracy, robustness_curves,
-                       seed_spread, summarize)
+from ..metrics import certified_summary, ensemble_breakdown, epsilon_at_accuracy, robustness_curves, seed_spread, summarize
+from ..read_model import Run
 from ..reject_metrics import reject_summary, reject_tradeoff
 from ..specs import seed_group
 from ..settings import DEFAULT_ALPHA, DEFAULT_FALSE_ALARM, Format, View
@@ -28,6 +28,7 @@ from ..store import RunStore, atomic_write_text
 
 @dataclass
 class Report:
+    run: Run = field(repr=False)  # the read model every view below was computed from
     summary: pd.DataFrame
     curves: pd.DataFrame
     mcnemar: pd.DataFrame
@@ -68,109 +69,40 @@ def _defense_row(name: str, info: DefenseInfo) -> dict[str, object]:
             "norm": card.get("norm"), "eps": card.get("eps")}
 
 
-@dataclass
-class Run:
-    """The read model of one or more runs: verified records with their typed cells and defenses."""
-
-    records: pd.DataFrame
-    cells: dict[str, CellInfo]
-    defenses: dict[str, DefenseInfo]
-    notices: list[str]
-    dataset: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    reused: int = 0
-
-    @property
-    def epsilons(self) -> dict[str, list[float]]:
-        return {cell_id: list(cell.epsilons) for cell_id, cell in self.cells.items()}
-
-    @classmethod
-    def open(cls, stores: list[RunStore]) -> "Run":
-        """Records of one or more runs; runs are combined only when they evaluated the same samples."""
-        frames, cells, defenses, notices, samples = [], {}, {}, [], None
-        timings: dict[str, float] = {}
-        reused = 0
-        ids = [s.run_id for s in stores]
-        if len(set(ids)) != len(ids):
-            raise AdvbenchError(f"run {next(i for i in ids if ids.count(i) > 1)} is named more than once")
-        for store in stores:
-            manifest = store.manifest()
-            records = store.records()
-            run_samples = (manifest.grid.get("dataset"), frozenset(records["sample"]))
-            if samples is not None and run_samples != samples:
-                raise AdvbenchError(f"run {store.run_id} evaluated other samples than {stores[0].run_id}; "
-                                    "combine only runs with the same dataset, samples and seed")
-            samples = run_samples
-            prefix = store.run_id + "/" if len(stores) > 1 else ""
-            if prefix:
-                records = records.assign(cell=prefix + records["cell"])
-            frames.append(records)
-            for cell in manifest.cells:
-                if cell.id in manifest.finished:
-                    cells[prefix + cell.id] = replace(cell, id=prefix + cell.id)
-            defenses.update(manifest.defenses)
-            notices += run_notices(store.run_id, manifest)
-            timings.update({prefix + phase: seconds for phase, seconds in manifest.timings.items()})
-            reused += len(manifest.reused)
-        records = pd.concat(frames, ignore_index=True)
-        pairs = records.drop_duplicates("cell")
-        repeated_sanity = pairs.duplicated(["defense", "attack"]) & pairs["cell"].map(
-            lambda cell: cells[cell].role is CellRole.SANITY)
-        if repeated_sanity.any():  # every run carries its own sanity attacks: keep the first run's
-            dropped = set(pairs.loc[repeated_sanity, "cell"])
-            records = records[~records["cell"].isin(dropped)]
-            cells = {k: v for k, v in cells.items() if k not in dropped}
-            pairs = pairs[~repeated_sanity]
-        duplicated = pairs.duplicated(["defense", "attack"])
-        if duplicated.any():
-            pair = pairs[duplicated].iloc[0]
-            raise AdvbenchError(f"{pair['defense']} x {pair['attack']} appears in more than one run; "
-                                "label one of them differently to combine the runs")
-        return cls(records, cells, defenses, notices, str(samples[0]) if samples else "", timings, reused)
-
-
-def run_notices(run_id: str, manifest: Manifest) -> list[str]:
-    """What a reader must know before trusting a run's tables: missing cells, old schema."""
-    notices = []
-    total = len(manifest.cells) - len(manifest.skipped)
-    finished = sum(1 for c in manifest.cells if c.id in manifest.finished)
-    if finished < total:
-        detail = "; ".join(f"{cell}: {reason}" for cell, reason in manifest.refused.items())
-        notices.append(f"INCOMPLETE run {run_id}: {finished} of {total} cells"
-                       + (f" (failed: {detail})" if detail else " (the rest did not run; continue with --resume)"))
-    if manifest.legacy:
-        notices.append(f"run {run_id} was written before run schema {SCHEMA_VERSION}: its records carry no checksums")
-    return notices
-
-
 def build_report(stores: list[RunStore], *, alpha: float = DEFAULT_ALPHA, false_alarm: float = DEFAULT_FALSE_ALARM,
                  holm: bool = True) -> Report:
     if not 0 < alpha < 1:
         raise AdvbenchError(f"alpha must be between 0 and 1, got {alpha}")
     if not 0 < false_alarm < 1:
         raise AdvbenchError(f"false-alarm rate must be between 0 and 1, got {false_alarm}")
-    run = Run.open(stores)
-    records, epsilons = run.records, run.epsilons
-    thresholds = {name: info.reject_threshold for name, info in run.defenses.items()}
-    outcomes = Outcomes()  # each cell's outcomes at each epsilon, computed once for every view below
-    summary = summarize(records, epsilons, outcomes)
+    return report_of(Run.open(stores), alpha=alpha, false_alarm=false_alarm, holm=holm,
+                     runs=[s.run_id for s in stores])
+
+
+def report_of(run: Run, *, alpha: float = DEFAULT_ALPHA, false_alarm: float = DEFAULT_FALSE_ALARM,
+              holm: bool = True, runs: list[str] | None = None) -> Report:
+    """Every view of a read model; each is a pure function of the run's outcomes, read once."""
+    summary = summarize(run)
     roles = {(cell.defense, cell.attack): cell.role.value for cell in run.cells.values()}
     summary = summary.assign(role=[roles.get(pair, CellRole.EVALUATED.value)
                                    for pair in zip(summary["defense"], summary["attack"])])
-    flags = attack_failure_flags(records, run.cells, run.defenses)
-    summary = summary.assign(flags=[
-        ";".join(flags.loc[(flags["defense"] == d) & (flags["attack"] == a), "flag"].unique())
-        for d, a in zip(summary["defense"], summary["attack"])])
-    ensembles = ensemble_breakdown(records)
+    flags = attack_failure_flags(run)
+    flag_names: dict[tuple[str, str], list[str]] = {}
+    for defense, attack, flag in zip(flags["defense"], flags["attack"], flags["flag"]):
+        names = flag_names.setdefault((defense, attack), [])
+        if flag not in names:
+            names.append(flag)
+    summary = summary.assign(flags=[";".join(flag_names.get(pair, [])) for pair in zip(summary["defense"], summary["attack"])])
+    ensembles = ensemble_breakdown(run)
     summary = summary.assign(unreliable=unreliable_reasons(
         summary, flags, set(zip(ensembles.get("defense", []), ensembles.get("attack", [])))))
+    records = run.records
     return Report(
-        summary=summary, curves=robustness_curves(records, epsilons, outcomes=outcomes),
-        mcnemar=mcnemar_table(records, summary[summary["role"] != CellRole.SANITY], alpha, holm, outcomes),
-        reject=reject_summary(records, epsilons, thresholds, false_alarm, outcomes),
-        tradeoff=(reject_tradeoff(records, epsilons, outcomes) if records["clean_score"].notna().any()
-                  else pd.DataFrame()),
-        records=records, alpha=alpha, false_alarm=false_alarm, runs=[s.run_id for s in stores],
+        run=run, summary=summary, curves=robustness_curves(run),
+        mcnemar=mcnemar_table(run, summary[summary["role"] != CellRole.SANITY], alpha, holm),
+        reject=reject_summary(run, false_alarm),
+        tradeoff=reject_tradeoff(run) if records["clean_score"].notna().any() else pd.DataFrame(),
+        records=records, alpha=alpha, false_alarm=false_alarm, runs=list(runs or []),
         defenses=pd.DataFrame([_defense_row(n, i) for n, i in run.defenses.items()], columns=DEFENSE_COLUMNS),
         certified=certified_summary(records), flags=flags, ensembles=ensembles,
         notices=run.notices, dataset=run.dataset, holm=holm,

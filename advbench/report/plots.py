@@ -8,7 +8,6 @@ import numpy as np
 
 from ..norms import Norm
 from ..contract import SummaryKind
-from ..metrics import cell_epsilons, outcomes_at
 from ..reject_metrics import has_reject_scores, roc
 from ..store import atomic_write_bytes
 from . import Report
@@ -66,19 +65,19 @@ def plot_curves(report: Report, path: Path) -> Path:
 
 def plot_roc(report: Report, path: Path) -> Path | None:
     """ROC of each reject-option defense: clean inputs vs successful adversarial examples."""
-    cells = [c for _, c in report.records.groupby("cell", sort=False) if has_reject_scores(c)]
+    cells = [cell for cell in report.run.cells.values() if has_reject_scores(cell)]
     if not cells:
         return None
     plt = pyplot()
-    defenses = list(dict.fromkeys(c["defense"].iloc[0] for c in cells))
+    defenses = list(dict.fromkeys(cell.defense for cell in cells))
     fig, axes = panel_grid(plt, len(defenses), width=5, height=4.5)
     for ax, defense in zip(axes, defenses):
         curves = []
-        for cell in (c for c in cells if c["defense"].iloc[0] == defense):
-            for eps in cell_epsilons(cell):
-                fpr, tpr, auc = roc(outcomes_at(cell, eps))
+        for cell in (c for c in cells if c.defense == defense):
+            for eps in cell.epsilons:
+                fpr, tpr, auc = roc(report.run.outcomes(cell, eps))
                 if len(fpr):
-                    curves.append((fpr, tpr, f"{cell['attack'].iloc[0]} eps {eps:g} (AUC {auc:.3f})"))
+                    curves.append((fpr, tpr, f"{cell.attack} eps {eps:g} (AUC {auc:.3f})"))
         for (fpr, tpr, label), (colour, style) in zip(curves, line_styles(len(curves))):
             ax.plot(fpr, tpr, color=colour, linestyle=style, label=label)
         ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8, linestyle=":")
