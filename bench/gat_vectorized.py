@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from advbench.attacks.pgd import project, random_start
+from advbench.attacks.engine import project, random_start
 from advbench.data import load_dataset
 from advbench.defenses.gat import asymmetric_loss, attack_detectors, sample_per_detector
 from advbench.defenses.networks import classifier_for_shape

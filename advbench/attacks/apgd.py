@@ -21,7 +21,7 @@ from ..norms import Norm, parse_norm
 from ..registry import register_attack
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .objectives import Objective, build_objective
-from .pgd import LossTrace, BestPoints, project, random_start, steepest_direction
+from .engine import BestPoints, LossTrace, project, steepest_direction
 
 MOMENTUM = 0.75
 INCREASE_FRACTION = 0.75  # rho: below this share of rising steps, the step size is halved
@@ -54,7 +54,7 @@ def per_sample(eps: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def _random_start(x: torch.Tensor, eps: torch.Tensor, norm: Norm) -> torch.Tensor:
     if norm is Norm.LINF:
         return (torch.rand_like(x) * 2 - 1) * eps
-    return random_start(x, 1.0, norm) * eps
+    return norm.random_in_ball(x, 1.0) * eps
 
 
 def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,

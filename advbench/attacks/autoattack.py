@@ -21,7 +21,7 @@ from .apgd import APGD, APGDTargeted
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .fab import fab_within
 from .objectives import build_objective
-from .pgd import LossTrace
+from .engine import LossTrace
 from .square import Square
 
 Tensor = torch.Tensor

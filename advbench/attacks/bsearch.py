@@ -16,6 +16,7 @@ from ..errors import AdvbenchError
 from ..norms import Norm
 from ..registry import register_attack
 from .base import AttackTarget, MinimumNormAttack
+from .engine import SmallestSuccess
 from .losses import max_other
 
 
@@ -65,14 +66,13 @@ class BinarySearchL2(MinimumNormAttack):
         lower = torch.full((n,), self.lower, device=x.device)
         upper = torch.full((n,), self.upper, device=x.device)
         c = torch.full((n,), self.initial_const, device=x.device)
-        best, best_size = x.clone(), torch.full((n,), float("inf"), device=x.device)
+        smallest = SmallestSuccess(x)
         for _ in range(self.depth):
             x_adv = self._perturb(target, x, y, c)
             success = self.false_positive(target, x_adv, y)
             size = Norm.L2.of(x_adv - x)
-            better = success & (size < best_size)
-            best[better], best_size[better] = x_adv[better], size[better]
+            smallest.offer(x_adv, size, success)
             lower = torch.where(success, c, lower)   # effective: try a larger c (smaller perturbation)
             upper = torch.where(success, upper, c)
             c = (lower + upper) / 2
-        return best, lower
+        return smallest.points, lower

@@ -23,6 +23,7 @@ from ..norms import Norm, parse_norm
 from ..registry import register_attack
 from .apgd import top_other_classes
 from .base import Adversarials, AttackTarget, MinimumNormAttack
+from .engine import SmallestSuccess
 from .objectives import Objective, build_objective
 
 Tensor = torch.Tensor
@@ -77,10 +78,10 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
     view = (-1,) + (1,) * (x.dim() - 1)
     with torch.no_grad():
         ranked = top_other_classes(objective.logits(objective.model(x)), y, targets)
-    best, best_norm = x.clone(), torch.full((len(x),), math.inf, device=x.device)
+    smallest = SmallestSuccess(x)
     for classes in ranked:
         for restart in range(restarts):
-            point = x.clone() if restart == 0 else _restart_point(x, best_norm, eps, norm, bounds)
+            point = x.clone() if restart == 0 else _restart_point(x, smallest.sizes, eps, norm, bounds)
             f, grad, _ = _boundary(objective, point, y, classes)
             for _ in range(steps):
                 with torch.no_grad():
@@ -93,13 +94,12 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
                 f, grad, beaten = _boundary(objective, point, y, classes)  # also the next step's linearisation
                 with torch.no_grad():
                     size = norm.of(point - x)
-                    better = beaten & (size < best_norm)
-                    best[better], best_norm[better] = point[better], size[better]
+                    smallest.offer(point, size, beaten)
                     rows = beaten.nonzero().squeeze(1)
                     point[rows] = (1 - beta) * x[rows] + beta * point[rows]  # step back towards the input
                 if len(rows):  # and re-linearise only there
                     f[rows], grad[rows], _ = _boundary(objective, point[rows], y[rows], classes[rows])
-    return best, best_norm
+    return smallest.points, smallest.sizes
 
 
 @register_attack("fab-t", norm="linf", description="FAB-T (Croce & Hein 2020): targeted minimum-norm boundary attack, "

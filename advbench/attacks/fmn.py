@@ -28,7 +28,7 @@ from ..registry import register_attack
 from .apgd import apgd
 from .base import Adversarials, AttackTarget, MinimumNormAttack
 from .objectives import Objective, build_objective
-from .pgd import project
+from .engine import SmallestSuccess, project
 
 Tensor = torch.Tensor
 OUTWARD_SCALES = (1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)
@@ -48,7 +48,7 @@ def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, b
     n = len(x)
     delta = torch.zeros_like(x)
     radius = torch.full((n,), math.inf, device=x.device)
-    best, best_norm = x.clone(), torch.full((n,), math.inf, device=x.device)
+    smallest = SmallestSuccess(x)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     largest = Norm.LINF.of(torch.maximum(x - low, high - x)) if norm is Norm.LINF else \
         Norm.L2.of(torch.maximum(x - low, high - x))
@@ -64,8 +64,7 @@ def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, b
         with torch.no_grad():
             size = norm.of(delta)
             beaten = objective.success(out, y)
-            better = beaten & (size < best_norm)
-            best[better], best_norm[better] = probe.detach()[better], size[better]
+            smallest.offer(probe.detach(), size, beaten)
             found |= beaten
             to_boundary = margin.abs() / norm.dual_of(grad).clamp_min(1e-12)
             # before the first adversarial: the first-order distance to the boundary, but never
@@ -79,7 +78,7 @@ def fmn(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, steps: int, b
             delta = delta - alpha * step
             delta = project(delta, _view(radius, delta), norm)
             delta = (x + delta).clamp(low, high) - x
-    return best, best_norm
+    return smallest.points, smallest.sizes
 
 
 def confirm_outwards(decide: Objective, x: Tensor, y: Tensor, points: Tensor, bounds: tuple[float, float],
@@ -129,14 +128,13 @@ class FastMinimumNorm(MinimumNormAttack):
 
     def run(self, target: AttackTarget, x: Tensor, y: Tensor) -> Adversarials:  # type: ignore[override]
         objective = build_objective(target, "margin", reject_aware=self.reject_aware)
-        best, best_norm = x.clone(), torch.full((len(x),), math.inf, device=x.device)
+        smallest = SmallestSuccess(x)
         for restart in range(self.restarts):  # later restarts take half the step: a finer search
             points, sizes = fmn(objective, x, y, norm=self.norm, steps=self.steps, bounds=target.bounds,
                                 alpha_init=self.alpha_init / 2 ** restart, gamma_init=self.gamma_init)
-            better = sizes < best_norm
-            best[better], best_norm[better] = points[better], sizes[better]
+            smallest.offer(points, sizes, torch.isfinite(sizes))  # inf: nothing found
         decide = build_objective(target, "margin", reject_aware=self.reject_aware, decision=True)
-        return Adversarials(confirm_outwards(decide, x, y, best, target.bounds, CONFIRM_DRAWS if target.stochastic
+        return Adversarials(confirm_outwards(decide, x, y, smallest.points, target.bounds, CONFIRM_DRAWS if target.stochastic
                                              else 1))
 
 
@@ -160,15 +158,14 @@ class APGDBinarySearch(MinimumNormAttack):
             else (self.upper or high_b - low_b)
         lower = torch.zeros(len(x), device=x.device)
         upper = torch.full((len(x),), top, device=x.device)
-        best, best_norm = x.clone(), torch.full((len(x),), math.inf, device=x.device)
+        smallest = SmallestSuccess(x)
         for _ in range(self.depth):
             eps = (lower + upper) / 2
             run = apgd(objective, x, y, eps=_view(eps, x), norm=self.norm, steps=self.steps, bounds=target.bounds)
             sizes = self.norm.of(run.point - x)
-            better = run.fooled & (sizes < best_norm)
-            best[better], best_norm[better] = run.point[better], sizes[better]
+            smallest.offer(run.point, sizes, run.fooled)
             upper = torch.where(run.fooled, eps, upper)
             lower = torch.where(run.fooled, lower, eps)
         decide = build_objective(target, "ce", reject_aware=self.reject_aware, decision=True)
-        return Adversarials(confirm_outwards(decide, x, y, best, target.bounds, CONFIRM_DRAWS if target.stochastic
+        return Adversarials(confirm_outwards(decide, x, y, smallest.points, target.bounds, CONFIRM_DRAWS if target.stochastic
                                              else 1))

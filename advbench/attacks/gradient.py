@@ -16,7 +16,8 @@ from ..registry import register_attack
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .losses import pick_loss
 from .objectives import build_objective
-from .pgd import STEP_RULES, LossTrace, Radius, pgd
+from .engine import LossTrace, Radius
+from .pgd import STEP_RULES, pgd
 
 
 class _GradientAttack(FixedEpsilonAttack):

@@ -8,6 +8,7 @@ from ..errors import AdvbenchError
 from ..norms import Norm, parse_norm
 from ..registry import register_attack
 from .base import AttackTarget, MinimumNormAttack
+from .engine import SmallestSuccess
 
 
 @register_attack("noise", description="additive Gaussian noise of growing std; smallest misclassifying draw (minimum norm)")
@@ -30,15 +31,12 @@ class GaussianNoise(MinimumNormAttack):
     @torch.no_grad()
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         low, high = target.bounds
-        best = x.clone()
-        best_norm = torch.full((len(x),), float("inf"), device=x.device)
+        smallest = SmallestSuccess(x)
         for level in range(1, self.levels + 1):
             std = self.max_std * level / self.levels
             for _ in range(self.repeats):
                 candidate = (x + std * torch.randn_like(x)).clamp(low, high)
                 wrong = target.decision_model(candidate).argmax(1) != y
                 size = Norm(self.norm).of(candidate - x)
-                better = wrong & (size < best_norm)
-                best[better] = candidate[better]
-                best_norm[better] = size[better]
-        return best
+                smallest.offer(candidate, size, wrong)
+        return smallest.points

@@ -75,7 +75,7 @@ def attack_detectors(net: StackedNetwork, x: torch.Tensor, *, eps: float, norm: 
 
 def _attack_detectors(net: StackedNetwork, x: torch.Tensor, *, eps: float, norm: Norm, steps: int, step_size: float,
                       step_rule: str, bounds: tuple[float, float], random_init: bool) -> torch.Tensor:
-    from ..attacks.pgd import project, random_start, steepest_direction
+    from ..attacks.engine import project, random_start, steepest_direction
 
     low, high = bounds
     batch, k = x.shape[:2]
