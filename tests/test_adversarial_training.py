@@ -89,7 +89,7 @@ def test_transfer_attack_is_crafted_on_the_source(tiny_cnn, tiny_pgn, digits):
 
 def test_curve_command_on_a_two_point_grid(isolated):
     result = invoke(*[
-        "curve", "--defense", "cnn", "--param", "epochs=1,2", "--samples", "16", "--batch-size", "16",
+        "sweep", "--defense", "cnn", "--param", "epochs=1,2", "--samples", "16", "--batch-size", "16",
         "--attack-opt", "steps=10", "--attack-opt", "binary_search_steps=2", "--zoo-dir", str(isolated / "z"),
         "--out", str(isolated / "out"),
     ])
@@ -102,11 +102,11 @@ def test_curve_command_on_a_two_point_grid(isolated):
     assert table["benign_accuracy"].tolist() == pytest.approx([card.clean_accuracy for card in cards])
     assert (isolated / "out" / "robustness_curve.png").stat().st_size > 0
     assert (isolated / "z" / "cnn-digits-epochs=2.pt").exists()
-    again = invoke(*["curve", "--defense", "cnn", "--param", "epochs=1,2", "--samples", "16",
+    again = invoke(*["sweep", "--defense", "cnn", "--param", "epochs=1,2", "--samples", "16",
                                       "--batch-size", "16", "--attack-opt", "steps=10", "--attack-opt",
                                       "binary_search_steps=2", "--zoo-dir", str(isolated / "z")])
     assert again.exit_code == 0 and "reusing zoo entry cnn-digits-epochs=1" in again.stderr
-    bad = invoke(*["curve", "--defense", "cnn", "--param", "epochz=1"])
+    bad = invoke(*["sweep", "--defense", "cnn", "--param", "epochz=1"])
     assert bad.exit_code != 0 and "no option 'epochz'" in bad.output
 
 

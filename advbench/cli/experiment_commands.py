@@ -1,4 +1,5 @@
-"""The papers' own experiments beside the grid: GAT's `detectors` table and `targeted` examples."""
+"""The papers' own experiments beside the grid: GAT's `detectors` table, `targeted` examples and
+paper 003's hyperparameter `sweep`."""
 
 from __future__ import annotations
 
@@ -78,3 +79,45 @@ def targeted(models: tuple[str, ...], dataset: str, eps_text: str, norm: str, st
                                    eps=eps, norm=parsed_norm, steps=steps, bounds=data.info.bounds, seed=seed)
     plot_image_grid(images, titles, out_path, f"targeted {parsed_norm} eps {eps:g}, {steps} steps")
     click.echo(f"wrote {out_path}", err=True)
+
+
+@main.command()
+@click.option("--defense", "sweep_defenses", multiple=True, required=True,
+              help="A defense to train at each --param value (repeatable, paired with --param).")
+@click.option("--param", "sweep_params", multiple=True, required=True, metavar="NAME=V1,V2,...",
+              help="The hyperparameter values for the matching --defense.")
+@click.option("--dataset", default=DEFAULT_DATASET, show_default=True)
+@click.option("--samples", type=int, default=200, show_default=True, help="Test samples attacked.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--train-opt", "train_opts", multiple=True, metavar="KEY=VALUE",
+              help="A training hyperparameter for every model (e.g. epochs=5).")
+@click.option("--attack-opt", "attack_opts", multiple=True, metavar="KEY=VALUE",
+              help="A cw-l2 option (e.g. steps=50).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where to write the CSV and PNG [default: the sweep's run directory].")
+@path_options()
+def sweep(sweep_defenses: tuple[str, ...], sweep_params: tuple[str, ...], dataset: str, samples: int, seed: int,
+          batch_size: int, device: str, train_opts: tuple[str, ...], attack_opts: tuple[str, ...],
+          out_dir: Path | None, paths: Paths) -> None:
+    """Benign accuracy against rho_cw across hyperparameters (paper 003 Fig. 5), e.g.
+    `advbench sweep --defense pgd-at --param eps=0.05,0.1 --defense pgn --param c-l=0.25,0.5`."""
+    from ..data import load_dataset
+    from ..experiments.sweep import plan_sweep, plot_sweep, run_sweep, sweep_table
+    from ..options import parse_assignments
+    from ..report.terminal import write_tables
+    from ..store import atomic_write_text
+
+    points = plan_sweep(list(sweep_defenses), list(sweep_params))
+    data = load_dataset(dataset, paths.data_dir, paths.download)
+    table, store = run_sweep(points, data, samples=samples, seed=seed, batch_size=batch_size, paths=paths,
+                             train_options=parse_assignments(train_opts),
+                             attack_options=parse_assignments(attack_opts), device=device,
+                             observer=terminal_observer())
+    out_dir = Path(out_dir or store.path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "robustness_curve.csv", table.to_csv(index=False))
+    plot_sweep(table, out_dir / "robustness_curve.png")
+    write_tables([sweep_table(table)], sys.stdout)
+    click.echo(f"wrote robustness_curve.csv and robustness_curve.png to {out_dir}", err=True)

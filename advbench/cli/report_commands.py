@@ -1,4 +1,4 @@
-"""Commands that read runs: `runs`, `report`, `show` (a gallery) and `curve` (and its sweep mode)."""
+"""Commands that read runs: `runs`, `report`, `show` (a gallery) and `curve`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from ..errors import AdvbenchError
-from ..settings import DEFAULT_DATASET, Paths, ReportOptions
+from ..settings import Paths, ReportOptions
 from .app import main
-from .options import path_options, report_options, results_dir_option, terminal_observer
+from .options import path_options, report_options, results_dir_option
 
 
 @main.command()
@@ -86,60 +86,19 @@ def show(run_id: str | None, defense: str | None, attack: str | None, eps_text: 
 
 @main.command()
 @click.argument("run_id", required=False)
-@click.option("--defense", "sweep_defenses", multiple=True,
-              help="Sweep mode: a defense to train at each --param value (repeatable, paired with --param).")
-@click.option("--param", "sweep_params", multiple=True, metavar="NAME=V1,V2,...",
-              help="The hyperparameter values for the matching --defense.")
-@click.option("--dataset", default=DEFAULT_DATASET, show_default=True, help="Sweep mode: dataset.")
-@click.option("--samples", type=int, default=200, show_default=True, help="Sweep mode: test samples attacked.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=100, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--train-opt", "train_opts", multiple=True, metavar="KEY=VALUE",
-              help="Sweep mode: a training hyperparameter for every model (e.g. epochs=5).")
-@click.option("--attack-opt", "attack_opts", multiple=True, metavar="KEY=VALUE",
-              help="Sweep mode: a cw-l2 option (e.g. steps=50).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write the CSV and PNG [default: the run directory].")
-@path_options()
-def curve(run_id: str | None, sweep_defenses: tuple[str, ...], sweep_params: tuple[str, ...], dataset: str,
-          samples: int, seed: int, batch_size: int, device: str, train_opts: tuple[str, ...],
-          attack_opts: tuple[str, ...], out_dir: Path | None, paths: Paths) -> None:
-    """Robustness curves.
-
-    With RUN_ID (or nothing): accuracy vs epsilon of a run (default: the latest).
-    With --defense/--param: benign accuracy vs rho_cw across hyperparameters (paper 003 Fig. 5),
-    e.g. `advbench curve --defense pgd-at --param eps=0.05,0.1 --defense pgn --param c-l=0.25,0.5`.
-    """
-    from ..report.terminal import write_tables
-    from ..store import RunStore, atomic_write_text, default_results_dir
-
-    if sweep_defenses or sweep_params:
-        if run_id:
-            raise AdvbenchError("give either a RUN_ID or --defense/--param, not both")
-        from ..data import load_dataset
-        from ..experiments.sweep import plan_sweep, plot_sweep, run_sweep, sweep_table
-        from ..options import parse_assignments
-
-        points = plan_sweep(list(sweep_defenses), list(sweep_params))
-        data = load_dataset(dataset, paths.data_dir, paths.download)
-        table, store = run_sweep(points, data, samples=samples, seed=seed, batch_size=batch_size, paths=paths,
-                                 train_options=parse_assignments(train_opts),
-                                 attack_options=parse_assignments(attack_opts), device=device,
-                                 observer=terminal_observer())
-        out_dir = Path(out_dir or store.path)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "robustness_curve.csv", table.to_csv(index=False))
-        plot_sweep(table, out_dir / "robustness_curve.png")
-        write_tables([sweep_table(table)], sys.stdout)
-        click.echo(f"wrote robustness_curve.csv and robustness_curve.png to {out_dir}", err=True)
-        return
-
+              help="Where to write curves.csv and curves.png [default: the run directory].")
+@results_dir_option()
+def curve(run_id: str | None, out_dir: Path | None, results_dir: Path | None) -> None:
+    """Accuracy against epsilon of a run (default: the latest), as a table, CSV and PNG.
+    (Benign accuracy against rho_cw across hyperparameters, paper 003 Fig. 5: `advbench sweep`.)"""
     from ..report import build_report
     from ..report.plots import plot_curves
     from ..report.tables import curve_table
+    from ..report.terminal import write_tables
+    from ..store import RunStore, atomic_write_text, default_results_dir
 
-    store = RunStore.open(Path(paths.results_dir or default_results_dir()), run_id)
+    store = RunStore.open(Path(results_dir or default_results_dir()), run_id)
     if out_dir is None and not os.access(store.path, os.W_OK):
         raise AdvbenchError(f"run {store.run_id} is read-only here; write its curves elsewhere with --out DIR")
     built = build_report([store])

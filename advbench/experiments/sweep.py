@@ -20,7 +20,7 @@ from ..data import Dataset
 from ..errors import AdvbenchError
 from ..evaluation import evaluate
 from ..settings import Paths, RunOptions
-from ..options import coerce_options
+from ..options import coerce_options, parse_assignments
 from ..progress import Observer
 from ..registry import defenses
 from ..run.device import pick_device
@@ -46,13 +46,12 @@ def plan_sweep(defense_names: list[str], params: list[str]) -> list[SweepPoint]:
         raise AdvbenchError(f"give one --param per --defense ({len(defense_names)} defenses, {len(params)} params)")
     points = []
     for defense, param in zip(defense_names, params):
-        name, sep, values = param.partition("=")
-        if not sep or not values.strip():
+        ((key, values),) = parse_assignments([param]).items()  # the one key=value grammar; the value: v1,v2
+        if not values:
             raise AdvbenchError(f"--param {param!r} must look like name=value1,value2")
         cls = defenses.get(defense)
         if not hasattr(cls, "Config"):
             raise AdvbenchError(f"defense {defense} has no hyperparameters to sweep")
-        key = name.strip().replace("-", "_")
         for value in (v.strip() for v in values.split(",")):
             coerce_options(cls.Config, {key: value}, f"defense {defense}")
             points.append(SweepPoint(defense, key, value))

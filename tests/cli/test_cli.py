@@ -32,7 +32,7 @@ def test_help(command):
 
 
 def test_every_command_has_help():
-    assert {"list", "train", "attack", "run", "report", "zoo", "curve", "check", "detectors", "targeted"} <= set(
+    assert {"list", "train", "attack", "run", "report", "zoo", "curve", "sweep", "check", "detectors", "targeted"} <= set(
         main.commands)
 
 
