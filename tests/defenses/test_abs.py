@@ -171,7 +171,7 @@ def test_estimated_gradient_matches_autograd_on_a_smooth_model():
 def test_large_l2_epsilon_drives_eabs_accuracy_to_zero(digits):
     """The paper's check that the adaptive attack works: at a budget far beyond the data's
     class separation, the shipped E-ABS checkpoint loses (almost) all accuracy."""
-    model = resolve_defense("eabs", digits, zoo_dir=Path(__file__).parents[1] / "zoo")
+    model = resolve_defense("eabs", digits, zoo_dir=Path(__file__).parents[2] / "zoo")
     model.inference.settings.steps = 10  # a cheaper inference than the card's 20 steps: the test's budget
     x, y = digits.test_x[:12], digits.test_y[:12]
     target, _ = attack_target(model, 2, digits.info.bounds, digits.info.num_classes)

@@ -11,8 +11,8 @@ from advbench import Paths, evaluate
 from advbench.config import grid_from_dict
 from advbench.registry import attacks
 
-DOC = Path(__file__).parents[1] / "docs" / "plugins.md"
-ZOO = Path(__file__).parents[1] / "zoo"
+DOC = Path(__file__).parents[2] / "docs" / "plugins.md"
+ZOO = Path(__file__).parents[2] / "zoo"
 
 
 def _example() -> str:

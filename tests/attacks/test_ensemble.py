@@ -315,7 +315,7 @@ def test_an_attack_can_be_limited_to_some_defenses(tmp_path):
 
 # ----------------------------------------------------------------------------- acceptance on the shipped zoo (slow)
 
-SHIPPED_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
+SHIPPED_ZOO = __import__("pathlib").Path(__file__).parents[2] / "zoo"
 
 
 @pytest.mark.slow

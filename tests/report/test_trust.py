@@ -14,7 +14,7 @@ from advbench.read_model import Run
 from advbench.trust import attack_failure_flags
 from helpers import invoke
 
-ROOT_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
+ROOT_ZOO = __import__("pathlib").Path(__file__).parents[2] / "zoo"
 
 
 def flags_of(tmp_path, digits, grid) -> pd.DataFrame:
