@@ -141,6 +141,36 @@ class DefenseInfo:
 
 
 @dataclass
+class Timings:
+    """Where a run's wall time went, in seconds: training the missing models, each defense's clean
+    pass (predictions, gradient norms), each cell."""
+
+    training: float | None = None
+    clean: dict[str, float] = field(default_factory=dict)  # defense id -> s
+    cells: dict[str, float] = field(default_factory=dict)  # cell id -> s
+
+    def phases(self) -> dict[str, float]:
+        """One label per phase, as the report's timing table prints them."""
+        head = {"training": self.training} if self.training is not None else {}
+        return {**head, **{f"clean {d}": s for d, s in self.clean.items()}, **self.cells}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"training": self.training, "clean": self.clean, "cells": self.cells}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Timings":
+        """This shape, or the flat phase -> seconds map runs wrote before it ("training", "clean <d>", cell ids)."""
+        if isinstance(data.get("cells"), dict) or isinstance(data.get("clean"), dict):
+            training = data.get("training")
+            return cls(float(training) if training is not None else None,
+                       {str(k): float(v) for k, v in data.get("clean", {}).items()},
+                       {str(k): float(v) for k, v in data.get("cells", {}).items()})
+        flat = {str(k): float(v) for k, v in data.items()}
+        return cls(flat.pop("training", None), {k[len("clean "):]: v for k, v in flat.items() if k.startswith("clean ")},
+                   {k: v for k, v in flat.items() if not k.startswith("clean ")})
+
+
+@dataclass
 class Manifest:
     """A run's manifest.json: the grid, its cells, the defenses used and which cells are done."""
 
@@ -159,7 +189,7 @@ class Manifest:
     content_keys: dict[str, str] = field(default_factory=dict)  # cell -> content key (advbench.reuse)
     reused: dict[str, str] = field(default_factory=dict)  # cell -> the earlier run its records were copied from
     adversarials: dict[str, str] = field(default_factory=dict)  # cell -> sha256 of its saved adversarial inputs
-    timings: dict[str, float] = field(default_factory=dict)  # phase ("training", "clean <defense>", a cell id) -> s
+    timings: Timings = field(default_factory=Timings)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -183,7 +213,7 @@ class Manifest:
             "defenses": {k: asdict(v) for k, v in self.defenses.items()},
             "finished": {k: asdict(v) for k, v in self.finished.items()},
             "refused": self.refused, "skipped": self.skipped, "content_keys": self.content_keys,
-            "reused": self.reused, "adversarials": self.adversarials, "timings": self.timings,
+            "reused": self.reused, "adversarials": self.adversarials, "timings": self.timings.to_json(),
         }
 
     @classmethod
@@ -204,7 +234,7 @@ class Manifest:
                 refused=dict(data.get("refused", {})), skipped=dict(data.get("skipped", {})),
                 content_keys=dict(data.get("content_keys", {})), reused=dict(data.get("reused", {})),
                 adversarials=dict(data.get("adversarials", {})),
-                timings={str(k): float(v) for k, v in data.get("timings", {}).items()}, schema_version=version,
+                timings=Timings.from_json(dict(data.get("timings", {}))), schema_version=version,
             )
         except AdvbenchError:
             raise

@@ -90,7 +90,7 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
     if trained:
         with store.lock():
             manifest = store.manifest()
-            manifest.timings["training"] = round(training_seconds, 3)
+            manifest.timings.training = round(training_seconds, 3)
             store.write_manifest(manifest)
     built, written = None, []
     if manifest.finished:

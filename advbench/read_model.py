@@ -217,7 +217,7 @@ class Run:
                     infos[prefix + cell.id] = replace(cell, id=prefix + cell.id)
             defenses.update(manifest.defenses)
             notices += run_notices(store.run_id, manifest)
-            timings.update({prefix + phase: seconds for phase, seconds in manifest.timings.items()})
+            timings.update({prefix + phase: seconds for phase, seconds in manifest.timings.phases().items()})
             reused += len(manifest.reused)
         records = _without_repeated_sanity(pd.concat(frames, ignore_index=True), infos)
         requested = {cell_id: list(info.epsilons) for cell_id, info in infos.items()}

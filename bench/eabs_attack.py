@@ -42,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         run = evaluate(grid, paths=Paths(results_dir=Path(scratch)), artifacts=False, run=RunOptions(fresh=True))
         records = run.store.records()
-        timings = run.manifest.timings
+        timings = run.manifest.timings.cells
     print(f"machine: {platform.machine()} {platform.processor() or ''}, torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, device {args.device}")
     print(f"pgd-l2 {args.steps} steps x {args.restarts} restarts, EOT {args.eot}, eps {args.eps:g}, "

@@ -25,6 +25,23 @@ from ..norms import Norm
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class Capability(Enum):
+    """What an attack written for one kind of defense needs of it (`Attack.requires`)."""
+
+    GAT_SURFACES = "gat"  # GAT's classifier and detectors as separate differentiable parts
+    REJECT_OPTION = "reject-option"  # a reject score and its threshold
+
+    @property
+    def needs(self) -> str:
+        return {Capability.GAT_SURFACES: "a gat model (classifier and detectors)",
+                Capability.REJECT_OPTION: "a defense with a reject option"}[self]
+
+    def offered_by(self, target: "AttackTarget") -> bool:
+        if self is Capability.GAT_SURFACES:
+            return {"classifier", "detectors"} <= set(target.surfaces)
+        return target.reject_score is not None and target.reject_threshold is not None
+
+
 @dataclass
 class AttackTarget:
     """What an attack may use of a defense.
@@ -107,8 +124,8 @@ class Attack(ABC):
     norm: Norm = Norm.LINF
     gradient_based: ClassVar[bool] = True
     score_based: ClassVar[bool] = False  # uses output scores but no gradients (e.g. Square)
-    # attacks written for one kind of defense name it ("gat": needs its surfaces; "reject-option")
-    requires: ClassVar[str | None] = None
+    # what an attack written for one kind of defense needs of it (checked against the AttackTarget)
+    requires: ClassVar[Capability | None] = None
     # options whose declared default is a sentinel, with what it stands for (`advbench list --params`)
     derived_defaults: ClassVar[dict[str, str]] = {}
     # options cheap enough for smoke tests (the registry-wide test runs every attack with them);
@@ -133,11 +150,9 @@ class Attack(ABC):
 
     def unsupported(self, target: AttackTarget) -> str | None:
         """Why this attack cannot run on `target` (a missing capability), or None."""
-        if self.requires == "gat" and not {"classifier", "detectors"} <= set(target.surfaces):
-            return "needs a gat model (classifier and detectors)"
-        if self.requires == "reject-option" and (target.reject_score is None or target.reject_threshold is None):
-            return "needs a defense with a reject option"
-        return None
+        if self.requires is None or self.requires.offered_by(target):
+            return None
+        return f"needs {self.requires.needs}"
 
     @property
     def access(self) -> Access:

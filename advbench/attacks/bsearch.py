@@ -15,7 +15,7 @@ import torch
 from ..errors import AdvbenchError
 from ..norms import Norm
 from ..registry import register_attack
-from .base import AttackTarget, MinimumNormAttack
+from .base import AttackTarget, Capability, MinimumNormAttack
 from .engine import SmallestSuccess
 from .losses import max_other
 
@@ -27,7 +27,7 @@ class BinarySearchL2(MinimumNormAttack):
     fast_options = {"depth": 4, "steps": 30}
 
     norm = Norm.L2
-    requires = "reject-option"
+    requires = Capability.REJECT_OPTION
 
     def __init__(self, *, initial_const: float = 0.0, lower: float = 0.0, upper: float = 8.0, depth: int = 20,
                  steps: int = 500, step_size: float = 0.1) -> None:
@@ -60,8 +60,8 @@ class BinarySearchL2(MinimumNormAttack):
 
     def search(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(smallest successful perturbed inputs, largest effective c per sample)."""
-        if target.reject_score is None or target.reject_threshold is None:
-            raise AdvbenchError("bsearch-l2 needs a defense with a reject option and threshold")
+        if not self.requires.offered_by(target):
+            raise AdvbenchError(f"bsearch-l2 needs {self.requires.needs} and threshold")
         n = len(x)
         lower = torch.full((n,), self.lower, device=x.device)
         upper = torch.full((n,), self.upper, device=x.device)

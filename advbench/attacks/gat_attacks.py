@@ -16,7 +16,7 @@ from torch import nn
 from ..errors import AdvbenchError
 from ..norms import parse_norm
 from ..registry import register_attack
-from .base import FixedEpsilonAttack, AttackTarget
+from .base import AttackTarget, Capability, FixedEpsilonAttack
 from .losses import margin, max_other
 from .pgd import STEP_RULES, pgd
 
@@ -68,7 +68,7 @@ class GATPGD(FixedEpsilonAttack):
     fast_options = {"steps": 20}
     derived_defaults: ClassVar[dict[str, str]] = {"step_size": "rel-step-size x eps / steps"}
 
-    requires = "gat"
+    requires = Capability.GAT_SURFACES
 
     def __init__(self, *, norm: str = "linf", objective: str = "combined", steps: int = 100, step_size: float = 0.0,
                  rel_step_size: float = 2.5, random_start: bool = True, restarts: int = 1,
@@ -83,8 +83,8 @@ class GATPGD(FixedEpsilonAttack):
 
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, *, epsilon: float) -> torch.Tensor:
         surfaces = target.surfaces
-        if not {"classifier", "detectors"} <= set(surfaces):
-            raise AdvbenchError("gat attacks need a defense with classifier and detectors (a gat model)")
+        if not self.requires.offered_by(target):  # called directly, past the runner's `unsupported` check
+            raise AdvbenchError(f"gat attacks need {self.requires.needs}")
         model = _ClassifierAndDetectors(surfaces["classifier"], surfaces["detectors"])
         k = target.num_classes
         objective = OBJECTIVES[self.objective]

@@ -58,7 +58,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
     try:
         started = time.perf_counter()
         clean = clean_predictions(defense, spec.id, samples.inputs, samples.labels, plan.grid, device)
-        manifest.timings[f"clean {spec.id}"] = round(time.perf_counter() - started, 3)
+        manifest.timings.clean[spec.id] = round(time.perf_counter() - started, 3)
     except AdvbenchError as exc:
         for job in jobs:
             session.refuse(job.cell, str(exc))

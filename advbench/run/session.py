@@ -151,7 +151,7 @@ class Session:
             self.manifest.adversarials[cell.id] = self.store.write_adversarials(
                 cell.id, saved_adversarials(cell.plan, cell.attack, self.plan.samples.indices, parts.adversarials()))
         self.manifest.finished[cell.id] = self.store.merge_parts(cell.id, parts.starts)
-        self.manifest.timings[cell.id] = round(seconds, 3)
+        self.manifest.timings.cells[cell.id] = round(seconds, 3)
         self.manifest.refused.pop(cell.id, None)
         self.store.write_manifest(self.manifest)
         self.store.drop_parts(cell.id)

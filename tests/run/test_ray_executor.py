@@ -84,7 +84,7 @@ def test_ray_refuses_a_broken_defense_per_cell_and_saves_adversarials_as_a_local
     on_ray, here = distributed.manifest(), local.manifest()
     assert set(on_ray.refused) == set(here.refused) == {"python:five_outputs:net__pgd-linf"}
     assert "but the data has 10 classes" in on_ray.refused["python:five_outputs:net__pgd-linf"]
-    assert set(on_ray.finished) == {"cnn__pgd-linf"} and on_ray.timings["cnn__pgd-linf"] > 0
+    assert set(on_ray.finished) == {"cnn__pgd-linf"} and on_ray.timings.cells["cnn__pgd-linf"] > 0
     columns = [c for c in local.records().columns if c != "seconds"]
     pd.testing.assert_frame_equal(local.records()[columns], distributed.records()[columns])
     cell = "cnn__pgd-linf"
