@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from .config import AttackSpec, Grid, default_epsilons
 from .contract import Access, CellRole
 from .norms import Norm
 from .zoo_names import default_name
+
+if TYPE_CHECKING:
+    from .attacks.base import Attack
 
 SANITY_QUERIES = 300
 SANITY_PREFIX = "sanity"
@@ -26,17 +30,21 @@ PGD_BY_NORM = {Norm.LINF: "pgd-linf", Norm.L2: "pgd-l2"}
 TRANSFER_SOURCE = "cnn"
 
 
-def with_sanity_attacks(grid: Grid, zoo_dir: Path) -> Grid:
+def with_sanity_attacks(grid: Grid, zoo_dir: Path, built: Callable[[AttackSpec], Attack] | None = None) -> Grid:
     """`grid` plus, for each norm its gradient attacks use, a small Square attack and (when
     `zoo_dir` holds a cnn for the dataset, or the grid trains one, and a defense is not that cnn)
-    a PGD transfer from it."""
-    from .attacks import make_attack
+    a PGD transfer from it. `built` gives a spec's attack (the plan's, built once)."""
+    if built is None:
+        from .attacks import make_attack
+
+        def built(spec: AttackSpec) -> Attack:
+            return make_attack(spec.name, dict(spec.options))
 
     if not grid.sanity or any(a.role is CellRole.SANITY for a in grid.attacks):
         return grid
     epsilons: dict[Norm, set[float]] = {}
     for spec in grid.attacks:
-        attack = make_attack(spec.name, dict(spec.options))
+        attack = built(spec)
         if attack.access is Access.GRADIENT and spec.source is None:
             epsilons.setdefault(attack.norm, set()).update(spec.epsilons or default_epsilons(grid.dataset, attack.norm))
     # a cnn the grid trains before its cells run counts too: the grid (and its fingerprint, which

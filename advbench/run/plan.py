@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..attacks import Attack, make_attack
-from ..config import CellPlan, DefenseSpec, Grid, resolve_epsilons, subset_rule
+from ..config import AttackSpec, CellPlan, DefenseSpec, Grid, resolve_epsilons, subset_rule
 from ..contract import AttackKind, CellInfo
 from ..data import Dataset, load_dataset
 from ..errors import AdvbenchError
@@ -89,13 +89,29 @@ class Plan:
         return [d.model for d in self.defenses] + list(self.sources.values())
 
 
-def plan_cells(grid: Grid, data: Dataset) -> list[PlannedCell]:
+class BuiltAttacks:
+    """Each attack of a grid built once, shared by every step of planning that needs it (its norm
+    for the sanity attacks and RobustBench threats, the attack object for the cells): attacks are
+    stateless, so specs with the same name and options share one."""
+
+    def __init__(self) -> None:
+        self._built: dict[str, Attack] = {}
+
+    def __call__(self, spec: AttackSpec) -> Attack:
+        key = repr((spec.name, spec.options))
+        if key not in self._built:
+            self._built[key] = make_attack(spec.name, dict(spec.options))
+        return self._built[key]
+
+
+def plan_cells(grid: Grid, data: Dataset, built: BuiltAttacks | None = None) -> list[PlannedCell]:
     """Expand the grid and build every attack once, so bad options fail before any work."""
     if grid.samples is not None and grid.samples > len(data.test_y):
         raise AdvbenchError(f"{grid.samples} samples requested but {data.info.name} has only {len(data.test_y)} "
                             "test samples")
     cells = []
-    attacks = [(spec, make_attack(spec.name, dict(spec.options))) for spec in grid.attacks]
+    built = built or BuiltAttacks()
+    attacks = [(spec, built(spec)) for spec in grid.attacks]
     for defense in grid.defenses:
         for spec, attack in attacks:
             if spec.applies_to(defense):
@@ -116,10 +132,10 @@ def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
                     role=plan.attack.role)
 
 
-def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths()) -> Plan:
+def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths(), built: BuiltAttacks | None = None) -> Plan:
     """The plan of `grid` as it stands (no sanity attacks added): cells, models, samples."""
     zoo_dir = paths.zoo_dir
-    cells = plan_cells(grid, data)
+    cells = plan_cells(grid, data, built)
     defenses = tuple(
         PlannedDefense(spec, plan_defense(spec.ref, data.info, zoo_dir=zoo_dir, weights=spec.weights,
                                           train_options=dict(spec.train), model_dir=paths.model_dir),
@@ -133,19 +149,20 @@ def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths()) -> Plan:
 
 def prepare(grid: Grid, paths: Paths = Paths()) -> Plan:
     """Validate everything about `grid` (with its sanity attacks added) without writing anything."""
-    grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()))
+    built = BuiltAttacks()
+    grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()), built)
     grid = replace(grid, subset=subset_rule(grid))  # the manifest records the choice
-    grid = with_robustbench_threats(grid)
+    grid = with_robustbench_threats(grid, built)
     data = load_dataset(grid.dataset, paths.data_dir, paths.download)
-    return plan_grid(grid, data, paths)
+    return plan_grid(grid, data, paths, built)
 
 
-def with_robustbench_threats(grid: Grid) -> Grid:
+def with_robustbench_threats(grid: Grid, built: BuiltAttacks) -> Grid:
     """`robustbench:MODEL` without a threat model gets the norm of the grid's attacks (when
     they all use one), keeping its name as the label so tables and restrictions still match."""
     if not any(d.ref.robustbench and d.ref.threat is None for d in grid.defenses):
         return grid
-    norms = {parse_norm(make_attack(a.name, dict(a.options)).norm) for a in grid.attacks}
+    norms = {parse_norm(built(a).norm) for a in grid.attacks}
     if len(norms) != 1:
         return grid  # plan_defense asks for an explicit threat model
     (norm,) = norms

@@ -10,7 +10,7 @@ import pytest
 from advbench.config import grid_from_dict
 from advbench.contract import CellChecksum
 from advbench.reuse import EarlierCell
-from advbench.run import Paths, plan_grid
+from advbench.run import Paths, plan_grid, prepare
 from advbench.run.manifest import build_manifest
 from advbench.run.schedule import Action, DefenseFacts, schedule
 from advbench.store import RunStore
@@ -75,3 +75,25 @@ def test_the_plan_parses_each_defense_spec_once(digits, tmp_path, monkeypatch):
     run_grid(grid, digits, store, plan=plan, zoo_dir=REPO_ZOO)
     assert parsed == []
     assert len(store.manifest().finished) == 10
+
+
+def test_prepare_builds_each_attack_once(monkeypatch):
+    """Review spot 3: attacks were built three times before anything ran (for the sanity attacks'
+    norms, for RobustBench threats, for the cells); now once per distinct name and options."""
+    import advbench.run.plan as plan_module
+
+    built: list[str] = []
+    original = plan_module.make_attack
+
+    def counting(name, options):
+        built.append(name)
+        return original(name, options)
+
+    monkeypatch.setattr(plan_module, "make_attack", counting)
+    grid = grid_from_dict({"samples": 20, "defenses": ["cnn", "fgsm-at"],
+                           "attacks": [{"name": "fgsm", "epsilons": [0.1]}, {"name": "pgd-l2", "epsilons": [1.0]},
+                                       {"name": "fgsm", "label": "fgsm-again", "epsilons": [0.2]}]})
+    plan = prepare(grid, Paths(zoo_dir=REPO_ZOO))
+    assert sorted(built) == sorted(set(built))  # the sanity attacks included, nothing built twice
+    assert {"fgsm", "pgd-l2", "square", "square-l2"} <= set(built)
+    assert len(plan.cells) == 2 * len(plan.grid.attacks)
