@@ -99,15 +99,11 @@ class PGD(_GradientAttack):
     def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
                 step: Radius) -> Adversarials:
         trace = LossTrace(len(x), x.device)
-        if self.reject_aware and target.has_reject_option:  # misclassified AND accepted
-            objective = build_objective(target, self.loss, reject_aware=True)
-            model, loss_fn, untargeted = objective.model, objective.loss, True
-            judged = {"success": objective.success}
-        else:
-            (loss_fn, untargeted), model, judged = pick_loss(self.loss, target.loss), target.gradient_model, {}
-        points = pgd(model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step, loss_fn=loss_fn,
-                     bounds=target.bounds, random_init=self.random_start, restarts=self.restarts,
-                     step_rule=self.step_rule, prefer_misclassified=untargeted, trace=trace, **judged)
+        objective = build_objective(target, self.loss, reject_aware=self.reject_aware)  # reject-aware: wrong AND accepted
+        points = pgd(objective.model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step,
+                     loss_fn=objective.loss, bounds=target.bounds, random_init=self.random_start,
+                     restarts=self.restarts, step_rule=self.step_rule, prefer_misclassified=objective.success_first,
+                     success=objective.success, trace=trace)
         return Adversarials(points, trace.details())
 
 
@@ -125,9 +121,10 @@ class SingleStep(_GradientAttack):
 
     def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
                 step: Radius) -> torch.Tensor:
-        loss_fn, untargeted = pick_loss(self.loss, target.loss)
-        return pgd(target.gradient_model, x, y, eps=eps, norm=self.norm, steps=1, step_size=step,
-                   loss_fn=loss_fn, bounds=target.bounds, random_init=False, prefer_misclassified=untargeted)
+        objective = build_objective(target, self.loss, reject_aware=False)
+        return pgd(objective.model, x, y, eps=eps, norm=self.norm, steps=1, step_size=step, loss_fn=objective.loss,
+                   bounds=target.bounds, random_init=False, prefer_misclassified=objective.success_first,
+                   success=objective.success)
 
 
 @register_attack("mim", norm="linf", description="momentum iterative method (Dong et al. 2018) in the Linf ball")
@@ -147,7 +144,7 @@ class MIM(_GradientAttack):
 
     def _attack(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, eps: Radius,
                 step: Radius) -> torch.Tensor:
-        loss_fn, untargeted = pick_loss(self.loss, target.loss)
-        return pgd(target.gradient_model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step,
-                   loss_fn=loss_fn, bounds=target.bounds, random_init=False, momentum=self.decay,
-                   prefer_misclassified=untargeted)
+        objective = build_objective(target, self.loss, reject_aware=False)
+        return pgd(objective.model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step,
+                   loss_fn=objective.loss, bounds=target.bounds, random_init=False, momentum=self.decay,
+                   success=objective.success, prefer_misclassified=objective.success_first)

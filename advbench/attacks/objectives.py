@@ -33,6 +33,9 @@ class Objective:
     success: Callable[[Tensor, Tensor], Tensor]
     classes: int
     threshold: float | None = None  # the reject threshold, for reject-aware objectives
+    # whether success is the goal (a beaten point beats any other); False for a defense's own
+    # attack loss, whose best point is judged by the loss alone
+    success_first: bool = True
 
     @property
     def reject_aware(self) -> bool:
@@ -49,7 +52,7 @@ class Objective:
             towards = targeted_dlr(out[:, :k], y, targets)
             return towards if self.threshold is None else torch.minimum(towards, self.threshold - out[:, k])
 
-        return Objective(self.model, loss, self.success, k, self.threshold)
+        return Objective(self.model, loss, self.success, k, self.threshold, self.success_first)
 
 
 def misclassified(out: Tensor, y: Tensor, classes: int) -> Tensor:
@@ -77,5 +80,5 @@ def build_objective(target: AttackTarget, loss: str = "ce", *, reject_aware: boo
 
         return Objective(model, reject_loss, beaten, k, threshold)
     model = target.decision_model if decision else target.gradient_model
-    loss_fn, _ = pick_loss(loss, target.loss)
-    return Objective(model, loss_fn, lambda out, y: misclassified(out, y, k), k)
+    loss_fn, success_first = pick_loss(loss, target.loss)
+    return Objective(model, loss_fn, lambda out, y: misclassified(out, y, k), k, success_first=success_first)
