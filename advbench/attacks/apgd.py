@@ -131,15 +131,12 @@ def apgd(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float |
          trace: LossTrace | None = None) -> BestPoints:
     """APGD with restarts: each restart attacks only the samples not yet beaten."""
     eps = per_sample(eps, x)
-    best = BestPoints(x, prefer_misclassified=True)
-    for restart in range(restarts):
-        idx = (~best.fooled).nonzero().squeeze(1)
-        if len(idx) == 0:
-            break
-        run = apgd_run(objective, x[idx], y[idx], eps=eps[idx], norm=norm, steps=steps, bounds=bounds,
-                       eot_iter=eot_iter, trace=trace, idx=idx, first_step=restart * (steps + 1))
-        best.offer(run.point, run.fooled, run.loss, idx)
-    return best
+
+    def restart(number: int, idx: torch.Tensor) -> BestPoints:
+        return apgd_run(objective, x[idx], y[idx], eps=eps[idx], norm=norm, steps=steps, bounds=bounds,
+                        eot_iter=eot_iter, trace=trace, idx=idx, first_step=number * (steps + 1))
+
+    return BestPoints(x, prefer_misclassified=True).on_standing(range(restarts), restart)
 
 
 def top_other_classes(logits: torch.Tensor, y: torch.Tensor, count: int) -> list[torch.Tensor]:
@@ -155,16 +152,13 @@ def apgd_targeted(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps
     samples no earlier target has beaten."""
     with torch.no_grad():
         ranked = top_other_classes(objective.logits(objective.model(x)), y, targets)
-    best = BestPoints(x, prefer_misclassified=True)
-    for t, classes in enumerate(ranked):
-        idx = (~best.fooled).nonzero().squeeze(1)
-        if len(idx) == 0:
-            break
-        towards = objective.retarget(classes[idx])
-        run = apgd(towards, x[idx], y[idx], eps=eps, norm=norm, steps=steps, bounds=bounds, restarts=restarts,
-                   eot_iter=eot_iter, trace=trace if t == 0 else None)  # traced: the most likely target
-        best.offer(run.point, run.fooled, run.loss, idx)
-    return best
+
+    def towards(t: int, idx: torch.Tensor) -> BestPoints:
+        return apgd(objective.retarget(ranked[t][idx]), x[idx], y[idx], eps=eps, norm=norm, steps=steps,
+                    bounds=bounds, restarts=restarts, eot_iter=eot_iter,
+                    trace=trace if t == 0 else None)  # traced: the most likely target
+
+    return BestPoints(x, prefer_misclassified=True).on_standing(range(len(ranked)), towards)
 
 
 LOSS_NAMES = ("ce", "dlr", "auto")

@@ -8,11 +8,13 @@ attacks), and the per-sample loss trace. Plain torch on whole batches.
 from __future__ import annotations
 
 import math
+from typing import Callable, Iterable, TypeVar
 
 import torch
 
 from ..norms import Norm
 
+T = TypeVar("T")
 Radius = float | torch.Tensor  # one epsilon (or step size) for the batch, or one per sample [n]
 
 
@@ -81,6 +83,23 @@ class BestPoints:
         self.point[target] = point[better]
         self.fooled[target] = fooled[better]
         self.loss[target] = loss[better]
+
+    def standing(self) -> torch.Tensor:
+        """Rows still worth attacking: those not beaten yet (every row when success is not the goal)."""
+        if not self.prefer_misclassified:
+            return torch.arange(len(self.fooled), device=self.fooled.device)
+        return (~self.fooled).nonzero().squeeze(1)
+
+    def on_standing(self, rounds: Iterable[T], attack: Callable[[T, torch.Tensor], "BestPoints"]) -> "BestPoints":
+        """Run `attack(round, rows)` for each round (restarts, targets) on the rows still standing,
+        keeping each sample's best point; stop early when none stands."""
+        for each in rounds:
+            idx = self.standing()
+            if len(idx) == 0:
+                break
+            run = attack(each, idx)
+            self.offer(run.point, run.fooled, run.loss, idx)
+        return self
 
 
 class LossTrace:

@@ -46,18 +46,16 @@ def pgd(
     """
     if step_rule == "adam" and isinstance(step_size, torch.Tensor):
         raise ValueError("pgd: Adam steps need one step size for the batch")
-    best = BestPoints(x, prefer_misclassified)
-    for restart in range(max(restarts, 1)):
-        idx = (~best.fooled).nonzero().squeeze(1) if prefer_misclassified else torch.arange(len(x), device=x.device)
-        if len(idx) == 0:
-            break
+
+    def restart(number: int, idx: torch.Tensor) -> BestPoints:
         run = BestPoints(x[idx], prefer_misclassified)
         _single_run(model, x[idx], y[idx], run, eps=_rows(eps, idx), norm=norm, steps=steps,
                     step_size=_rows(step_size, idx),
                     loss_fn=loss_fn, bounds=bounds, random_init=random_init, momentum=momentum, step_rule=step_rule,
-                    success=success, trace=trace, idx=idx, first_step=restart * (steps + 1))
-        best.offer(run.point, run.fooled, run.loss, idx)
-    return best.point
+                    success=success, trace=trace, idx=idx, first_step=number * (steps + 1))
+        return run
+
+    return BestPoints(x, prefer_misclassified).on_standing(range(max(restarts, 1)), restart).point
 
 
 def _rows(value: Radius, idx: torch.Tensor) -> Radius:

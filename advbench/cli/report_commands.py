@@ -37,9 +37,12 @@ def runs(results_dir: Path | None) -> None:
 @click.argument("run_ids", nargs=-1)
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path), default=None,
               help="Write the CSV tables and PNG plots to this directory.")
+@click.option("--per-attack-plots", is_flag=True,
+              help="With --plots, also the reject-option threshold sweeps, one panel per attack and epsilon.")
 @report_options(view=True)
 @results_dir_option()
-def report_command(run_ids: tuple[str, ...], plots_dir: Path | None, report: ReportOptions, results_dir: Path | None) -> None:
+def report_command(run_ids: tuple[str, ...], plots_dir: Path | None, per_attack_plots: bool, report: ReportOptions,
+                   results_dir: Path | None) -> None:
     """Report runs (default: the latest) from their per-sample records; several runs on the
     same samples are combined into one table."""
     from ..report import build_report, render, write_artifacts
@@ -50,7 +53,7 @@ def report_command(run_ids: tuple[str, ...], plots_dir: Path | None, report: Rep
     built = build_report(stores, alpha=report.alpha, false_alarm=report.false_alarm, holm=report.holm)
     render(built, report.fmt, sys.stdout, report.view)
     if plots_dir is not None:
-        written = write_artifacts(built, plots_dir)
+        written = write_artifacts(built, plots_dir, per_attack_plots=per_attack_plots)
         click.echo(f"wrote {', '.join(p.name for p in written)} to {plots_dir}", err=True)
 
 

@@ -159,8 +159,10 @@ def render(report: Report, fmt: Format | str, out: TextIO, view: View | str = Vi
         write_tables(tables, out, markdown=fmt is Format.MARKDOWN)
 
 
-def write_artifacts(report: Report, directory: Path, *, plots: bool = True) -> list[Path]:
-    """CSV files of every table and, with `plots`, the PNG figures; returns the paths written."""
+def write_artifacts(report: Report, directory: Path, *, plots: bool = True, per_attack_plots: bool = False,
+                    ) -> list[Path]:
+    """CSV files of every table and, with `plots`, the PNG figures (with `per_attack_plots`, also
+    the threshold sweeps in one panel per attack and epsilon); returns the paths written."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -174,7 +176,7 @@ def write_artifacts(report: Report, directory: Path, *, plots: bool = True) -> l
     if plots:
         from .plots import write_plots
 
-        written += write_plots(report, directory)
+        written += write_plots(report, directory, per_attack=per_attack_plots)
     return written
 
 

@@ -61,8 +61,8 @@ def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defens
     assert "ALL Linf" in out and "Reject option" in out and "detector" in out
     assert "±" in out
     (run_dir,) = (isolated / "results").iterdir()
-    for name in ("summary.csv", "curves.csv", "mcnemar.csv", "reject.csv", "curves.png", "roc.png",
-                 "reject_tradeoff.png"):
+    for name in ("summary.csv", "curves.csv", "mcnemar.csv", "reject.csv", "curves.png", "curves_by_defense.png",
+                 "roc.png", "reject.png"):
         assert (run_dir / name).stat().st_size > 0, name
     import matplotlib.image
 
@@ -73,6 +73,9 @@ def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defens
     result = invoke("report", "--plots", str(plots), "--format", "markdown", "--alpha", "0.05")
     assert result.exit_code == 0 and "### Paired comparison" in result.stdout
     assert (plots / "roc.png").exists() and (plots / "mcnemar.csv").exists()
+    assert not (plots / "detection.png").exists()  # per-attack panels only on request
+    assert invoke("report", "--plots", str(plots), "--per-attack-plots").exit_code == 0
+    assert (plots / "detection.png").stat().st_size > 0 and (plots / "reject_tradeoff.png").stat().st_size > 0
     data = json.loads(invoke("report", "--format", "json").stdout)
     assert {"summary", "curves", "mcnemar", "reject"} <= set(data)
     detector = [r for r in data["reject"] if r["defense"] == "detector"]

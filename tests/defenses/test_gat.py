@@ -194,7 +194,7 @@ def test_gat_attacks_run_in_grids_and_are_skipped_on_plain_classifiers(tiny_gat,
     assert set(run.records()["cell"]) == {"gat-digits:integrated__gat-linf", "gat-digits:integrated__pgd-linf",
                                           "cnn__pgd-linf"}
     assert run.manifest().skipped == {"cnn__gat-linf": "needs a gat model (classifier and detectors)"}
-    assert (run.path / "detection.png").stat().st_size > 0
+    assert (run.path / "reject.png").stat().st_size > 0
 
 
 def test_targeted_grid_command(tiny_gat, isolated):

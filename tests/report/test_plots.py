@@ -1,0 +1,79 @@
+"""Figures fit their data: at most eight series a panel, legends outside the axes, single
+epsilons as markers (issue 22: curves.png had 25 legend entries a panel, roc.png 38)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import advbench.report.plots as plots
+from advbench.read_model import Run
+from advbench.report import report_of
+
+
+def many_attacks_run(defenses: int = 9, attacks: int = 8, samples: int = 20) -> pd.DataFrame:
+    """`defenses` reject-option defenses, each under `attacks` fixed-epsilon Linf attacks (two at a
+    single epsilon) and one minimum-norm attack."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for d in range(defenses):
+        labels = rng.integers(0, 10, samples)
+        for a in range(attacks + 1):
+            minimum = a == attacks
+            epsilons = [math.nan] if minimum else ([0.1] if a < 2 else [0.05, 0.1, 0.2])
+            for eps in epsilons:
+                wrong = rng.random(samples) < (0.5 if minimum else 2 * eps)
+                frames.append(pd.DataFrame({
+                    "cell": f"d{d}__a{a}", "defense": f"d{d}", "attack": f"a{a}", "norm": "linf",
+                    "kind": "minimum-norm" if minimum else "fixed-epsilon", "epsilon": eps,
+                    "sample": np.arange(samples), "label": labels, "clean_pred": labels,
+                    "clean_score": rng.random(samples), "adv_pred": np.where(wrong, (labels + 1) % 10, labels),
+                    "adv_score": rng.random(samples), "l2": 1.0, "linf": rng.random(samples) * 0.3, "x_l2": 5.0,
+                    "seconds": 0.1, "queries": 1.0}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture()
+def drawn(monkeypatch, tmp_path):
+    """Every figure `write_plots` draws, kept instead of only saved."""
+    figures = []
+    saved = plots.save_figure
+
+    def keep(fig, path):
+        figures.append((path.name, fig))
+        return saved(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    monkeypatch.setattr(plots, "_save_and_close", lambda plt, fig, path: keep(fig, path))
+    run = Run.from_records(many_attacks_run(), {f"d{d}__a8": [0.1] for d in range(9)})
+    plots.write_plots(report_of(run), tmp_path, per_attack=False)
+    return figures
+
+
+def test_no_panel_holds_more_than_eight_series(drawn):
+    assert {name for name, _ in drawn} == {"curves.png", "curves_by_defense.png", "roc.png", "reject.png"}
+    for name, fig in drawn:
+        for ax in fig.axes:
+            if ax.get_visible():
+                handles, _ = ax.get_legend_handles_labels()
+                assert len(handles) <= plots.MAX_SERIES, (name, ax.get_title(), len(handles))
+
+
+def test_legends_sit_outside_the_axes(drawn):
+    for name, fig in drawn:
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if legend is not None:
+                assert legend.get_bbox_to_anchor().x0 >= ax.get_window_extent().x1 - 1, name
+
+
+def test_a_single_epsilon_attack_is_a_marker_not_a_line(drawn):
+    (curves,) = [fig for name, fig in drawn if name == "curves_by_defense.png"]
+    first = curves.axes[0]
+    labels_of_lines = {line.get_label() for line in first.get_lines()}
+    labels_of_markers = {c.get_label() for c in first.collections}
+    assert {"a0", "a1"} <= labels_of_markers and not {"a0", "a1"} & labels_of_lines
+    assert "a2" in labels_of_lines
