@@ -151,7 +151,7 @@ def test_autoattack_takes_the_rand_version_for_stochastic_defenses():
 def test_planted_masking_is_flagged_and_printed_unreliable(tmp_path, planted):
     """Before the sanity attacks, pgd-linf alone printed these models' accuracy as the result
     (and the misleading gradient raised no flag at all)."""
-    run = _evaluate(tmp_path, f"python:trust_models:{planted}", [AttackSpec("pgd-linf", (0.15,), (("steps", 20),))],
+    run = _evaluate(tmp_path, f"python:toys:{planted}", [AttackSpec("pgd-linf", (0.15,), (("steps", 20),))],
                     samples=60)
     flags = run.report.flags
     pgd_flags = set(flags.loc[flags["attack"] == "pgd-linf", "flag"])
@@ -162,7 +162,7 @@ def test_planted_masking_is_flagged_and_printed_unreliable(tmp_path, planted):
 
 
 def test_misleading_gradient_is_beaten_by_the_sanity_attacks(tmp_path):
-    run = _evaluate(tmp_path, "python:trust_models:misleading_gradient",
+    run = _evaluate(tmp_path, "python:toys:misleading_gradient",
                     [AttackSpec("pgd-linf", (0.15,), (("steps", 20),))], samples=60)
     summary = run.report.summary.set_index("attack")
     assert summary.loc["sanity square", "robust_accuracy"] < summary.loc["pgd-linf", "robust_accuracy"] - 0.2

@@ -13,25 +13,13 @@ from advbench.store import list_runs
 from helpers import invoke
 
 DETECTOR_MODULE = '''
-import torch
-from advbench import Defense
-
-class ConfidenceDetector(Defense):
-    """the zoo's cnn with a reject score: low top-logit confidence is suspicious"""
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.reject_threshold = -4.0
-    def forward(self, x):
-        return self.inner(x)
-    def reject_score(self, x, logits):
-        return -logits.max(dim=1).values
+from toys import ConfidenceDetector
 
 def make(zoo_dir):
     from advbench import zoo
     from advbench.data import load_dataset
     model, _ = zoo.load("cnn-digits", zoo_dir, info=load_dataset("digits").info)
-    return ConfidenceDetector(model)
+    return ConfidenceDetector(model, threshold=-4.0)
 '''
 
 

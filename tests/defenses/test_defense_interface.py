@@ -18,6 +18,7 @@ from advbench.config import AttackSpec, CellPlan, DefenseSpec
 from advbench.defenses.base import Defense, ExpectationOverTransformation
 from advbench.registry import attacks
 from advbench.run import attack_target, predict_batches, run_cell
+from toys import ConfidenceDetector
 
 
 class MaskedGradients(Defense):
@@ -51,21 +52,6 @@ class NoisyDefense(Defense):
     def forward(self, x):
         logits = self.inner(x)
         return logits + self.noise * torch.randn_like(logits)
-
-
-class Detector(Defense):
-    """Rejects by the negative max logit: low confidence = suspicious."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.reject_threshold = -5.0
-
-    def forward(self, x):
-        return self.inner(x)
-
-    def reject_score(self, x, logits):
-        return -logits.max(dim=1).values
 
 
 def cell(defense, name, epsilons, digits, eot=None, **options):
@@ -119,14 +105,14 @@ def run_cell_queries(defense, digits, eot):
 
 
 def test_reject_scores_are_recorded_for_clean_and_adversarial(tiny_cnn, digits):
-    records = cell(Detector(tiny_cnn.net).eval(), "fgsm", [0.1], digits)
+    records = cell(ConfidenceDetector(tiny_cnn.net).eval(), "fgsm", [0.1], digits)
     assert records["clean_score"].notna().all() and records["adv_score"].notna().all()
     expected = -tiny_cnn.net(digits.test_x[records["sample"].to_numpy()]).max(dim=1).values
     assert torch.allclose(torch.tensor(records["clean_score"].to_numpy(), dtype=torch.float32), expected, atol=1e-5)
 
 
 def test_attack_target_wraps_only_stochastic_defenses(tiny_cnn):
-    plain, _ = attack_target(Detector(tiny_cnn.net), eot=5, bounds=(0, 1), num_classes=10)
+    plain, _ = attack_target(ConfidenceDetector(tiny_cnn.net), eot=5, bounds=(0, 1), num_classes=10)
     assert not isinstance(plain.gradient_model, ExpectationOverTransformation)
     noisy, _ = attack_target(NoisyDefense(tiny_cnn.net, 1.0), eot=5, bounds=(0, 1), num_classes=10)
     assert isinstance(noisy.gradient_model, ExpectationOverTransformation) and noisy.gradient_model.samples == 5

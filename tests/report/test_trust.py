@@ -29,7 +29,7 @@ def small_grid(defense: str, attacks: list[dict], samples: int = 40) -> object:
 
 
 def test_gradient_masking_step_function_raises_dead_gradients_and_black_box_flags(tmp_path, digits):
-    grid = small_grid("python:trust_models:quantized", [
+    grid = small_grid("python:toys:quantized", [
         {"name": "pgd-l2", "epsilons": [1.5], "steps": 10, "random_start": False},
         {"name": "boundary", "epsilons": [1.5], "steps": 200},
     ])
@@ -40,7 +40,7 @@ def test_gradient_masking_step_function_raises_dead_gradients_and_black_box_flag
 
 
 def test_undeclared_randomness_is_flagged(tmp_path, digits):
-    flags = flags_of(tmp_path, digits, small_grid("python:trust_models:secretly_random",
+    flags = flags_of(tmp_path, digits, small_grid("python:toys:secretly_random",
                                                   [{"name": "fgsm", "epsilons": [0.1]}]))
     assert "undeclared-randomness" in set(flags["flag"])
 
@@ -81,7 +81,7 @@ def test_more_effort_raising_accuracy_is_flagged_from_records():
 
 
 def test_check_grid_on_an_honest_cnn_raises_no_flag(tmp_path, digits):
-    grid = check_grid("python:trust_models:honest", dataset="digits", norm="linf", eps=0.1, samples=40, steps=20,
+    grid = check_grid("python:toys:honest", dataset="digits", norm="linf", eps=0.1, samples=40, steps=20,
                       batch_size=40, seed=0, device="cpu")
     flags = flags_of(tmp_path, digits, grid)
     assert flags.empty, flags.to_string()
@@ -90,7 +90,7 @@ def test_check_grid_on_an_honest_cnn_raises_no_flag(tmp_path, digits):
 def test_check_command_exits_nonzero_on_a_masked_model(tmp_path):
 
 
-    result = invoke(*["check", "python:trust_models:quantized", "--samples", "30", "--steps", "5",
+    result = invoke(*["check", "python:toys:quantized", "--samples", "30", "--steps", "5",
                                        "--results-dir", str(tmp_path), "--format", "csv"])
     assert result.exit_code == 1, result.output
     assert "dead-gradients" in result.output

@@ -13,7 +13,7 @@ from helpers import invoke
 
 GRID = '''samples = 30
 sanity = false
-defenses = ["python:trust_models:secretly_random", "python:trust_models:honest"]
+defenses = ["python:toys:secretly_random", "python:toys:honest"]
 
 [[attacks]]
 name = "fgsm"
@@ -26,8 +26,8 @@ steps = 5
 targets = 2
 square_queries = 20
 '''
-RANDOM = "python:trust_models:secretly_random"
-HONEST = "python:trust_models:honest"
+RANDOM = "python:toys:secretly_random"
+HONEST = "python:toys:honest"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Models built to trigger attack-failure flags (loaded as `python:trust_models:NAME`)."""
+"""The tests' toy models: models built to trigger attack-failure flags (loaded as
+`python:toys:NAME`) and a confidence detector (a reject option on any classifier)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from advbench import zoo
+from advbench import Defense, zoo
 from advbench.data import load_dataset
 
 ZOO = Path(__file__).parents[1] / "zoo"
@@ -96,3 +97,19 @@ def misleading_gradient() -> nn.Module:
 
 def saturated_softmax() -> nn.Module:
     return SaturatedSoftmax()
+
+
+class ConfidenceDetector(Defense):
+    """A classifier with a reject option: it rejects by the negative top logit (low confidence is
+    suspicious), accepting scores at or below `threshold`."""
+
+    def __init__(self, inner: nn.Module, threshold: float = -5.0) -> None:
+        super().__init__()
+        self.inner = inner
+        self.reject_threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+    def reject_score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return -logits.max(dim=1).values
