@@ -54,7 +54,7 @@ def default_epsilons(dataset: str, norm: Norm) -> tuple[float, ...]:
     """The epsilons an attack without its own gets on `dataset`."""
     return DATASET_EPSILONS.get(dataset, {}).get(norm, DEFAULT_EPSILONS[norm])
 GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity", "subset",
-             "save_adversarials", "reuse", "threads"}
+             "save_adversarials", "reuse", "threads", "carry_examples"}
 # Which test points `samples = N` takes: the first N (RobustBench's convention, the default for the
 # torchvision datasets) or a seeded random subset (the default on digits, whose test split is sorted by
 # nothing in particular but small).
@@ -121,6 +121,9 @@ class Grid:
     save_adversarials: bool = False  # keep each cell's adversarial inputs beside its records
     reuse: bool = True  # copy cells an earlier run computed on the same content (`advbench.reuse`)
     threads: int | None = None  # torch's CPU threads; None: torch's own choice
+    # a sample a fixed-epsilon attack beat at a smaller epsilon keeps that verified example at the
+    # larger ones (it lies in their balls) instead of being attacked again: a lower or equal bound
+    carry_examples: bool = True
 
     def fingerprint(self) -> str:
         numbers = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
@@ -191,7 +194,7 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
     kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity", "subset",
-                                   "save_adversarials", "reuse", "threads") if k in data}
+                                   "save_adversarials", "reuse", "threads", "carry_examples") if k in data}
     grid = Grid(defenses, attacks, **kwargs)
     _check_restrictions(grid, where)
     return validate(grid)
@@ -236,7 +239,7 @@ def validate(grid: Grid) -> Grid:
             raise AdvbenchError(f"{key} must be a name in quotes, got {getattr(grid, key)!r}")
     if not isinstance(grid.sanity, bool):
         raise AdvbenchError(f"sanity must be true or false, got {grid.sanity!r}")
-    for key in ("save_adversarials", "reuse"):
+    for key in ("save_adversarials", "reuse", "carry_examples"):
         if not isinstance(getattr(grid, key), bool):
             raise AdvbenchError(f"{key} must be true or false, got {getattr(grid, key)!r}")
     if grid.subset is not None and grid.subset not in SUBSETS:

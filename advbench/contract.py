@@ -16,7 +16,7 @@ from typing import Any
 from .errors import AdvbenchError
 from .norms import Norm, parse_norm
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class _TextEnum(str, Enum):
@@ -70,6 +70,9 @@ RECORD_SCHEMA: dict[str, str] = {
     "gradients": "float", "certified_l2": "float", "access": "str", "grad_norm": "float",
     # schema 3: which part of an ensemble found the sample's adversarial, and the attack's loss trace
     "component": "str", "loss_first": "float", "loss_best": "float", "loss_last": "float", "best_step": "float",
+    # schema 4: the epsilon at which a fixed-epsilon attack found the sample's example (smaller than
+    # `epsilon` when it was carried over from a smaller ball)
+    "found_at": "float",
 }
 RECORD_COLUMNS: list[str] = list(RECORD_SCHEMA)
 # Columns an attack may fill per sample (`Adversarials.details`); the runner fills the rest.
@@ -80,7 +83,8 @@ ENSEMBLE_ORDER: tuple[str, ...] = ("apgd-ce", "apgd-t", "apgd-dlr", "fab-t", "sq
 ENSEMBLE_VERSIONS: dict[str, tuple[str, ...]] = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
                                                  "rand": ("apgd-ce", "apgd-dlr")}
 # Columns added after schema 2, filled with blanks when older runs are read.
-LATER_COLUMNS: dict[int, tuple[str, ...]] = {3: ("component", "loss_first", "loss_best", "loss_last", "best_step")}
+LATER_COLUMNS: dict[int, tuple[str, ...]] = {3: ("component", "loss_first", "loss_best", "loss_last", "best_step"),
+                                             4: ("found_at",)}
 
 
 @dataclass(frozen=True)
@@ -194,8 +198,14 @@ class Manifest:
 
     @property
     def legacy(self) -> bool:
-        """Written before cells were checksummed (schema 1): readable, not resumable."""
-        return self.schema_version < SCHEMA_VERSION
+        """Written before cells were checksummed (schema 1): its records are read unchecked."""
+        return self.schema_version < 2
+
+    @property
+    def resumable(self) -> bool:
+        """Written by this schema: older runs are readable, but their records lack later columns,
+        so they are neither resumed nor reused."""
+        return self.schema_version == SCHEMA_VERSION
 
     def pending(self) -> list[CellInfo]:
         """Cells neither finished nor skipped (refused cells are pending: a resume retries them)."""

@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .contract import SCHEMA_VERSION, Access, AttackKind, CellInfo, CellRole, DefenseInfo, Manifest
+from .contract import Access, AttackKind, CellInfo, CellRole, DefenseInfo, Manifest
 from .errors import AdvbenchError
 from .norms import BALL_TOLERANCE, Norm
 from .store import RunStore
@@ -284,7 +284,7 @@ def run_notices(run_id: str, manifest: Manifest) -> list[str]:
         notices.append(f"INCOMPLETE run {run_id}: {finished} of {total} cells"
                        + (f" (failed: {detail})" if detail else " (the rest did not run; continue with --resume)"))
     if manifest.legacy:
-        notices.append(f"run {run_id} was written before run schema {SCHEMA_VERSION}: its records carry no checksums")
+        notices.append(f"run {run_id} was written before run schema 2: its records carry no checksums")
     return notices
 
 

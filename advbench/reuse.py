@@ -104,7 +104,7 @@ class CellIndex:
             if exclude is not None and store.path.resolve() == Path(exclude).resolve():
                 continue
             manifest = store.readable_manifest()
-            if manifest is None or manifest.legacy:
+            if manifest is None or not manifest.resumable:
                 continue
             infos = {cell.id: cell for cell in manifest.cells}
             for cell_id, key in manifest.content_keys.items():

@@ -120,6 +120,9 @@ def grid_overrides(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Add the masking sanity attacks (small Square, transfer from cnn) [default: on]."),
         click.option("--save-adversarials/--no-save-adversarials", default=None,
                      help="Keep each cell's adversarial inputs beside its records (for `advbench show`)."),
+        click.option("--carry-examples/--attack-every-epsilon", "carry_examples", default=None,
+                     help="A sample beaten at a smaller epsilon keeps that example at larger ones instead of being "
+                          "attacked again [default: carry]."),
     ]):
         func = option(func)
     return func

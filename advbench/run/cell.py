@@ -38,7 +38,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
              num_classes: int, device: torch.device, observer: Observer | None = None,
              source: Defense | None = None, load_model: Callable[[str], nn.Module] | None = None,
              dataset: str = "", seed: int | None = None, offset: int = 0,
-             parts: CellParts | None = None) -> pd.DataFrame:
+             parts: CellParts | None = None, carry_examples: bool = False) -> pd.DataFrame:
     """Attack one defense with one attack over all samples; one record per sample and epsilon.
 
     With `source`, the attack is crafted on that model and its examples are evaluated on
@@ -46,13 +46,14 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     and the position `offset + start` of its first sample (shards reproduce whole cells).
     With `parts`, each finished batch is written as a part (with its verified adversarial
     inputs when they are kept) and batches whose parts are already on disk are skipped; the
-    returned records are then those of the batches run in this call."""
+    returned records are then those of the batches run in this call. With `carry_examples`, a
+    sample beaten at a smaller epsilon keeps that example at larger ones (`attack_at_epsilons`)."""
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
     setting = CellSetting(plan, attack, defense, crafted_on, eot, Access.TRANSFER if source is not None else attack.access,
                           [None] if attack.kind is AttackKind.MINIMUM_NORM else list(plan.epsilons), bounds,
-                          num_classes, device, observer, load_model, dataset, seed)
+                          num_classes, device, observer, load_model, dataset, seed, carry_examples)
     guards = [StateGuard(m) for m in {id(m): m for m in (defense, crafted_on)}.values()]
     rows: list[dict[str, Any]] = []
     try:
@@ -73,6 +74,8 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
                                 torch.stack([a.detach().cpu() for a in adversarials]) if parts.keep else None)
                 rows.extend(batch_rows)
                 credit.finish()
+        for guard in guards:  # once per cell, the full digest (it also sees writes that bypass autograd)
+            guard.check(plan.attack.id, full=True)
     finally:  # whatever the attack did or raised, the next cell gets the model as this one found it
         for guard in guards:
             guard.restore()
@@ -97,6 +100,7 @@ class CellSetting:
     load_model: Callable[[str], nn.Module] | None
     dataset: str
     seed: int | None
+    carry_examples: bool = False
 
     @property
     def evaluations_per_input(self) -> int:
@@ -108,7 +112,7 @@ def attack_batch(setting: CellSetting, x: torch.Tensor, y: torch.Tensor, index: 
                  guards: list[StateGuard]) -> tuple[list[dict[str, Any]], list[torch.Tensor]]:
     """One batch of a cell (its first sample at `start` of `clean`, at `position` in the whole
     cell, which seeds it): attacked, checked, verified and re-predicted into records."""
-    plan, attack = setting.plan, setting.attack
+    plan = setting.plan
     # a fresh target per batch: a gradient model may keep state between an attack's steps
     # (warm-started inference), and no batch may see another's (shards reproduce cells)
     target, counters = attack_target(setting.crafted_on, setting.eot, setting.bounds, setting.num_classes,
@@ -120,18 +124,108 @@ def attack_batch(setting: CellSetting, x: torch.Tensor, y: torch.Tensor, index: 
                   else torch.full((len(x),), math.nan))
     for counter in counters:
         counter.count = 0
-    output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(),
-                                       [e for e in setting.epsilons if e is not None], setting.observer)
-    for guard in guards:
-        guard.check(plan.attack.id)
-    cost = BatchCost(output.seconds / len(x), sum(counter.count for counter in counters) / len(x),
+
+    def check_defense() -> None:
+        for guard in guards:
+            guard.check(plan.attack.id)
+
+    found = attack_at_epsilons(setting, target, x, y, check_defense)
+    cost = BatchCost(found.seconds / len(x), sum(counter.count for counter in counters) / len(x),
                      counters[0].count / len(x))  # gradients: evaluations of the gradient model (surrogate included)
-    details = output.details or [{} for _ in output.adversarials]
     rows: list[dict[str, Any]] = []
-    for eps, adv, detail in zip(setting.epsilons, output.adversarials, details):
+    for eps, adv, detail, pred, found_at in zip(setting.epsilons, found.adversarials, found.details,
+                                                found.predictions, found.found_at):
+        rows.extend(batch_records(setting, eps, index, y, x, adv, clean, start, cost, grad_norms, detail, pred,
+                                  found_at))
+    return rows, found.adversarials
+
+
+@dataclass
+class FoundExamples:
+    """A batch's verified examples at each epsilon of the cell, with the defense's prediction of
+    each and the epsilon each example was found at."""
+
+    adversarials: list[torch.Tensor]
+    details: list[Details]
+    predictions: list[Prediction]
+    found_at: list[torch.Tensor]
+    seconds: float
+
+
+def attack_at_epsilons(setting: CellSetting, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
+                       check_defense: Callable[[], None]) -> FoundExamples:
+    """The attack at every epsilon of the cell, each example verified and judged by the defense.
+
+    With `carry_examples` (fixed-epsilon attacks, epsilons in increasing order), a sample the
+    defense already got wrong (and accepted, where it has a reject option) keeps its verified
+    example at every larger epsilon, whose ball holds it, and only the others are attacked again.
+    Otherwise every epsilon attacks the whole batch (in one call: the attack may batch them).
+    `check_defense` runs after each attack, before the defense judges its examples."""
+    plan, attack = setting.plan, setting.attack
+    epsilons = [e for e in setting.epsilons if e is not None]
+    carry = setting.carry_examples and len(epsilons) > 1 and epsilons == sorted(epsilons)
+    if not carry:
+        output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(), epsilons, setting.observer)
+        check_defense()
+        details = output.details or [{} for _ in output.adversarials]
+        for eps, adv in zip(setting.epsilons, output.adversarials):
+            verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=setting.bounds, attack=plan.attack.id)
+        predictions = [setting.defense.predict(adv, samples=setting.eot) for adv in output.adversarials]
+        found_at = [torch.full((len(x),), math.nan if eps is None else float(eps), dtype=torch.float64)
+                    for eps in setting.epsilons]
+        return FoundExamples(output.adversarials, details, predictions, found_at, output.seconds)
+    found = FoundExamples([], [], [], [], 0.0)
+    beaten = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    points, found_at, details = x.clone(), torch.full((len(x),), math.nan, dtype=torch.float64), None
+    for eps in epsilons:
+        standing = (~beaten).nonzero().squeeze(1)
+        adv, at = points.clone(), found_at.clone()
+        if len(standing):
+            output = attack_in_fitting_batches(attack, target, x[standing].clone(), y[standing].clone(), [eps],
+                                               setting.observer)
+            found.seconds += output.seconds
+            adv[standing] = output.adversarials[0]
+            at[standing.cpu()] = float(eps)
+            details = merged_details(details, (output.details or [{}])[0], standing, len(x))
+            check_defense()
         verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=setting.bounds, attack=plan.attack.id)
-        rows.extend(batch_records(setting, eps, index, y, x, adv, clean, start, cost, grad_norms, detail))
-    return rows, output.adversarials
+        pred = setting.defense.predict(adv, samples=setting.eot)
+        newly = ~beaten & judged_beaten(setting.defense, pred, y)
+        beaten |= newly
+        points[newly], found_at[newly.cpu()] = adv[newly], at[newly.cpu()]
+        found.adversarials.append(adv)
+        found.details.append(dict(details or {}))
+        found.predictions.append(pred)
+        found.found_at.append(at)
+    return found
+
+
+def judged_beaten(defense: Defense, pred: Prediction, y: torch.Tensor) -> torch.Tensor:
+    """Whether the defense's own prediction is wrong (and accepted, where it has a reject option):
+    only such a sample's example is carried to larger epsilons."""
+    wrong = pred.labels.to(y.device) != y
+    if defense.reject_threshold is not None and pred.reject_score is not None:
+        wrong &= pred.reject_score.to(y.device) <= defense.reject_threshold
+    return wrong
+
+
+def merged_details(previous: Details | None, new: Details, rows: torch.Tensor, size: int) -> Details:
+    """Per-sample details of a batch after re-attacking `rows`: the new values there, the values
+    each carried sample had when its example was found elsewhere."""
+    merged: Details = {}
+    index = rows.cpu().tolist()
+    for column, values in new.items():
+        if isinstance(values, list):
+            base = list(previous[column]) if previous and column in previous else [""] * size
+            for i, value in zip(index, values):
+                base[i] = value
+        else:
+            base = (previous[column].clone() if previous and column in previous
+                    else torch.full((size,), math.nan, dtype=values.dtype if values.is_floating_point() else torch.float))
+            base = base.to(values.device) if base.device != values.device else base
+            base[rows.to(base.device)] = values.to(base.dtype)
+        merged[column] = base
+    return merged
 
 
 @dataclass(frozen=True)
@@ -170,10 +264,9 @@ def attack_in_fitting_batches(attack: Attack, target: AttackTarget, x: torch.Ten
 
 def batch_records(setting: CellSetting, eps: float | None, index: torch.Tensor, y: torch.Tensor, x: torch.Tensor,
                   adv: torch.Tensor, clean: Prediction, offset: int, cost: BatchCost, grad_norms: torch.Tensor,
-                  details: Details) -> list[dict[str, Any]]:
-    """One record per sample of the batch at `eps`, from the defense's own prediction of `adv`."""
-    plan, attack, defense = setting.plan, setting.attack, setting.defense
-    pred = defense.predict(adv, samples=setting.eot)
+                  details: Details, pred: Prediction, found_at: torch.Tensor) -> list[dict[str, Any]]:
+    """One record per sample of the batch at `eps`, from the defense's own prediction `pred` of `adv`."""
+    plan, attack = setting.plan, setting.attack
     delta = (adv - x).flatten(1)
     l2, linf, x_l2 = Norm.L2.of(delta).cpu(), Norm.LINF.of(delta).cpu(), Norm.L2.of(x).cpu()
     adv_pred = pred.labels.cpu()
@@ -198,7 +291,7 @@ def batch_records(setting: CellSetting, eps: float | None, index: torch.Tensor, 
             "certified_l2": float(clean.certified_l2[j]) if clean.certified_l2 is not None else math.nan,
             "access": setting.access.value, "grad_norm": float(grad_norms[i]),
             "component": "", "loss_first": math.nan, "loss_best": math.nan, "loss_last": math.nan,
-            "best_step": math.nan,
+            "best_step": math.nan, "found_at": float(found_at[i]),
         })
         for column, values in details.items():
             out[-1][column] = values[i] if isinstance(values, list) else float(values[i])

@@ -76,7 +76,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
                      batch_size=plan.grid.batch_size, bounds=plan.data.info.bounds,
                      num_classes=plan.data.info.num_classes, device=device, observer=observer, source=source,
                      load_model=session.models.get, dataset=plan.data.info.name, seed=plan.grid.seed,
-                     parts=session.parts(cell))
+                     parts=session.parts(cell), carry_examples=plan.grid.carry_examples)
             session.finish(cell, time.perf_counter() - started)
         except AdvbenchError as exc:
             session.refuse(cell, str(exc))

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import torch
 
-from ..contract import DefenseInfo, Manifest
+from ..contract import SCHEMA_VERSION, DefenseInfo, Manifest
 from ..defenses.base import Defense, state_digest
 from ..errors import AdvbenchError
 from ..progress import Observer
@@ -34,9 +34,9 @@ def open_manifest(store: RunStore, plan: Plan, observer: Observer) -> Manifest:
         store.write_manifest(manifest)
         return manifest
     manifest = store.manifest()
-    if manifest.legacy:
-        raise AdvbenchError(f"run {store.run_id} was written before run schema 2 (no record checksums) and cannot "
-                            "be resumed; start a new run")
+    if not manifest.resumable:
+        raise AdvbenchError(f"run {store.run_id} was written with run schema {manifest.schema_version} (this advbench "
+                            f"writes {SCHEMA_VERSION}) and cannot be resumed; start a new run")
     if manifest.fingerprint != plan.grid.fingerprint():
         raise AdvbenchError(f"run {store.run_id} is a run of another grid; it cannot be resumed with this one")
     for cell_id, checksum in list(manifest.finished.items()):

@@ -91,7 +91,7 @@ def run_shard(shard: Shard) -> tuple[str, float, str | None]:
         run_cell(cell.plan, cell.attack, defense, shard.indices[shard.start:stop], shard.inputs, shard.labels,
                  clean, batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
                  device=models.device, source=source, load_model=models.get, dataset=data.info.name,
-                 seed=grid.seed, offset=shard.start, parts=parts)
+                 seed=grid.seed, offset=shard.start, parts=parts, carry_examples=grid.carry_examples)
     except AdvbenchError as exc:
         return cell.id, time.perf_counter() - started, str(exc)
     return cell.id, time.perf_counter() - started, None
