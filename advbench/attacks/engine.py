@@ -153,6 +153,15 @@ class RunTrace:
         self.best_step = self.best_step.masked_fill(better, float(step))
         self.last = loss
 
+    def record_rows(self, loss: torch.Tensor, step: int, rows: torch.Tensor) -> None:
+        """`record` for some of the run's rows (the others have left the run)."""
+        loss = loss.detach().float()
+        better = loss > self.best[rows]
+        self.best, self.best_step, self.last = self.best.clone(), self.best_step.clone(), self.last.clone()
+        self.best[rows] = torch.where(better, loss, self.best[rows])
+        self.best_step[rows] = self.best_step[rows].masked_fill(better, float(step))
+        self.last[rows] = loss
+
 
 class SmallestSuccess:
     """Per sample, the smallest successful perturbed input found so far (minimum-norm attacks):

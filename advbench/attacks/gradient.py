@@ -17,7 +17,17 @@ from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .losses import pick_loss
 from .objectives import build_objective
 from .engine import LossTrace, Radius
-from .pgd import STEP_RULES, pgd
+from .pgd import STEP_RULES, Decided, pgd
+
+
+def real_decision(target: AttackTarget, loss: str, reject_aware: bool) -> Decided | None:
+    """Success judged by the defense's real decision (not its surrogate), so that a sample leaves
+    an attack only once the defense itself is beaten; None for a stochastic defense, whose one
+    lucky draw must not end the attack on a sample."""
+    if target.stochastic:
+        return None
+    judge = build_objective(target, loss, reject_aware=reject_aware, decision=True)
+    return lambda points, labels: judge.success(judge.model(points), labels)
 
 
 class _GradientAttack(FixedEpsilonAttack):
@@ -27,7 +37,8 @@ class _GradientAttack(FixedEpsilonAttack):
     `batch_epsilons` says when to batch: None (the default) on a GPU, where a step's cost is
     mostly kernel launches, and not on a CPU, where it grows with the batch
     (bench/batched_epsilons.py measured 1.15-1.28x slower there); True or False decides for
-    this attack object. Either way the examples are the same, bit for bit."""
+    this attack object. Either way the examples are the same up to the float rounding of
+    forwards on other batch sizes (beaten samples leave the batch at different times)."""
 
     batch_epsilons: bool | None = None
     # what the engine reads of every attack on it; an attack without the option keeps these
@@ -50,7 +61,7 @@ class _GradientAttack(FixedEpsilonAttack):
                      epsilons: list[float]) -> list[torch.Tensor | Adversarials] | None:
         """The batch repeated once per epsilon (in order, so that random starts draw the same
         numbers as runs per epsilon), attacked in one pass, split back: the same examples as
-        runs per epsilon, bit for bit. Left to runs per epsilon where that would not hold:
+        runs per epsilon (up to float rounding). Left to runs per epsilon where that would not hold:
         Adam steps (one step size per batch), restarts (later restarts would draw in another
         order) and stochastic defenses (their noise would be drawn in another order)."""
         batched = x.is_cuda if self.batch_epsilons is None else self.batch_epsilons
@@ -103,7 +114,7 @@ class PGD(_GradientAttack):
         points = pgd(objective.model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step,
                      loss_fn=objective.loss, bounds=target.bounds, random_init=self.random_start,
                      restarts=self.restarts, step_rule=self.step_rule, prefer_misclassified=objective.success_first,
-                     success=objective.success, trace=trace)
+                     success=objective.success, trace=trace, decided=real_decision(target, self.loss, self.reject_aware))
         return Adversarials(points, trace.details())
 
 
@@ -147,4 +158,5 @@ class MIM(_GradientAttack):
         objective = build_objective(target, self.loss, reject_aware=False)
         return pgd(objective.model, x, y, eps=eps, norm=self.norm, steps=self.steps, step_size=step,
                    loss_fn=objective.loss, bounds=target.bounds, random_init=False, momentum=self.decay,
-                   success=objective.success, prefer_misclassified=objective.success_first)
+                   success=objective.success, prefer_misclassified=objective.success_first,
+                   decided=real_decision(target, self.loss, False))

@@ -159,9 +159,15 @@ def test_all_epsilons_in_one_batched_run_equal_runs_per_epsilon(tiny_cnn, digits
     torch.manual_seed(0)
     apart = attack(target, x, y, epsilons)
     for eps, a, b in zip(epsilons, together.adversarials, apart.adversarials):
-        assert torch.equal(a, b), eps
+        # equal up to float rounding: beaten samples leave the batch, and a forward on another batch
+        # size may round the last bit differently (before active sets: bit for bit)
+        assert torch.allclose(a, b, atol=1e-5), eps
+        assert torch.equal(tiny_cnn(a).argmax(1), tiny_cnn(b).argmax(1)), eps
     for a, b in zip(together.details, apart.details):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if torch.is_tensor(a[k]))
+        # the loss trace to float rounding: beaten samples leave the batch, and a forward on another
+        # batch size may round differently in the last bit (the examples themselves are equal)
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6, equal_nan=True)
+                                            for k in a if torch.is_tensor(a[k]))
 
 
 def test_pgd_l2_is_at_least_as_strong_as_torchattacks_on_the_same_samples(tiny_cnn, digits):
