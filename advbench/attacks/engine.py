@@ -172,8 +172,14 @@ class SmallestSuccess:
         self.sizes = torch.full((len(x),), math.inf, device=x.device)
 
     @torch.no_grad()
-    def offer(self, points: torch.Tensor, sizes: torch.Tensor, success: torch.Tensor) -> torch.Tensor:
-        """Keep each successful candidate smaller than the best so far; returns where it was kept."""
-        better = success & (sizes < self.sizes)
-        self.points[better], self.sizes[better] = points[better], sizes[better]
+    def offer(self, points: torch.Tensor, sizes: torch.Tensor, success: torch.Tensor,
+              rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Keep each successful candidate smaller than the best so far (candidates for `rows` of
+        the batch, when given); returns where it was kept, among the candidates."""
+        if rows is None:
+            better = success & (sizes < self.sizes)
+            self.points[better], self.sizes[better] = points[better], sizes[better]
+            return better
+        better = success & (sizes < self.sizes[rows])
+        self.points[rows[better]], self.sizes[rows[better]] = points[better], sizes[better]
         return better

@@ -73,7 +73,8 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
                  eta: float = 1.05, beta: float = 0.9) -> tuple[Tensor, Tensor]:
     """Per sample the smallest adversarial found over the top `targets` wrong classes
     (restarts after the first start at random points within `eps` when given), and its norm
-    (inf where none was found)."""
+    (inf where none was found). With `eps`, each target attacks only the samples no earlier one
+    beat within eps (as the original AutoAttack's FAB-T)."""
     low, high = bounds
     view = (-1,) + (1,) * (x.dim() - 1)
     with torch.no_grad():
@@ -81,24 +82,30 @@ def fab_targeted(objective: Objective, x: Tensor, y: Tensor, *, norm: Norm, step
     smallest = SmallestSuccess(x)
     for classes in ranked:
         for restart in range(restarts):
-            point = x.clone() if restart == 0 else _restart_point(x, smallest.sizes, eps, norm, bounds)
-            f, grad, _ = _boundary(objective, point, y, classes)
+            # within eps (AutoAttack's use), a sample beaten inside the ball needs no other target
+            rows = (torch.arange(len(x), device=x.device) if eps is None
+                    else (~(smallest.sizes <= eps)).nonzero().squeeze(1))
+            if len(rows) == 0:
+                break
+            start = x.clone() if restart == 0 else _restart_point(x, smallest.sizes, eps, norm, bounds)  # whole-batch draws
+            xs, ys, targets_of = x[rows], y[rows], classes[rows]
+            point = start[rows]
+            f, grad, _ = _boundary(objective, point, ys, targets_of)
             for _ in range(steps):
                 with torch.no_grad():
                     from_point = _to_hyperplane(point, f, grad, norm, bounds)
-                    f_origin = f + (grad * (x - point)).flatten(1).sum(1)
-                    from_origin = _to_hyperplane(x, f_origin, grad, norm, bounds)
+                    f_origin = f + (grad * (xs - point)).flatten(1).sum(1)
+                    from_origin = _to_hyperplane(xs, f_origin, grad, norm, bounds)
                     d_point, d_origin = norm.of(from_point), norm.of(from_origin)
                     alpha = (d_point / (d_point + d_origin).clamp_min(1e-12)).clamp(0, alpha_max).view(view)
-                    point = ((1 - alpha) * (point + eta * from_point) + alpha * (x + eta * from_origin)).clamp(low, high)
-                f, grad, beaten = _boundary(objective, point, y, classes)  # also the next step's linearisation
+                    point = ((1 - alpha) * (point + eta * from_point) + alpha * (xs + eta * from_origin)).clamp(low, high)
+                f, grad, beaten = _boundary(objective, point, ys, targets_of)  # also the next step's linearisation
                 with torch.no_grad():
-                    size = norm.of(point - x)
-                    smallest.offer(point, size, beaten)
-                    rows = beaten.nonzero().squeeze(1)
-                    point[rows] = (1 - beta) * x[rows] + beta * point[rows]  # step back towards the input
-                if len(rows):  # and re-linearise only there
-                    f[rows], grad[rows], _ = _boundary(objective, point[rows], y[rows], classes[rows])
+                    smallest.offer(point, norm.of(point - xs), beaten, rows)
+                    back = beaten.nonzero().squeeze(1)
+                    point[back] = (1 - beta) * xs[back] + beta * point[back]  # step back towards the input
+                if len(back):  # and re-linearise only there
+                    f[back], grad[back], _ = _boundary(objective, point[back], ys[back], targets_of[back])
     return smallest.points, smallest.sizes
 
 
