@@ -21,6 +21,11 @@ class Observer:
     def message(self, text: str) -> None:
         pass
 
+    def detail(self, text: str) -> None:
+        """A line for logs (which attack settings a cell ran with): printed by plain output, left
+        out on a terminal, where the progress bars already say what runs and the story must fit
+        one screen."""
+
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
         yield lambda n=1: None
@@ -35,6 +40,9 @@ class PlainObserver(Observer):
 
     def message(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
+
+    def detail(self, text: str) -> None:
+        self.message(text)
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:

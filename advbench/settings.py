@@ -29,6 +29,7 @@ class Format(str, Enum):
 class View(str, Enum):
     PAPER = "paper"      # rows clean / attacks / ALL, columns defenses, plus comparisons
     SUMMARY = "summary"  # one row per defense x attack x epsilon with every metric
+    BRIEF = "brief"      # the story on one screen: headlines, each defense's worst case, the checks
 
 
 class Executor(str, Enum):

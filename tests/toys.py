@@ -1,10 +1,13 @@
-"""The tests' toy models: models built to trigger attack-failure flags (loaded as
-`python:toys:NAME`) and a confidence detector (a reject option on any classifier)."""
+"""The tests' toys: models built to trigger attack-failure flags (loaded as `python:toys:NAME`),
+a confidence detector (a reject option on any classifier) and made-up records for the report."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -113,3 +116,25 @@ class ConfidenceDetector(Defense):
 
     def reject_score(self, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return -logits.max(dim=1).values
+
+
+def many_attacks_run(defenses: int = 9, attacks: int = 8, samples: int = 20) -> pd.DataFrame:
+    """`defenses` reject-option defenses, each under `attacks` fixed-epsilon Linf attacks (two at a
+    single epsilon) and one minimum-norm attack."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for d in range(defenses):
+        labels = rng.integers(0, 10, samples)
+        for a in range(attacks + 1):
+            minimum = a == attacks
+            epsilons = [math.nan] if minimum else ([0.1] if a < 2 else [0.05, 0.1, 0.2])
+            for eps in epsilons:
+                wrong = rng.random(samples) < (0.5 if minimum else 2 * eps)
+                frames.append(pd.DataFrame({
+                    "cell": f"d{d}__a{a}", "defense": f"d{d}", "attack": f"a{a}", "norm": "linf",
+                    "kind": "minimum-norm" if minimum else "fixed-epsilon", "epsilon": eps,
+                    "sample": np.arange(samples), "label": labels, "clean_pred": labels,
+                    "clean_score": rng.random(samples), "adv_pred": np.where(wrong, (labels + 1) % 10, labels),
+                    "adv_score": rng.random(samples), "l2": 1.0, "linf": rng.random(samples) * 0.3, "x_l2": 5.0,
+                    "seconds": 0.1, "queries": 1.0}))
+    return pd.concat(frames, ignore_index=True)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import AdvbenchError
-from ..settings import Paths, ReportOptions, RunOptions
+from ..settings import Paths, ReportOptions, RunOptions, View
 from .app import main
 from .options import evaluate_and_print, grid_overrides, path_options, report_options, run_options
 
@@ -29,7 +29,7 @@ from .options import evaluate_and_print, grid_overrides, path_options, report_op
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file for the defense.")
 @run_options()
 @grid_overrides
-@report_options()
+@report_options(view=True, default_view=View.BRIEF)
 @path_options()
 def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...], steps: int | None,
            step_size: str | None, restarts: int | None, eot: int | None, norm: str | None, source: str | None,
@@ -61,7 +61,7 @@ def attack(defense: str, attack_names: tuple[str, ...], epsilons: tuple[str, ...
               help="Weights file for a single --defense (e.g. a python: model).")
 @run_options(executor=True)
 @grid_overrides
-@report_options()
+@report_options(view=True, default_view=View.BRIEF)
 @path_options()
 def run_command(grid_file: Path | None, defense_specs: tuple[str, ...], weights: Path | None, run: RunOptions,
                 report: ReportOptions, paths: Paths, **overrides: Any) -> None:

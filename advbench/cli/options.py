@@ -63,8 +63,8 @@ def format_option() -> Decorator:
                                                 "robustbench: JSON leaderboard entries).")
 
 
-def report_options(view: bool = False) -> Decorator:
-    """--format, the statistics' settings (and --view) as `report`."""
+def report_options(view: bool = False, default_view: View = View.PAPER) -> Decorator:
+    """--format, the statistics' settings (and --view, by default `default_view`) as `report`."""
     options = [
         format_option(),
         click.option("--alpha", type=float, default=DEFAULT_ALPHA, show_default=True,
@@ -76,9 +76,10 @@ def report_options(view: bool = False) -> Decorator:
                      help="Clean-input false-alarm rate for the detection rate of reject-option defenses."),
     ]
     if view:
-        options.append(click.option("--view", type=click.Choice([v.value for v in View]), default=View.PAPER.value,
+        options.append(click.option("--view", type=click.Choice([v.value for v in View]), default=default_view.value,
                                     show_default=True, help="paper: rows attacks, columns defenses, with "
-                                                            "comparisons; summary: every metric per row."))
+                                                            "comparisons; summary: every metric per row; brief: "
+                                                            "headlines and each defense's worst case, one screen."))
     return gathered("report", lambda fmt, **rest: ReportOptions(Format(fmt), **{
         k: View(v) if k == "view" else v for k, v in rest.items()}), options)
 
@@ -143,11 +144,13 @@ def evaluate_and_print(grid: Any, paths: Paths, run: RunOptions = RunOptions(),
     observer = terminal_observer()
     result = evaluate(grid, paths=paths, run=run, report=report, observer=observer)
     if result.report is not None:
-        render(result.report, report.fmt, sys.stdout)
+        render(result.report, report.fmt, sys.stdout, report.view)
         for notice in result.report.notices:
             click.echo(notice, err=True)
     if result.written:
-        observer.message(f"records, {', '.join(p.name for p in result.written)} in {result.store.path}")
+        figures = sum(1 for p in result.written if p.suffix == ".png")
+        observer.message(f"records, {len(result.written) - figures} tables (CSV) and {figures} figures (PNG) in "
+                         f"{result.store.path}")
     if result.failed:
         first, reason = next(iter(result.failed.items()))
         raise AdvbenchError(f"{len(result.failed)} of {len(result.manifest.cells)} cells failed (the others are "

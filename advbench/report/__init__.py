@@ -155,8 +155,26 @@ def render(report: Report, fmt: Format | str, out: TextIO, view: View | str = Vi
 
         for notice in report.notices:
             out.write(f"{'> **' if fmt is Format.MARKDOWN else '!! '}{notice}{'**' if fmt is Format.MARKDOWN else ''}\n\n")
+        if View(view) is View.BRIEF:
+            _write_brief(report, out, markdown=fmt is Format.MARKDOWN)
+            return
         tables = paper_tables(report) if View(view) is View.PAPER else summary_tables(report)
         write_tables(tables, out, markdown=fmt is Format.MARKDOWN)
+
+
+def _write_brief(report: Report, out: TextIO, *, markdown: bool) -> None:
+    import textwrap
+
+    from .brief import brief_lines, worst_case_table
+    from .terminal import NOTE_WIDTH, write_tables
+
+    headline, _, rest = "\n".join(brief_lines(report)).partition("\n\n")
+    for line in headline.splitlines():
+        out.write(textwrap.fill(line, NOTE_WIDTH, subsequent_indent="    ") + "\n")
+    out.write("\n")
+    write_tables([worst_case_table(report)], out, markdown=markdown)
+    out.write("\n" + "\n".join(textwrap.fill(line, NOTE_WIDTH, subsequent_indent="    ") if line else line
+                                for line in rest.splitlines()) + "\n")
 
 
 def write_artifacts(report: Report, directory: Path, *, plots: bool = True, per_attack_plots: bool = False,

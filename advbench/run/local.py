@@ -69,7 +69,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
     for job in jobs:
         cell = job.cell
         try:
-            observer.message(f"cell {cell.id}: {cell.attack!r}")
+            observer.detail(f"cell {cell.id}: {cell.attack!r}")
             started = time.perf_counter()
             source = session.models.get(cell.plan.attack.source) if cell.plan.attack.source else None
             run_cell(cell.plan, cell.attack, defense, samples.indices, samples.inputs, samples.labels, clean,

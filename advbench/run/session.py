@@ -129,7 +129,7 @@ class Session:
         self.manifest.reused[cell_id] = found.store.run_id
         self.manifest.refused.pop(cell_id, None)
         self.store.write_manifest(self.manifest)
-        self.observer.message(f"cell {cell_id}: reused from run {found.store.run_id} (same data, samples, weights "
+        self.observer.detail(f"cell {cell_id}: reused from run {found.store.run_id} (same data, samples, weights "
                               "and attack settings; --fresh reruns it)")
         return True
 

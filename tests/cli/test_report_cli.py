@@ -42,7 +42,7 @@ def two_defense_grid(isolated, trained_zoo, digits):
 
 def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defense_grid, isolated, monkeypatch):
     monkeypatch.syspath_prepend(str(isolated))
-    result = invoke("run", str(two_defense_grid))
+    result = invoke("run", str(two_defense_grid), "--view", "paper")
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "Paired comparison: accuracy a - b" in out and "cnn vs cnn-seed1" in out

@@ -3,37 +3,13 @@ epsilons as markers (issue 22: curves.png had 25 legend entries a panel, roc.png
 
 from __future__ import annotations
 
-import math
 
-import numpy as np
-import pandas as pd
 import pytest
 
 import advbench.report.plots as plots
 from advbench.read_model import Run
 from advbench.report import report_of
-
-
-def many_attacks_run(defenses: int = 9, attacks: int = 8, samples: int = 20) -> pd.DataFrame:
-    """`defenses` reject-option defenses, each under `attacks` fixed-epsilon Linf attacks (two at a
-    single epsilon) and one minimum-norm attack."""
-    rng = np.random.default_rng(0)
-    frames = []
-    for d in range(defenses):
-        labels = rng.integers(0, 10, samples)
-        for a in range(attacks + 1):
-            minimum = a == attacks
-            epsilons = [math.nan] if minimum else ([0.1] if a < 2 else [0.05, 0.1, 0.2])
-            for eps in epsilons:
-                wrong = rng.random(samples) < (0.5 if minimum else 2 * eps)
-                frames.append(pd.DataFrame({
-                    "cell": f"d{d}__a{a}", "defense": f"d{d}", "attack": f"a{a}", "norm": "linf",
-                    "kind": "minimum-norm" if minimum else "fixed-epsilon", "epsilon": eps,
-                    "sample": np.arange(samples), "label": labels, "clean_pred": labels,
-                    "clean_score": rng.random(samples), "adv_pred": np.where(wrong, (labels + 1) % 10, labels),
-                    "adv_score": rng.random(samples), "l2": 1.0, "linf": rng.random(samples) * 0.3, "x_l2": 5.0,
-                    "seconds": 0.1, "queries": 1.0}))
-    return pd.concat(frames, ignore_index=True)
+from toys import many_attacks_run
 
 
 @pytest.fixture()
