@@ -12,9 +12,9 @@ from advbench.report import report_of
 from toys import many_attacks_run
 
 
-@pytest.fixture()
-def drawn(monkeypatch, tmp_path):
-    """Every figure `write_plots` draws, kept instead of only saved."""
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """Every figure `write_plots` draws, kept instead of only saved (drawn once for this module)."""
     figures = []
     saved = plots.save_figure
 
@@ -22,10 +22,11 @@ def drawn(monkeypatch, tmp_path):
         figures.append((path.name, fig))
         return saved(fig, path)
 
-    monkeypatch.setattr(plots, "save_figure", keep)
-    monkeypatch.setattr(plots, "_save_and_close", lambda plt, fig, path: keep(fig, path))
-    run = Run.from_records(many_attacks_run(), {f"d{d}__a8": [0.1] for d in range(9)})
-    plots.write_plots(report_of(run), tmp_path, per_attack=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "save_figure", keep)
+        patch.setattr(plots, "_save_and_close", lambda plt, fig, path: keep(fig, path))
+        run = Run.from_records(many_attacks_run(), {f"d{d}__a8": [0.1] for d in range(9)})
+        plots.write_plots(report_of(run), tmp_path_factory.mktemp("plots"), per_attack=False)
     return figures
 
 
