@@ -1,7 +1,7 @@
 """advbench: a command-line benchmark for adversarial robustness.
 
-Public API. Evaluate: `evaluate(grid)` (the front door every command uses), `Grid`,
-`load_grid`. Extend: subclass `Defense` (only `forward` is required) or
+Public API. Evaluate: `benchmark(model, x, y, ...)` (an in-memory model and data, one call),
+`evaluate(grid)` (the front door every command uses), `Grid`, `load_grid`. Extend: subclass `Defense` (only `forward` is required) or
 `FixedEpsilonAttack` / `MinimumNormAttack` and register them with `register_defense` /
 `register_attack`, or through an entry point (`advbench.defenses`, `advbench.attacks`,
 `advbench.datasets`) in your package; see docs/plugins.md.
@@ -14,7 +14,7 @@ from .registry import register_attack, register_dataset, register_defense  # noq
 
 # Everything else loads on first use, so `advbench --help` never imports torch.
 _LAZY = {
-    "Norm": "norms", "evaluate": "evaluation", "Evaluation": "evaluation", "prepare": "evaluation",
+    "Norm": "norms", "benchmark": "notebook", "BenchmarkResult": "notebook", "evaluate": "evaluation", "Evaluation": "evaluation", "prepare": "evaluation",
     "Paths": "settings", "RunOptions": "settings", "ReportOptions": "settings",
     "Grid": "config", "load_grid": "config", "AttackKind": "contract", "Manifest": "contract",
     "Defense": "defenses", "ModelDefense": "defenses", "TrainableDefense": "defenses", "Prediction": "defenses",

@@ -11,7 +11,7 @@ import importlib
 import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +40,20 @@ class DefensePlan:
     needs_training: bool = False
     weights: Path | None = None
     defense_name: str | None = None  # the registered defense behind the spec
+    model: Defense | None = field(default=None, compare=False, repr=False)  # in memory (advbench.benchmark)
 
 
 def plan_defense(spec: str | DefenseRef, info: DataInfo, *, zoo_dir: Path | None = None,
                  weights: Path | str | None = None, train_options: dict[str, Any] | None = None,
-                 model_dir: Path | None = None) -> DefensePlan:
+                 model_dir: Path | None = None, model: Defense | None = None) -> DefensePlan:
     """Check a defense spec against the registry, the zoo and the data, without loading
-    weights or training: every problem is found before a run directory exists."""
+    weights or training: every problem is found before a run directory exists. `model` is the
+    defense itself, when the caller holds it in memory (the spec is then only its name)."""
     ref = spec if isinstance(spec, DefenseRef) else DefenseRef.parse(spec)
+    if model is not None:
+        if weights is not None or train_options:
+            raise AdvbenchError(f"defense {ref}: an in-memory model takes no weights file or training options")
+        return DefensePlan(ref, model=model)
     zoo_dir = Path(zoo_dir or default_zoo_dir())
     weights = Path(weights) if weights else None
     if weights is not None and not weights.is_file():
@@ -134,7 +140,9 @@ def load_defense(plan: DefensePlan, data: Dataset, *, zoo_dir: Path | None = Non
     from .defenses.logit_detection import with_logit_detection
 
     ref = plan.ref
-    if ref.python_target:
+    if plan.model is not None:
+        model = plan.model
+    elif ref.python_target:
         model = _from_python_factory(ref.python_target, data.info, plan.weights)
     elif ref.robustbench:
         from .defenses import robustbench_models

@@ -16,9 +16,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 
 from .config import Grid
+from .data import Dataset
+from .defenses.base import Defense
 from .contract import Manifest
 from .errors import AdvbenchError, RunInterrupted
 from .progress import Observer
@@ -53,23 +56,28 @@ class Evaluation:
 
 def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions(),
              report: ReportOptions = ReportOptions(), observer: Observer | None = None,
-             artifacts: bool = True) -> Evaluation:
+             artifacts: bool = True, models: Mapping[str, Defense] | None = None,
+             data: Dataset | None = None) -> Evaluation:
     """Validate `grid`, train missing models, run every unfinished cell and report.
 
     With `run.resume`, the latest run of the same grid continues (finished cells whose records
     still verify are kept). A cell that fails is recorded with its reason and the grid goes on,
     unless `run.fail_fast`. `run.executor` Ray runs cells as sample shards on a Ray cluster. Cells
     an earlier run computed on the same content (`advbench.reuse`) are copied, unless `run.fresh`
-    (or the grid says `reuse = false`). `report` sets the statistics of the report."""
+    (or the grid says `reuse = false`). `report` sets the statistics of the report. `models`
+    (defenses by their spec in the grid) and `data` are held in memory by the caller
+    (`advbench.benchmark`); they run on the local executor only."""
     observer = observer or Observer()
     executor = Executor(run.executor)
     if run.shard_size < 0:
         raise AdvbenchError("shard size must be positive")
     if executor is Executor.RAY:
+        if models or data is not None:
+            raise AdvbenchError("in-memory models and data run on the local executor, not on Ray")
         from .run.ray_executor import import_ray
 
         import_ray()  # a missing extra fails before anything is written
-    plan = prepare(grid, paths)
+    plan = prepare(grid, paths, models=models, data=data)
     use_threads(plan.grid.threads, observer)
     started = time.perf_counter()
     trained = train_missing(plan.models(), plan.data, zoo_dir=paths.zoo_dir, device=plan.device, observer=observer)

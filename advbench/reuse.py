@@ -66,7 +66,9 @@ def cell_key(plan: CellPlan, attack: Attack, grid: Grid, dataset: str, indices: 
 def content_key(plan: CellPlan, attack: Attack, grid: Grid, dataset: str, indices: torch.Tensor, manifest: Manifest,
                 defense: Defense, source: Defense | None) -> str:
     """The cell's content key, from the weights and the code it runs (both executors call this)."""
-    code = {"attack": plugin_code(attacks, plan.attack.name), "dataset": plugin_code(datasets, dataset),
+    code = {"attack": plugin_code(attacks, plan.attack.name),
+            # an in-memory dataset (advbench.benchmark) is registered nowhere: its name holds its content's digest
+            "dataset": plugin_code(datasets, dataset) if dataset in datasets else None,
             "defense": defense_code(plan.defense.ref, defense),
             "source": defense_code(plan.attack.source, source) if plan.attack.source and source is not None else None}
     return cell_key(plan, attack, grid, dataset, indices, manifest.defenses[plan.defense.id].weights_sha256 or "",

@@ -13,3 +13,9 @@ def test_evaluate_is_the_function_even_after_its_module_was_imported():
     assert callable(evaluate) and evaluate.__module__ == "advbench.evaluation"
     assert callable(advbench.evaluate) and prepare.__name__ == "prepare"
     assert RunOptions().resume is False and ReportOptions().alpha == 0.01 and Paths().zoo_dir is None
+
+
+def test_benchmark_is_the_notebook_call():
+    import advbench
+
+    assert advbench.benchmark.__module__ == "advbench.notebook" and "benchmark" in advbench.__all__

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -22,6 +23,7 @@ from ..norms import parse_norm
 from ..sanity import with_sanity_attacks
 from ..settings import Paths
 from ..defense_loading import DefensePlan, plan_defense
+from ..defenses.base import Defense
 from ..zoo import default_zoo_dir
 from .device import pick_device
 
@@ -132,13 +134,17 @@ def cell_info(plan: CellPlan, attack: Attack) -> CellInfo:
                     role=plan.attack.role)
 
 
-def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths(), built: BuiltAttacks | None = None) -> Plan:
-    """The plan of `grid` as it stands (no sanity attacks added): cells, models, samples."""
+def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths(), built: BuiltAttacks | None = None,
+              models: Mapping[str, Defense] | None = None) -> Plan:
+    """The plan of `grid` as it stands (no sanity attacks added): cells, models, samples.
+    `models` are defenses held in memory, by their spec in the grid."""
     zoo_dir = paths.zoo_dir
     cells = plan_cells(grid, data, built)
+    models = models or {}
     defenses = tuple(
         PlannedDefense(spec, plan_defense(spec.ref, data.info, zoo_dir=zoo_dir, weights=spec.weights,
-                                          train_options=dict(spec.train), model_dir=paths.model_dir),
+                                          train_options=dict(spec.train), model_dir=paths.model_dir,
+                                          model=models.get(spec.spec)),
                        tuple(c for c in cells if c.plan.defense == spec))
         for spec in grid.defenses)
     sources = {source: plan_defense(source, data.info, zoo_dir=zoo_dir, model_dir=paths.model_dir)
@@ -147,14 +153,18 @@ def plan_grid(grid: Grid, data: Dataset, paths: Paths = Paths(), built: BuiltAtt
     return Plan(grid, data, defenses, sources, Samples(indices, inputs, labels), pick_device(grid.device), paths)
 
 
-def prepare(grid: Grid, paths: Paths = Paths()) -> Plan:
-    """Validate everything about `grid` (with its sanity attacks added) without writing anything."""
+def prepare(grid: Grid, paths: Paths = Paths(), *, models: Mapping[str, Defense] | None = None,
+            data: Dataset | None = None) -> Plan:
+    """Validate everything about `grid` (with its sanity attacks added) without writing anything.
+    `models` (defenses by spec) and `data` are held in memory by the caller (`advbench.benchmark`)."""
     built = BuiltAttacks()
     grid = with_sanity_attacks(grid, Path(paths.zoo_dir or default_zoo_dir()), built)
     grid = replace(grid, subset=subset_rule(grid))  # the manifest records the choice
     grid = with_robustbench_threats(grid, built)
-    data = load_dataset(grid.dataset, paths.data_dir, paths.download)
-    return plan_grid(grid, data, paths, built)
+    if data is not None and data.info.name != grid.dataset:
+        raise AdvbenchError(f"the grid names dataset {grid.dataset}, the data given is {data.info.name}")
+    data = data or load_dataset(grid.dataset, paths.data_dir, paths.download)
+    return plan_grid(grid, data, paths, built, models)
 
 
 def with_robustbench_threats(grid: Grid, built: BuiltAttacks) -> Grid:
