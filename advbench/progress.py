@@ -7,6 +7,7 @@ prints. The CLI picks rich bars on a terminal and plain lines otherwise.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
@@ -33,7 +34,9 @@ class Observer:
 
 class PlainObserver(Observer):
     """Messages as plain lines on stderr; no bars, so logs and pipes stay clean. A long task
-    prints a progress line (done, elapsed, time left) every `interval` seconds."""
+    prints a progress line (done, elapsed, time left) every `interval` seconds, and a heartbeat
+    line when it has been silent that long (an attack deep in one batch), so a log never goes
+    quiet for more than `interval` seconds."""
 
     def __init__(self, interval: float = PLAIN_PROGRESS_SECONDS) -> None:
         self.interval = interval
@@ -46,20 +49,43 @@ class PlainObserver(Observer):
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Advance]:
-        start = last = time.monotonic()
-        done = 0.0
+        start = time.monotonic()
+        state = {"done": 0.0, "last": start, "moved": start}  # last line printed, last progress
+        lock = threading.Lock()
+
+        def line(now: float, heartbeat: bool) -> str:
+            done = state["done"]
+            text = f"{description}: {done:.0f}/{total}, {_clock(now - start)} elapsed"
+            left = f"about {_clock((now - start) * (total - done) / done)} left" if 0 < done < total else ""
+            if heartbeat:  # no time left: the pace before a silence says nothing about its end
+                return text + f", still working (no progress for {_clock(now - state['moved'])})"
+            return text + ", " + left
 
         def advance(n: float = 1) -> None:
-            nonlocal done, last
-            done += n
-            now = time.monotonic()
-            if now - last >= self.interval and 0 < done < total:
-                last = now
-                left = (now - start) * (total - done) / done
-                self.message(f"{description}: {done:.0f}/{total}, {_clock(now - start)} elapsed, "
-                             f"about {_clock(left)} left")
+            with lock:
+                state["done"] += n
+                now = state["moved"] = time.monotonic()
+                if now - state["last"] >= self.interval and 0 < state["done"] < total:
+                    state["last"] = now
+                    self.message(line(now, heartbeat=False))
 
-        yield advance
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(self.interval):
+                with lock:
+                    now = time.monotonic()
+                    if now - state["last"] >= self.interval:
+                        self.message(line(now, heartbeat=True))
+                        state["last"] = now
+
+        beating = threading.Thread(target=heartbeat, name=f"progress: {description}", daemon=True)
+        beating.start()
+        try:
+            yield advance
+        finally:
+            stop.set()
+            beating.join()
 
 
 def _clock(seconds: float) -> str:

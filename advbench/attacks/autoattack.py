@@ -56,6 +56,14 @@ class AutoAttack(FixedEpsilonAttack):
             return 2 * self.steps * self.eot_iter
         return self.steps * (1 + 2 * self.targets) + self.square_queries
 
+    def evaluations_on(self, stochastic: bool, eot: int) -> int:
+        """The version the defense gets (`auto`: rand on a stochastic one); rand's EOT is its own
+        `eot_iter` passes in calls of `eot` each, so the defense's passes are not counted twice."""
+        if self.version == "rand" or (self.version == "auto" and stochastic):
+            per_step = max(1, math.ceil(self.eot_iter / max(1, eot))) * max(1, eot) if stochastic else 1
+            return 2 * self.steps * per_step
+        return (self.steps * (1 + 2 * self.targets) + self.square_queries) * max(1, eot)
+
     def component_attacks(self, target: AttackTarget) -> dict[str, FixedEpsilonAttack]:
         """The ensemble's members as attacks of their own, set up as AutoAttack runs them (the
         registered `apgd-*` and `square` classes, and FAB-T read within epsilon)."""

@@ -174,6 +174,12 @@ class Attack(ABC):
         restarts = options.get("restarts") or 1
         return max(1, int(steps) * int(restarts)) + 1
 
+    def evaluations_on(self, stochastic: bool, eot: int) -> int:
+        """Model evaluations per input and epsilon on a defense (`stochastic`, averaging `eot`
+        passes per call): the attack's own count times the passes. An attack that spends its EOT
+        budget itself (AutoAttack's rand version) overrides this, so that EOT counts once."""
+        return self.expected_evaluations() * max(1, eot)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
         return f"{type(self).__name__}({args})"

@@ -104,7 +104,7 @@ class CellSetting:
 
     @property
     def evaluations_per_input(self) -> int:
-        return self.attack.expected_evaluations() * max(1, len(self.epsilons)) * max(1, self.eot)
+        return self.attack.evaluations_on(self.crafted_on.stochastic, self.eot) * max(1, len(self.epsilons))
 
 
 def attack_batch(setting: CellSetting, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, clean: Prediction,

@@ -53,7 +53,8 @@ def announce_estimate(defense_id: str, defense: Defense, cells: list[PlannedCell
     probe = slice(0, min(batch_size, len(inputs)))
     try:
         seconds = seconds_per_evaluation(defense, inputs[probe].to(device), labels[probe].to(device), data)
-        message = estimate_message(defense_id, seconds, cells, len(inputs), device, defense.eot_samples)
+        message = estimate_message(defense_id, seconds, cells, len(inputs), device, defense.eot_samples,
+                                   stochastic=defense.stochastic)
     except Exception:  # noqa: BLE001 - an estimate must never stop a run
         message = None
     if message:
@@ -61,17 +62,19 @@ def announce_estimate(defense_id: str, defense: Defense, cells: list[PlannedCell
 
 
 def estimate_message(defense_id: str, seconds: float, cells: list[PlannedCell], samples: int,
-                     device: torch.device, eot: int, threshold: float = 300.0) -> str | None:
-    """"eabs on cpu: about 80 min for 2 cells (24 s per sample with pgd-l2); try --samples 20" when
-    a defense's remaining cells will take longer than `threshold` seconds, else None."""
-    per_sample = {cell.plan.attack.id: seconds * cell.attack.expected_evaluations() * max(1, len(cell.plan.epsilons))
-                  * max(1, cell.plan.attack.eot or eot) for cell in cells}
+                     device: torch.device, eot: int, threshold: float = 300.0, stochastic: bool = False) -> str | None:
+    """"eabs on cpu: up to 80 min for 2 cells (24 s per sample with pgd-l2); try --samples 20" when
+    a defense's remaining cells could take longer than `threshold` seconds, else None. It is a
+    ceiling: every attack's full budget on every sample; attacks stop early on beaten samples
+    (and carried ones are not attacked again), so runs usually take less."""
+    per_sample = {cell.plan.attack.id: seconds * cell.attack.evaluations_on(stochastic, cell.plan.attack.eot or eot)
+                  * max(1, len(cell.plan.epsilons)) for cell in cells}
     total = samples * sum(per_sample.values())
     if total < threshold:
         return None
     slowest = max(per_sample, key=per_sample.get)
     suggestion = max(10, int(samples * threshold / total) // 10 * 10)
-    return (f"{defense_id} on {device.type}: about {duration_text(total)} for {len(cells)} cell(s) of {samples} samples "
+    return (f"{defense_id} on {device.type}: up to {duration_text(total)} for {len(cells)} cell(s) of {samples} samples "
             f"({per_sample[slowest]:.1f} s per sample with {slowest}); for a first look try --samples {suggestion}")
 
 

@@ -473,7 +473,7 @@ def test_progress_moves_within_a_batch_and_estimates_say_how_long():
 
     cell = PlannedCell(plan, attack, cell_info(plan, attack))
     slow = estimate_message("eabs", 0.01, [cell], 200, torch.device("cpu"), eot=5)
-    assert slow is not None and "eabs on cpu: about" in slow and "--samples" in slow and "s per sample with pgd-l2" in slow
+    assert slow is not None and "eabs on cpu: up to" in slow and "--samples" in slow and "s per sample with pgd-l2" in slow
     assert estimate_message("cnn", 1e-5, [cell], 200, torch.device("cpu"), eot=1) is None
 
 
