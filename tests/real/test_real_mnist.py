@@ -90,7 +90,7 @@ def test_the_ensemble_is_at_least_as_tight_as_the_original_autoattack(mnist, tmp
 
 SHORT = {  # one short epoch each (the data below has 400 training digits), and one attack
     "pgd-at": ({"epochs": 1, "steps": 5}, "pgd-linf"),
-    "gat": ({"epochs": 1, "steps": 5}, "pgd-linf"),
+    "gat": ({"epochs": 1, "steps": 5, "val_steps": 5, "validation": 0.3}, "pgd-linf"),
     "eabs": ({"epochs": 1}, "pgd-l2"),
     "gfz": ({"epochs": 1}, "pgd-l2"),
 }
@@ -104,7 +104,7 @@ def test_every_28x28_architecture_trains_and_is_attacked_on_real_pixels(tmp_path
     started = time.perf_counter()
     card = zoo.train(defense, data, options=options, zoo_dir=tmp_path / "zoo")
     trained = time.perf_counter() - started
-    grid = Grid((DefenseSpec(defense, train=tuple(sorted(options.items()))),),
+    grid = Grid((DefenseSpec(card.name),),  # the zoo entry just trained
                 (AttackSpec(attack, (0.1 if attack == "pgd-linf" else 1.0,), (("steps", 5),)),),
                 dataset="mnist", samples=20, batch_size=20, sanity=False, reuse=False)
     run = evaluate(grid, paths=Paths(results_dir=tmp_path / "results", zoo_dir=tmp_path / "zoo", data_dir=data_dir),
