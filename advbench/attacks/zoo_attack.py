@@ -17,6 +17,7 @@ from ..errors import AdvbenchError
 from ..norms import Norm
 from ..registry import register_attack
 from .base import AttackTarget, MinimumNormAttack
+from .engine import SmallestSuccess
 
 
 def hinge_on_log_probabilities(logits: torch.Tensor, labels: torch.Tensor, confidence: float) -> torch.Tensor:
@@ -76,22 +77,21 @@ class ZerothOrderOptimization(MinimumNormAttack):
     @torch.no_grad()
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         low, high = target.bounds
-        best = x.clone()
-        best_norm = torch.full((len(x),), float("inf"), device=x.device)
+        smallest = SmallestSuccess(x)
         const = torch.full((len(x),), self.initial_const, device=x.device)
         lower, upper = torch.zeros_like(const), torch.full_like(const, float("inf"))
         dims = x[0].numel()
         n = min(self.coordinates, dims)
         for _ in range(self.binary_search_steps):
-            found = self._optimise(target, x, y, const, best, best_norm, n, dims, low, high)
+            found = self._optimise(target, x, y, const, smallest, n, dims, low, high)
             # success: try a smaller c (less distortion); failure: a larger one
             upper = torch.where(found, torch.minimum(upper, const), upper)
             lower = torch.where(found, lower, torch.maximum(lower, const))
             const = torch.where(upper < float("inf"), (lower + upper) / 2, const * 10)
-        return best
+        return smallest.points
 
     def _optimise(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, const: torch.Tensor,
-                  best: torch.Tensor, best_norm: torch.Tensor, n: int, dims: int, low: float, high: float) -> torch.Tensor:
+                  smallest: SmallestSuccess, n: int, dims: int, low: float, high: float) -> torch.Tensor:
         adv = x.clone()
         m, v = torch.zeros_like(x).flatten(1), torch.zeros_like(x).flatten(1)
         steps = torch.zeros_like(m)
@@ -115,7 +115,6 @@ class ZerothOrderOptimization(MinimumNormAttack):
             adv = flat.view_as(x)
             wrong = target.decision_model(adv).argmax(1) != y
             size = Norm.L2.of(adv - x)
-            better = wrong & (size < best_norm)
-            best[better], best_norm[better] = adv[better], size[better]
+            smallest.offer(adv, size, wrong)
             found |= wrong
         return found
