@@ -59,7 +59,7 @@ class PlainObserver(Observer):
             left = f"about {_clock((now - start) * (total - done) / done)} left" if 0 < done < total else ""
             if heartbeat:  # no time left: the pace before a silence says nothing about its end
                 return text + f", still working (no progress for {_clock(now - state['moved'])})"
-            return text + ", " + left
+            return text + (", " + left if left else "")
 
         def advance(n: float = 1) -> None:
             with lock:
@@ -75,8 +75,8 @@ class PlainObserver(Observer):
             while not stop.wait(self.interval):
                 with lock:
                     now = time.monotonic()
-                    if now - state["last"] >= self.interval:
-                        self.message(line(now, heartbeat=True))
+                    if now - state["last"] >= self.interval:  # moved since the last line: a normal one
+                        self.message(line(now, heartbeat=state["moved"] <= state["last"] or not state["done"]))
                         state["last"] = now
 
         beating = threading.Thread(target=heartbeat, name=f"progress: {description}", daemon=True)
