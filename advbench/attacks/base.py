@@ -56,7 +56,9 @@ class AttackTarget:
     `reject_score`/`reject_threshold` expose a reject option (accept when score <= threshold);
     `joint_gradient_model`/`joint_decision_model` then output [logits | reject score] in one
     pass (differentiable and real, respectively), for reject-aware objectives;
-    `eot` is the number of passes the models already average over (of a `stochastic` defense).
+    `eot` is the number of passes the models already average over (of a `stochastic` defense);
+    `transfer` says the examples are judged on another model (a transfer source is attacked
+    here): an attack must then not stop early on this model's decision, which is not the judge's.
     """
 
     gradient_model: nn.Module
@@ -73,6 +75,7 @@ class AttackTarget:
     joint_decision_model: nn.Module | None = None
     eot: int = 1
     stochastic: bool = False
+    transfer: bool = False
 
     @property
     def has_reject_option(self) -> bool:

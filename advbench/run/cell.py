@@ -116,7 +116,7 @@ def attack_batch(setting: CellSetting, x: torch.Tensor, y: torch.Tensor, index: 
     # a fresh target per batch: a gradient model may keep state between an attack's steps
     # (warm-started inference), and no batch may see another's (shards reproduce cells)
     target, counters = attack_target(setting.crafted_on, setting.eot, setting.bounds, setting.num_classes,
-                                     setting.load_model, setting.dataset)
+                                     setting.load_model, setting.dataset, transfer=setting.access is Access.TRANSFER)
     for counter in counters:
         counter.on_count = credit
     batch_seed(setting.seed, plan.id, position)

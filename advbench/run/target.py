@@ -47,7 +47,7 @@ class WithRejectScore(nn.Module):
 
 def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_classes: int,
                   load_model: Callable[[str], nn.Module] | None = None,
-                  dataset: str = "") -> tuple[AttackTarget, list[QueryCounter]]:
+                  dataset: str = "", transfer: bool = False) -> tuple[AttackTarget, list[QueryCounter]]:
     """The attack's view of a defense, with counters inside any EOT averaging so that
     queries count every model evaluation (surfaces included)."""
     counters = [QueryCounter(defense.gradient_model()), QueryCounter(defense)]
@@ -69,7 +69,7 @@ def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_c
                           reject_threshold=defense.reject_threshold,
                           joint_gradient_model=models[2] if has_reject else None,
                           joint_decision_model=models[3] if has_reject else None,
-                          eot=eot if averaged else 1, stochastic=defense.stochastic)
+                          eot=eot if averaged else 1, stochastic=defense.stochastic, transfer=transfer)
     return target, counters + list(surfaces.values())
 
 
