@@ -121,8 +121,8 @@ class Grid:
     save_adversarials: bool = False  # keep each cell's adversarial inputs beside its records
     reuse: bool = True  # copy cells an earlier run computed on the same content (`advbench.reuse`)
     threads: int | None = None  # torch's CPU threads; None: torch's own choice
-    # a sample a fixed-epsilon attack beat at a smaller epsilon keeps that verified example at the
-    # larger ones (it lies in their balls) instead of being attacked again: a lower or equal bound
+    # a sample a fixed-epsilon attack beat at a smaller epsilon keeps that verified example wherever
+    # the attack failed on it at a larger one (it lies in the larger ball): a lower or equal bound
     carry_examples: bool = True
 
     def fingerprint(self) -> str:

@@ -122,8 +122,8 @@ def grid_overrides(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--save-adversarials/--no-save-adversarials", default=None,
                      help="Keep each cell's adversarial inputs beside its records (for `advbench show`)."),
         click.option("--carry-examples/--attack-every-epsilon", "carry_examples", default=None,
-                     help="A sample beaten at a smaller epsilon keeps that example at larger ones instead of being "
-                          "attacked again [default: carry]."),
+                     help="A sample beaten at a smaller epsilon keeps that example wherever the attack fails on it "
+                          "at a larger one [default: carry]."),
     ]):
         func = option(func)
     return func

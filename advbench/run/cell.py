@@ -47,7 +47,7 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     With `parts`, each finished batch is written as a part (with its verified adversarial
     inputs when they are kept) and batches whose parts are already on disk are skipped; the
     returned records are then those of the batches run in this call. With `carry_examples`, a
-    sample beaten at a smaller epsilon keeps that example at larger ones (`attack_at_epsilons`)."""
+    sample beaten at a smaller epsilon keeps that example where a larger one failed (`attack_at_epsilons`)."""
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
@@ -154,50 +154,55 @@ class FoundExamples:
 
 def attack_at_epsilons(setting: CellSetting, target: AttackTarget, x: torch.Tensor, y: torch.Tensor,
                        check_defense: Callable[[], None]) -> FoundExamples:
-    """The attack at every epsilon of the cell, each example verified and judged by the defense.
+    """The attack at every epsilon of the cell (in one call: the attack may batch them), each
+    example verified and judged by the defense; `check_defense` runs before the defense judges.
 
     With `carry_examples` (fixed-epsilon attacks, epsilons in increasing order), a sample the
-    defense already got wrong (and accepted, where it has a reject option) keeps its verified
-    example at every larger epsilon, whose ball holds it, and only the others are attacked again.
-    Otherwise every epsilon attacks the whole batch (in one call: the attack may batch them).
-    `check_defense` runs after each attack, before the defense judges its examples."""
+    defense got wrong (and accepted, where it has a reject option) at a smaller epsilon keeps that
+    example wherever the attack at a larger epsilon did not beat it: the smaller ball's example lies
+    in the larger ball. The attack itself runs as without carrying (the same random streams), so a
+    carried accuracy is never higher than the uncarried one, for any attack."""
     plan, attack = setting.plan, setting.attack
     epsilons = [e for e in setting.epsilons if e is not None]
     carry = setting.carry_examples and len(epsilons) > 1 and epsilons == sorted(epsilons)
-    if not carry:
-        output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(), epsilons, setting.observer)
-        check_defense()
-        details = output.details or [{} for _ in output.adversarials]
-        for eps, adv in zip(setting.epsilons, output.adversarials):
-            verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=setting.bounds, attack=plan.attack.id)
-        predictions = [setting.defense.predict(adv, samples=setting.eot) for adv in output.adversarials]
-        found_at = [torch.full((len(x),), math.nan if eps is None else float(eps), dtype=torch.float64)
-                    for eps in setting.epsilons]
-        return FoundExamples(output.adversarials, details, predictions, found_at, output.seconds)
-    found = FoundExamples([], [], [], [], 0.0)
+    output = attack_in_fitting_batches(attack, target, x.clone(), y.clone(), epsilons, setting.observer)
+    check_defense()
+    found = FoundExamples([], [], [], [], output.seconds)
     beaten = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    points, found_at, details = x.clone(), torch.full((len(x),), math.nan, dtype=torch.float64), None
-    for eps in epsilons:
-        standing = (~beaten).nonzero().squeeze(1)
-        adv, at = points.clone(), found_at.clone()
-        if len(standing):
-            output = attack_in_fitting_batches(attack, target, x[standing].clone(), y[standing].clone(), [eps],
-                                               setting.observer)
-            found.seconds += output.seconds
-            adv[standing] = output.adversarials[0]
-            at[standing.cpu()] = float(eps)
-            details = merged_details(details, (output.details or [{}])[0], standing, len(x))
-            check_defense()
+    points, carried_at, carried_details = x.clone(), torch.full((len(x),), math.nan, dtype=torch.float64), None
+    view = (-1,) + (1,) * (x.dim() - 1)
+    for eps, adv, detail in zip(setting.epsilons, output.adversarials, output.details or [{}] * len(epsilons)):
+        at = torch.full((len(x),), math.nan if eps is None else float(eps), dtype=torch.float64)
         verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=setting.bounds, attack=plan.attack.id)
         pred = setting.defense.predict(adv, samples=setting.eot)
-        newly = ~beaten & judged_beaten(setting.defense, pred, y)
-        beaten |= newly
-        points[newly], found_at[newly.cpu()] = adv[newly], at[newly.cpu()]
+        if carry:
+            now = judged_beaten(setting.defense, pred, y)
+            keep = beaten & ~now  # beaten in a smaller ball, not by this epsilon's own example
+            if keep.any():
+                rows = keep.nonzero().squeeze(1)
+                adv = torch.where(keep.view(view), points, adv)
+                at[rows.cpu()] = carried_at[rows.cpu()]
+                detail = merged_details(detail, rows_of(carried_details or {}, rows), rows, len(x))
+                verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=setting.bounds,
+                                    attack=plan.attack.id)
+                pred = setting.defense.predict(adv, samples=setting.eot)
+                now = judged_beaten(setting.defense, pred, y)
+            newly = (now & ~beaten).nonzero().squeeze(1)
+            points[newly], carried_at[newly.cpu()] = adv[newly], at[newly.cpu()]
+            carried_details = merged_details(carried_details, rows_of(detail, newly), newly, len(x))
+            beaten |= now
         found.adversarials.append(adv)
-        found.details.append(dict(details or {}))
+        found.details.append(detail)
         found.predictions.append(pred)
         found.found_at.append(at)
     return found
+
+
+def rows_of(details: Details, rows: torch.Tensor) -> Details:
+    """The per-sample details of some rows of a batch."""
+    index = rows.cpu().tolist()
+    return {column: [values[i] for i in index] if isinstance(values, list) else values[rows.to(values.device)]
+            for column, values in details.items()}
 
 
 def judged_beaten(defense: Defense, pred: Prediction, y: torch.Tensor) -> torch.Tensor:
@@ -210,18 +215,19 @@ def judged_beaten(defense: Defense, pred: Prediction, y: torch.Tensor) -> torch.
 
 
 def merged_details(previous: Details | None, new: Details, rows: torch.Tensor, size: int) -> Details:
-    """Per-sample details of a batch after re-attacking `rows`: the new values there, the values
-    each carried sample had when its example was found elsewhere."""
-    merged: Details = {}
+    """Per-sample details of a batch with `new` values for `rows` and `previous` ones elsewhere
+    (a carried sample keeps the details of the epsilon its example was found at)."""
+    merged: Details = {k: list(v) if isinstance(v, list) else v.clone() for k, v in (previous or {}).items()}
     index = rows.cpu().tolist()
     for column, values in new.items():
         if isinstance(values, list):
-            base = list(previous[column]) if previous and column in previous else [""] * size
+            base = merged.get(column) or [""] * size
             for i, value in zip(index, values):
                 base[i] = value
         else:
-            base = (previous[column].clone() if previous and column in previous
-                    else torch.full((size,), math.nan, dtype=values.dtype if values.is_floating_point() else torch.float))
+            base = merged.get(column)
+            if base is None:
+                base = torch.full((size,), math.nan, dtype=values.dtype if values.is_floating_point() else torch.float)
             base = base.to(values.device) if base.device != values.device else base
             base[rows.to(base.device)] = values.to(base.dtype)
         merged[column] = base
