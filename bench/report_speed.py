@@ -28,6 +28,7 @@ ZOO = Path(__file__).parents[1] / "zoo"
 
 
 def make_run(directory: Path, cells: int, samples: int) -> list[RunStore]:
+    directory.mkdir(parents=True, exist_ok=True)
     grid = directory / "grid.toml"
     per_defense = cells // 2
     attacks = "".join(f'[[attacks]]\nname = "fgsm"\nlabel = "fgsm-{i}"\nepsilons = [{0.002 * (i + 1):.3f}]\n'
