@@ -18,7 +18,6 @@ from ..registry import register_attack
 from .base import AttackTarget, Capability, MinimumNormAttack
 from .engine import SmallestSuccess
 from .losses import max_other
-from .objectives import build_objective
 
 
 @register_attack("bsearch-l2", description="binary search over c of -max_{i!=y} z + c||d||^2 (paper 001 App. B) "
@@ -51,11 +50,13 @@ class BinarySearchL2(MinimumNormAttack):
         return (x + delta.detach()).clamp(low, high)
 
     def false_positive(self, target: AttackTarget, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Misclassified and accepted by the defense's real decision: the reject-aware objective's
-        own success rule (`objectives.build_objective`), not a second statement of it."""
-        judge = build_objective(target, "margin", reject_aware=True, decision=True)
+        """Misclassified and accepted (score at or below the threshold) by the defense's real
+        decision. Read from the target's reject score, which any target with a reject option has
+        (the joint models `build_objective` needs are built only by the runner)."""
         with torch.no_grad():
-            return judge.success(judge.model(x_adv), y)
+            wrong = target.decision_model(x_adv).argmax(1) != y
+            accepted = target.reject_score(x_adv) <= target.reject_threshold
+        return wrong & accepted
 
     def run(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.search(target, x, y)[0]
