@@ -171,7 +171,8 @@ def attack_at_epsilons(setting: CellSetting, target: AttackTarget, x: torch.Tens
     beaten = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     points, carried_at, carried_details = x.clone(), torch.full((len(x),), math.nan, dtype=torch.float64), None
     view = (-1,) + (1,) * (x.dim() - 1)
-    for eps, adv, detail in zip(setting.epsilons, output.adversarials, output.details or [{}] * len(epsilons)):
+    for eps, adv, detail in zip(setting.epsilons, output.adversarials,
+                                output.details or [{} for _ in output.adversarials]):
         at = torch.full((len(x),), math.nan if eps is None else float(eps), dtype=torch.float64)
         verify_adversarials(x, adv, epsilon=eps, norm=attack.norm, bounds=setting.bounds, attack=plan.attack.id)
         pred = setting.defense.predict(adv, samples=setting.eot)
