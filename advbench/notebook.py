@@ -197,6 +197,4 @@ def benchmark(model: nn.Module, x: torch.Tensor | None = None, y: torch.Tensor |
             None if keep else Path(scratch))
         result = evaluate(grid, paths=Paths(results_dir=directory), run=RunOptions(), report=report,
                           observer=observer, models={name: defense}, data=dataset, artifacts=keep)
-        if not keep:
-            result.report  # computed in memory before the directory goes
-    return BenchmarkResult(result, kept=keep)
+    return BenchmarkResult(result, kept=keep)  # the report's tables are in memory already
