@@ -224,10 +224,6 @@ class Run:
         return cls(records, cell_records(records, requested, infos), defenses, notices,
                    str(samples[0]) if samples else "", timings, reused)
 
-    @property
-    def infos(self) -> dict[str, CellInfo]:
-        return {cell_id: cell.info for cell_id, cell in self.cells.items() if cell.info is not None}
-
     @cached_property
     def groups(self) -> dict[tuple[str, Norm], list[CellRecords]]:
         """Cells of each (defense, norm), in record order."""
@@ -252,6 +248,10 @@ class Run:
 
     def robust_accuracy(self, cell: CellRecords, eps: float) -> float:
         return float(self.outcomes(cell, eps)["robust"].mean())
+
+    def sanity_pairs(self) -> set[tuple[str, str]]:
+        """(defense, attack) of the sanity cells, which check the others and stay out of figures."""
+        return {(cell.defense, cell.attack) for cell in self.cells.values() if cell.role is CellRole.SANITY}
 
 
 def _without_repeated_sanity(records: pd.DataFrame, infos: dict[str, CellInfo]) -> pd.DataFrame:

@@ -82,9 +82,8 @@ def worst_case_table(report: Report) -> TextTable:
     clean = summary.drop_duplicates("defense").set_index("defense")
     rows = [["clean", "", *[with_interval(clean.loc[d, "clean_accuracy"], clean.loc[d, "clean_accuracy_low"],
                                          clean.loc[d, "clean_accuracy_high"]) for d in defenses]]]
-    unreliable = set(zip(report.summary.loc[report.summary.get("unreliable", "") != "", "defense"],
-                         report.summary.loc[report.summary.get("unreliable", "") != "", "attack"])) \
-        if "unreliable" in report.summary else set()
+    flagged = report.summary[report.summary["unreliable"] != ""] if "unreliable" in report.summary else summary[:0]
+    unreliable = set(zip(flagged["defense"], flagged["attack"]))
     for norm in dict.fromkeys(summary["norm"]):
         worst = worst_rows(summary, norm)
         for eps, group in worst.groupby("epsilon", sort=True):

@@ -77,7 +77,7 @@ def _accuracy_axes(ax, norm: str, title: str) -> None:
 
 def _evaluated_curves(report: Report) -> "pd.DataFrame":
     """The curves without the sanity attacks (they check the others; the flags report them)."""
-    sanity = set(zip(*[report.summary.loc[report.summary["role"] == "sanity", c] for c in ("defense", "attack")]))
+    sanity = report.run.sanity_pairs()
     keep = [(d, a) not in sanity for d, a in zip(report.curves["defense"], report.curves["attack"])]
     return report.curves[keep]
 
@@ -170,7 +170,7 @@ def plot_reject_overview(report: Report, path: Path) -> Path | None:
     table = report.reject
     if table.empty:
         return None
-    sanity = set(zip(*[report.summary.loc[report.summary["role"] == "sanity", c] for c in ("defense", "attack")]))
+    sanity = report.run.sanity_pairs()
     table = table[[(d, a) not in sanity for d, a in zip(table["defense"], table["attack"])]]
     table = table[np.isfinite(table["epsilon"].astype(float))]
     if table.empty:
