@@ -415,3 +415,26 @@ def test_each_component_is_as_strong_as_torchattacks_on_the_same_samples(ours, t
         theirs_acc = (clean & (model(reference).argmax(1) == y)).float().mean().item()
     print(f"{ours}: advbench {ours_acc:.1%}, torchattacks {theirs_acc:.1%}")
     assert ours_acc <= theirs_acc + 0.01
+
+
+def test_fab_t_within_eps_attacks_later_targets_only_on_samples_still_standing(digits):
+    """Issue 22: FAB-T kept attacking points already beaten within epsilon for all 9 targets. At
+    Linf 0.3 nearly every digit falls to the first target, so the later eight targets must cost
+    far less than eight more full passes (before the fix: nine full passes)."""
+    from advbench.attacks.fab import fab_within
+    from advbench.attacks.objectives import build_objective
+    from advbench.defenses.base import ModelDefense
+    from advbench.norms import Norm
+    from advbench.run import attack_target
+    from advbench.zoo import load
+
+    model = load("cnn-digits", SHIPPED_ZOO, info=digits.info)[0].eval()
+    target, counters = attack_target(ModelDefense(model), 1, digits.info.bounds, 10)
+    _, x, y = digits.test_subset(60, 0)
+    steps, targets = 10, 9
+    _, inside = fab_within(build_objective(target, "margin"), x, y, eps=0.3, norm=Norm.LINF, steps=steps,
+                           bounds=digits.info.bounds, targets=targets)
+    assert inside.float().mean() > 0.9
+    evaluated = counters[0].count  # inputs through the gradient model
+    one_target = len(x) * (steps + 1)
+    assert evaluated < 3 * one_target, (evaluated, one_target)
