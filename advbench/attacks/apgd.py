@@ -20,7 +20,7 @@ from ..errors import AdvbenchError
 from ..norms import Norm, parse_norm
 from ..registry import register_attack
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
-from .objectives import Objective, build_objective
+from .objectives import Decided, Objective, build_objective, real_decision
 from .engine import BestPoints, LossTrace, project, steepest_direction
 
 MOMENTUM = 0.75
@@ -77,16 +77,23 @@ def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
 
 def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
              steps: int, bounds: tuple[float, float], eot_iter: int = 1, trace: LossTrace | None = None,
-             idx: torch.Tensor | None = None, first_step: int = 0) -> BestPoints:
-    """One APGD run from a random start; the best point per sample (successful first)."""
+             idx: torch.Tensor | None = None, first_step: int = 0, decided: Decided | None = None) -> BestPoints:
+    """One APGD run from a random start; the best point per sample (successful first).
+
+    With `decided` (the defense's real decision on points), a sample that both the objective
+    and `decided` call beaten leaves the run with its best point: every step then attacks only
+    the samples still standing. Each sample's state (point, step size, checkpoint counters) is
+    its own, so the others take exactly the steps they take in the whole batch."""
     n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
     eps = per_sample(eps, x)
     point = _into_ball(x, x + _random_start(x, eps, norm), eps, norm, bounds)
     out, loss, grad = _evaluate(objective, point, y, eot_iter)
     best = BestPoints(x, prefer_misclassified=True)
-    best.offer(point, objective.success(out, y), loss)
+    fooled = objective.success(out, y)
+    best.offer(point, fooled, loss)
+    rows = torch.arange(n, device=x.device)
     if trace is not None:
-        trace.record(loss, first_step, idx)
+        trace.record(loss, first_step, _traced(idx, rows))
     step = 2.0 * eps.clone()
     top_point, top_loss, top_grad = point.clone(), loss.clone(), grad.clone()
     previous_point, previous_loss = point.clone(), loss.clone()
@@ -94,47 +101,74 @@ def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     top_at_check = top_loss.clone()
     halved_at_check = torch.ones(n, dtype=torch.bool, device=x.device)
     marks, since_check = set(checkpoints(steps)), 0
+    rows = _still_standing(rows, fooled, point, y, decided)
     for i in range(steps):
+        if len(rows) == 0:
+            break
         with torch.no_grad():
-            drift = point - previous_point
-            previous_point = point
+            here, xs, radius = point[rows], x[rows], eps[rows]
+            drift = here - previous_point[rows]
+            previous_point[rows] = here
             weight = MOMENTUM if i > 0 else 1.0
-            moved = _into_ball(x, point + step * steepest_direction(grad, norm), eps, norm, bounds)
-            point = _into_ball(x, point + weight * (moved - point) + (1 - weight) * drift, eps, norm, bounds)
-        out, loss, grad = _evaluate(objective, point, y, eot_iter)
+            moved = _into_ball(xs, here + step[rows] * steepest_direction(grad[rows], norm), radius, norm, bounds)
+            here = _into_ball(xs, here + weight * (moved - here) + (1 - weight) * drift, radius, norm, bounds)
+            point[rows] = here
+        standing = objective.for_rows(rows)
+        out, loss, grad[rows] = _evaluate(standing, here, y[rows], eot_iter)
         with torch.no_grad():
-            best.offer(point, objective.success(out, y), loss)
+            fooled = standing.success(out, y[rows])
+            best.offer(here, fooled, loss, rows)
             if trace is not None:
-                trace.record(loss, first_step + i + 1, idx)
-            rises += (loss > previous_loss).float()
-            previous_loss = loss
-            improved = loss > top_loss
-            top_point = torch.where(improved.view(view), point, top_point)
-            top_grad = torch.where(improved.view(view), grad, top_grad)
-            top_loss = torch.where(improved, loss, top_loss)
+                trace.record(loss, first_step + i + 1, _traced(idx, rows))
+            rises[rows] += (loss > previous_loss[rows]).float()
+            previous_loss[rows] = loss
+            improved = loss > top_loss[rows]
+            top_point[rows] = torch.where(improved.view(view), here, top_point[rows])
+            top_grad[rows] = torch.where(improved.view(view), grad[rows], top_grad[rows])
+            top_loss[rows] = torch.where(improved, loss, top_loss[rows])
             since_check += 1
-            if i + 1 in marks:
-                oscillating = rises < INCREASE_FRACTION * since_check
-                stalled = ~halved_at_check & (top_at_check >= top_loss)
+            if i + 1 in marks:  # rows that left keep their state: it is never read again
+                oscillating = rises[rows] < INCREASE_FRACTION * since_check
+                stalled = ~halved_at_check[rows] & (top_at_check[rows] >= top_loss[rows])
                 halve = oscillating | stalled
-                halved_at_check, top_at_check = halve, top_loss.clone()
-                step = torch.where(halve.view(view), step / 2, step)
-                point = torch.where(halve.view(view), top_point, point)
-                grad = torch.where(halve.view(view), top_grad, grad)
+                halved_at_check[rows], top_at_check[rows] = halve, top_loss[rows]
+                step[rows] = torch.where(halve.view(view), step[rows] / 2, step[rows])
+                point[rows] = torch.where(halve.view(view), top_point[rows], point[rows])
+                grad[rows] = torch.where(halve.view(view), top_grad[rows], grad[rows])
                 rises.zero_()
                 since_check = 0
+            rows = _still_standing(rows, fooled, here, y, decided)
     return best
+
+
+def _traced(idx: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+    """The rows of the whole batch a run's `rows` are (the trace counts whole-batch rows)."""
+    return rows if idx is None else idx[rows]
+
+
+def _still_standing(rows: torch.Tensor, fooled: torch.Tensor, points: torch.Tensor, y: torch.Tensor,
+                    decided: Decided | None) -> torch.Tensor:
+    """`rows` less those the objective calls beaten at `points` (one per row) and the defense's
+    real decision confirms (a surrogate gradient model can be wrong); all of them without `decided`."""
+    if decided is None or not fooled.any():
+        return rows
+    candidates = fooled.nonzero().squeeze(1)
+    confirmed = decided(points[candidates], y[rows[candidates]])
+    keep = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+    keep[candidates[confirmed]] = False
+    return rows[keep]
 
 
 def apgd(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
          steps: int, bounds: tuple[float, float], restarts: int = 1, eot_iter: int = 1,
-         trace: LossTrace | None = None) -> BestPoints:
-    """APGD with restarts: each restart attacks only the samples not yet beaten."""
+         trace: LossTrace | None = None, decided: Decided | None = None) -> BestPoints:
+    """APGD with restarts: each restart attacks only the samples not yet beaten (and, with
+    `decided`, each step only those still standing: `apgd_run`)."""
     eps = per_sample(eps, x)
 
     def restart(number: int, idx: torch.Tensor) -> BestPoints:
         return apgd_run(objective, x[idx], y[idx], eps=eps[idx], norm=norm, steps=steps, bounds=bounds,
-                        eot_iter=eot_iter, trace=trace, idx=idx, first_step=number * (steps + 1))
+                        eot_iter=eot_iter, trace=trace, idx=idx, first_step=number * (steps + 1), decided=decided)
 
     return BestPoints(x, prefer_misclassified=True).on_standing(range(restarts), restart)
 
@@ -147,7 +181,7 @@ def top_other_classes(logits: torch.Tensor, y: torch.Tensor, count: int) -> list
 
 def apgd_targeted(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, steps: int,
                   bounds: tuple[float, float], targets: int = 9, restarts: int = 1, eot_iter: int = 1,
-                  trace: LossTrace | None = None) -> BestPoints:
+                  trace: LossTrace | None = None, decided: Decided | None = None) -> BestPoints:
     """APGD-T: targeted DLR towards each of the top `targets` wrong classes in turn, on the
     samples no earlier target has beaten."""
     with torch.no_grad():
@@ -155,7 +189,7 @@ def apgd_targeted(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps
 
     def towards(t: int, idx: torch.Tensor) -> BestPoints:
         return apgd(objective.retarget(ranked[t][idx]), x[idx], y[idx], eps=eps, norm=norm, steps=steps,
-                    bounds=bounds, restarts=restarts, eot_iter=eot_iter,
+                    bounds=bounds, restarts=restarts, eot_iter=eot_iter, decided=decided,
                     trace=trace if t == 0 else None)  # traced: the most likely target
 
     return BestPoints(x, prefer_misclassified=True).on_standing(range(len(ranked)), towards)
@@ -185,7 +219,8 @@ class APGD(FixedEpsilonAttack):
         objective = build_objective(target, self.loss, reject_aware=self.reject_aware)
         trace = LossTrace(len(x), x.device)
         best = apgd(objective, x, y, eps=epsilon, norm=self.norm, steps=self.steps, bounds=target.bounds,
-                    restarts=self.restarts, eot_iter=self.eot_iter, trace=trace)
+                    restarts=self.restarts, eot_iter=self.eot_iter, trace=trace,
+                    decided=real_decision(target, self.loss, self.reject_aware))
         return Adversarials(best.point, trace.details())
 
 
@@ -205,5 +240,6 @@ class APGDTargeted(FixedEpsilonAttack):
         objective = build_objective(target, "dlr", reject_aware=self.reject_aware)
         trace = LossTrace(len(x), x.device)
         best = apgd_targeted(objective, x, y, eps=epsilon, norm=self.norm, steps=self.steps, bounds=target.bounds,
-                             targets=self.targets, restarts=self.restarts, eot_iter=self.eot_iter, trace=trace)
+                             targets=self.targets, restarts=self.restarts, eot_iter=self.eot_iter, trace=trace,
+                             decided=real_decision(target, "dlr", self.reject_aware))
         return Adversarials(best.point, trace.details())

@@ -15,20 +15,9 @@ from ..norms import parse_norm
 from ..registry import register_attack
 from .base import Adversarials, AttackTarget, FixedEpsilonAttack
 from .losses import pick_loss
-from .objectives import build_objective
+from .objectives import build_objective, real_decision
 from .engine import LossTrace, Radius
-from .pgd import STEP_RULES, Decided, pgd
-
-
-def real_decision(target: AttackTarget, loss: str, reject_aware: bool) -> Decided | None:
-    """Success judged by the defense's real decision (not its surrogate), so that a sample leaves
-    an attack only once the defense itself is beaten; None for a stochastic defense, whose one
-    lucky draw must not end the attack on a sample, and for a transfer source, whose decision is
-    not the judge's (an example that barely beats the source rarely transfers)."""
-    if target.stochastic or target.transfer:
-        return None
-    judge = build_objective(target, loss, reject_aware=reject_aware, decision=True)
-    return lambda points, labels: judge.success(judge.model(points), labels)
+from .pgd import STEP_RULES, pgd
 
 
 class _GradientAttack(FixedEpsilonAttack):

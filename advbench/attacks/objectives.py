@@ -21,6 +21,7 @@ from .base import AttackTarget
 from .losses import LOSSES, margin, pick_loss, targeted_dlr
 
 Tensor = torch.Tensor
+Decided = Callable[[Tensor, Tensor], Tensor]  # (points, labels) -> beaten, by the defense's real decision
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Objective:
     # whether success is the goal (a beaten point beats any other); False for a defense's own
     # attack loss, whose best point is judged by the loss alone
     success_first: bool = True
+    targets: Tensor | None = None  # per sample, the class a targeted loss pushes towards (`retarget`)
 
     @property
     def reject_aware(self) -> bool:
@@ -52,7 +54,11 @@ class Objective:
             towards = targeted_dlr(out[:, :k], y, targets)
             return towards if self.threshold is None else torch.minimum(towards, self.threshold - out[:, k])
 
-        return Objective(self.model, loss, self.success, k, self.threshold, self.success_first)
+        return Objective(self.model, loss, self.success, k, self.threshold, self.success_first, targets)
+
+    def for_rows(self, rows: Tensor) -> "Objective":
+        """The objective of some rows of the batch (a targeted loss keeps each row's own target)."""
+        return self if self.targets is None else self.retarget(self.targets[rows])
 
 
 def misclassified(out: Tensor, y: Tensor, classes: int) -> Tensor:
@@ -82,3 +88,14 @@ def build_objective(target: AttackTarget, loss: str = "ce", *, reject_aware: boo
     model = target.decision_model if decision else target.gradient_model
     loss_fn, success_first = pick_loss(loss, target.loss)
     return Objective(model, loss_fn, lambda out, y: misclassified(out, y, k), k, success_first=success_first)
+
+
+def real_decision(target: AttackTarget, loss: str, reject_aware: bool) -> Decided | None:
+    """Success judged by the defense's real decision (not its surrogate), so that a sample leaves
+    an attack only once the defense itself is beaten; None for a stochastic defense, whose one
+    lucky draw must not end the attack on a sample, and for a transfer source, whose decision is
+    not the judge's (an example that barely beats the source rarely transfers)."""
+    if target.stochastic or target.transfer:
+        return None
+    judge = build_objective(target, loss, reject_aware=reject_aware, decision=True)
+    return lambda points, labels: judge.success(judge.model(points), labels)

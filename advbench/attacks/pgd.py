@@ -17,6 +17,7 @@ from torch import nn
 
 from ..norms import Norm
 from .base import Loss
+from .objectives import Decided
 from .engine import BestPoints, LossTrace, Radius, RunTrace, broadcast, project, random_start, steepest_direction
 
 
@@ -24,7 +25,6 @@ STEP_RULES = ("sign", "adam")
 
 
 Success = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, labels) -> beaten
-Decided = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (points, labels) -> beaten, by the real decision
 
 
 def _misclassified(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import advbench.attacks.apgd as apgd
 import advbench.attacks.gradient as gradient
 from advbench import zoo
 from advbench.attacks import make_attack
@@ -30,11 +31,16 @@ def robust_and_evaluations(model, digits, name: str, options: dict, eps: float) 
 @pytest.mark.parametrize("defense", ["cnn", "pgd-at"])
 @pytest.mark.parametrize("name,options,eps", [("pgd-linf", {"steps": 20, "random_start": False}, 0.1),
                                               ("pgd-l2", {"steps": 20, "random_start": False}, 1.0),
-                                              ("mim", {"steps": 10}, 0.1)])
+                                              ("mim", {"steps": 10}, 0.1),
+                                              ("apgd-ce", {"steps": 20}, 0.1),
+                                              ("apgd-ce-l2", {"steps": 20}, 1.0),
+                                              ("apgd-t", {"steps": 10, "targets": 3}, 0.1),
+                                              ("apgd-dlr", {"steps": 20, "restarts": 2}, 0.1)])
 def test_leaving_the_batch_changes_no_outcome(digits, monkeypatch, defense, name, options, eps):
     model = zoo.load(f"{defense}-digits", SHIPPED_ZOO, info=digits.info)[0].eval()
     active, active_cost = robust_and_evaluations(model, digits, name, options, eps)
-    monkeypatch.setattr(gradient, "real_decision", lambda *args: None)  # every sample to the last step
+    for module in (gradient, apgd):  # every sample to the last step
+        monkeypatch.setattr(module, "real_decision", lambda *args: None)
     full, full_cost = robust_and_evaluations(model, digits, name, options, eps)
     assert torch.equal(active, full)
     assert active_cost < full_cost
