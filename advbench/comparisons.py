@@ -64,25 +64,37 @@ def mcnemar_table(run: Run, summary: pd.DataFrame, alpha: float = DEFAULT_ALPHA,
                 out.append({**base, **_REFUSED, "note": f"refused: worst cases over different attacks "
                                                         f"({covers.get((a, norm, eps))} vs {covers.get((b, norm, eps))})"})
                 continue
+            a_correct, b_correct, note = on_shared_samples(by_defense[a], by_defense[b])
             try:
-                result = mcnemar_test(by_defense[a], by_defense[b])
+                result = mcnemar_test(a_correct, b_correct)
             except AdvbenchError as exc:
                 out.append({**base, **_REFUSED, "note": f"refused: {exc}"})
                 continue
-            difference, low, high = paired_difference_interval(by_defense[a], by_defense[b])
+            difference, low, high = paired_difference_interval(a_correct, b_correct)
             out.append({**base, "samples": result.samples, "only_a_correct": result.only_a_correct,
                         "only_b_correct": result.only_b_correct, "statistic": result.statistic,
                         "pvalue": result.pvalue, "exact": result.exact, "pvalue_holm": result.pvalue,
                         "significant": result.pvalue < alpha, "difference": difference, "difference_low": low,
-                        "difference_high": high, "note": ""})
+                        "difference_high": high, "note": note})
     table = pd.DataFrame(out, columns=MCNEMAR_COLUMNS)
-    tested = table["note"] == ""
+    tested = table["pvalue"].notna()
     if holm:
         for _, family in table[tested].groupby(["attack", "norm", "epsilon"], sort=False):
             if len(family) > 1:
                 table.loc[family.index, "pvalue_holm"] = holm_adjusted(family["pvalue"].tolist())
                 table.loc[family.index, "significant"] = table.loc[family.index, "pvalue_holm"] < alpha
     return table
+
+
+def on_shared_samples(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series, str]:
+    """Both defenses' correctness on the samples both were evaluated on, when one was evaluated on
+    the first of the other's samples (a defense with its own smaller `samples`); as they are else."""
+    shared = a.index.intersection(b.index)
+    if len(shared) == 0 or (len(shared) == len(a) and len(shared) == len(b)):
+        return a, b, ""
+    if len(shared) not in (len(a), len(b)):
+        return a, b, ""  # neither holds the other's samples: refused by the test
+    return a.loc[shared], b.loc[shared], f"on the {len(shared)} samples both were evaluated on"
 
 
 _REFUSED = {"samples": math.nan, "only_a_correct": math.nan, "only_b_correct": math.nan, "statistic": math.nan,

@@ -72,6 +72,9 @@ class DefenseSpec:
     weights: str | None = None
     label: str = ""
     train: tuple[tuple[str, Any], ...] = ()
+    # at most this many of the grid's samples (the first of them): an expensive defense gets a
+    # smaller, wider-interval sample than the others in one grid
+    samples: int | None = None
 
     @property
     def id(self) -> str:
@@ -167,7 +170,7 @@ def _defense_specs(raw: Any, where: str) -> list[DefenseSpec]:
     if isinstance(raw, str):
         return [DefenseSpec(spec) for spec in expand_seeds(raw)]
     if isinstance(raw, dict) and "name" in raw:
-        unknown = set(raw) - {"name", "weights", "label", "train", "seeds"}
+        unknown = set(raw) - {"name", "weights", "label", "train", "seeds", "samples"}
         if unknown:
             raise AdvbenchError(f"{where}: unknown defense keys {', '.join(sorted(unknown))}")
         weights = raw.get("weights")
@@ -178,10 +181,13 @@ def _defense_specs(raw: Any, where: str) -> list[DefenseSpec]:
         if not isinstance(train, dict):
             raise AdvbenchError(f"{where}: defense {raw['name']}: train must be a table of hyperparameters")
         specs = expand_seeds(str(raw["name"]), raw.get("seeds"))
+        samples = raw.get("samples")
+        if samples is not None and (not _is_int(samples) or samples < 1):
+            raise AdvbenchError(f"{where}: defense {raw['name']}: samples must be a positive integer, got {samples!r}")
         label = str(raw.get("label", ""))
         if label and len(specs) > 1:
             raise AdvbenchError(f"{where}: defense {raw['name']}: a label names one model, not {len(specs)} seeds")
-        return [DefenseSpec(spec, raw.get("weights"), label, tuple(sorted(train.items()))) for spec in specs]
+        return [DefenseSpec(spec, raw.get("weights"), label, tuple(sorted(train.items())), samples) for spec in specs]
     raise AdvbenchError(f"{where}: each defense is a name or {{name = ..., weights = ...}}")
 
 

@@ -187,7 +187,7 @@ def mcnemar_matrix(report: Report) -> TextTable | None:
     if table.empty:
         return None
     pairs = list(dict.fromkeys(zip(table["defense_a"], table["defense_b"])))
-    tested = table[table["note"] == ""]
+    tested = table[table["pvalue"].notna()]
     corrected = report.holm and bool(tested.duplicated(["attack", "norm", "epsilon"]).any())
     rows = []
     for (attack, eps), group in table.groupby(["attack", "epsilon"], sort=False):
@@ -197,19 +197,22 @@ def mcnemar_matrix(report: Report) -> TextTable | None:
             r = by_pair.get(pair)
             if r is None:
                 cells.append("-")
-            elif r.note:
+            elif math.isnan(r.pvalue):
                 cells.append("refused")
             else:
                 p = r.pvalue_holm if corrected else r.pvalue
                 cells.append(f"{100 * r.difference:+.1f} [{100 * r.difference_low:+.1f}, {100 * r.difference_high:+.1f}]"
                              f" p={p:.2g}{' *' if r.significant else ''}")
         rows.append([attack, "" if attack == "clean" else epsilon(eps), *cells])
-    refused = table[table["note"] != ""]
+    refused = table[table["pvalue"].isna()]
+    subsets = table[table["pvalue"].notna() & (table["note"] != "")]
     title = ("Paired comparison: accuracy a - b in points [95% CI], McNemar p"
              + (f" (Holm-Bonferroni within each row of {len(pairs)} pairs)" if corrected else ""))
     note = (f"* = significant at alpha {report.alpha:g}"
             + (" after Holm-Bonferroni correction (--no-holm: per-test p-values)" if corrected else "")
             + "; exact binomial McNemar below 25 discordant pairs; Newcombe's interval for paired proportions")
+    if not subsets.empty:
+        note += "; a defense evaluated on fewer samples is compared on those it shares"
     if not refused.empty:
         note += f"; refused: {refused['note'].iloc[0].removeprefix('refused: ')}"
     return TextTable(title, ["", "eps", *[f"{a} vs {b}" for a, b in pairs]], rows, note=note, left_columns=2)

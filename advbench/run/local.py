@@ -53,7 +53,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
     plan, manifest, observer = session.plan, session.manifest, session.observer
     spec = jobs[0].cell.plan.defense
     defense = session.models.get(*model_key(spec))
-    samples, device = plan.samples, plan.device
+    samples, device = plan.samples_for(spec), plan.device
     session.announce_estimate(jobs)
     try:
         started = time.perf_counter()

@@ -65,6 +65,13 @@ class Samples:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def first(self, count: int | None) -> "Samples":
+        """The first `count` of these samples (all of them for None): a prefix of a seeded random
+        subset is itself one, and of the first N test points, the first `count`."""
+        if count is None or count >= len(self):
+            return self
+        return Samples(self.indices[:count], self.inputs[:count], self.labels[:count])
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -85,6 +92,10 @@ class Plan:
     @property
     def cells(self) -> list[PlannedCell]:
         return [cell for defense in self.defenses for cell in defense.cells]
+
+    def samples_for(self, defense: DefenseSpec) -> Samples:
+        """The samples `defense` is evaluated on: the grid's, or the first of them (`samples` of the defense)."""
+        return self.samples.first(defense.samples)
 
     def models(self) -> list[DefensePlan]:
         """What must exist in the zoo (or be trained) before the run: defenses, then sources."""

@@ -118,12 +118,13 @@ def run_shards(ray: Any, session: Session, todo: list[CellJob], shard_size: int,
     """Submit every shard with a batch left, then finish (or refuse) each cell as its last shard returns."""
     plan = session.plan
     task = ray.remote(num_gpus=1 if plan.device.type == "cuda" else 0)(run_shard)
-    shards = shard_starts(len(plan.samples), plan.grid.batch_size, shard_size or plan.grid.batch_size)
     left: dict[str, int] = {}
     seconds: dict[str, float] = {}
     pending = []
     for job in todo:
         parts = session.parts(job.cell)
+        shards = shard_starts(len(plan.samples_for(job.cell.plan.defense)), plan.grid.batch_size,
+                              shard_size or plan.grid.batch_size)
         missing = [(start, stop) for start, stop in shards if not all(
             parts.finished(b, min(b + plan.grid.batch_size, stop)) for b in range(start, stop, plan.grid.batch_size))]
         left[job.id], seconds[job.id] = len(missing), 0.0
@@ -156,5 +157,6 @@ def shard_of(session: Session, cell: PlannedCell, start: int, stop: int) -> Shar
     plan = session.plan
     defense = next(d for d in plan.defenses if d.spec == cell.plan.defense)
     source = plan.sources.get(cell.plan.attack.source) if cell.plan.attack.source else None
-    return Shard(plan.grid, cell, defense.model, source, plan.samples.indices, plan.samples.inputs[start:stop],
-                 plan.samples.labels[start:stop], start, plan.paths, str(session.store.path))
+    samples = plan.samples_for(cell.plan.defense)
+    return Shard(plan.grid, cell, defense.model, source, samples.indices, samples.inputs[start:stop],
+                 samples.labels[start:stop], start, plan.paths, str(session.store.path))

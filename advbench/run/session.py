@@ -84,7 +84,7 @@ class Session:
         plan, found = self.plan, DefenseFacts()
         try:
             model = self.models.get(*model_key(defense.spec))
-            probe = plan.samples.inputs[:plan.grid.batch_size].to(plan.device)
+            probe = plan.samples_for(defense.spec).inputs[:plan.grid.batch_size].to(plan.device)
             if describe_defense(self.manifest, defense.id, model, defense.spec.spec, probe, self.observer,
                                 self.models.checkpoints[model_key(defense.spec)], plan.data.info.num_classes):
                 for cell in defense.cells:  # batches of the earlier weights must not join the new ones
@@ -101,7 +101,8 @@ class Session:
                     found.unsupported[cell.id] = reason
                     continue
                 found.keys[cell.id] = content_key(cell.plan, cell.attack, plan.grid, plan.data.info.name,
-                                                  plan.samples.indices, self.manifest, model, source)
+                                                  plan.samples_for(defense.spec).indices, self.manifest, model,
+                                                  source)
                 copy = self.earlier.find(found.keys[cell.id], cell.id, plan.grid.save_adversarials,
                                          self.observer.message) if self.earlier is not None else None
                 if copy is not None:
@@ -136,12 +137,14 @@ class Session:
     def announce_estimate(self, jobs: list[CellJob]) -> None:
         """Say up front when one defense's cells to run will take long (both executors call it)."""
         spec, plan = jobs[0].cell.plan.defense, self.plan
+        samples = plan.samples_for(spec)
         announce_estimate(spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs],
-                          plan.samples.inputs, plan.samples.labels, plan.data, plan.grid.batch_size, plan.device,
+                          samples.inputs, samples.labels, plan.data, plan.grid.batch_size, plan.device,
                           self.observer)
 
     def parts(self, cell: PlannedCell) -> CellParts:
-        return CellParts(self.store, cell.plan, cell.attack, self.plan.samples.indices, self.plan.grid.batch_size,
+        return CellParts(self.store, cell.plan, cell.attack, self.plan.samples_for(cell.plan.defense).indices,
+                         self.plan.grid.batch_size,
                          self.plan.grid.save_adversarials)
 
     def finish(self, cell: PlannedCell, seconds: float) -> None:
@@ -149,7 +152,8 @@ class Session:
         parts = self.parts(cell)
         if self.plan.grid.save_adversarials:
             self.manifest.adversarials[cell.id] = self.store.write_adversarials(
-                cell.id, saved_adversarials(cell.plan, cell.attack, self.plan.samples.indices, parts.adversarials()))
+                cell.id, saved_adversarials(cell.plan, cell.attack, self.plan.samples_for(cell.plan.defense).indices,
+                                            parts.adversarials()))
         self.manifest.finished[cell.id] = self.store.merge_parts(cell.id, parts.starts)
         self.manifest.timings.cells[cell.id] = round(seconds, 3)
         self.manifest.refused.pop(cell.id, None)
