@@ -54,13 +54,13 @@ def default_epsilons(dataset: str, norm: Norm) -> tuple[float, ...]:
     """The epsilons an attack without its own gets on `dataset`."""
     return DATASET_EPSILONS.get(dataset, {}).get(norm, DEFAULT_EPSILONS[norm])
 GRID_KEYS = {"dataset", "defenses", "attacks", "samples", "batch_size", "seed", "device", "sanity", "subset",
-             "save_adversarials", "reuse", "threads", "carry_examples"}
+             "save_adversarials", "reuse", "threads", "workers", "carry_examples"}
 # Which test points `samples = N` takes: the first N (RobustBench's convention, the default for the
 # torchvision datasets) or a seeded random subset (the default on digits, whose test split is sorted by
 # nothing in particular but small).
 SUBSETS = ("first", "random")
 # Settings that do not change any number: left out of the grid's fingerprint.
-NOT_FINGERPRINTED = ("device", "save_adversarials", "reuse", "threads")
+NOT_FINGERPRINTED = ("device", "save_adversarials", "reuse", "threads", "workers")
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,9 @@ class Grid:
     save_adversarials: bool = False  # keep each cell's adversarial inputs beside its records
     reuse: bool = True  # copy cells an earlier run computed on the same content (`advbench.reuse`)
     threads: int | None = None  # torch's CPU threads; None: torch's own choice
+    # cells (as sample shards) in this many processes on this machine's CPU: a grid of small models
+    # is bound by per-step overhead, not arithmetic, so separate processes beat torch's threads
+    workers: int = 1
     # a sample a fixed-epsilon attack beat at a smaller epsilon keeps that verified example wherever
     # the attack failed on it at a larger one (it lies in the larger ball): a lower or equal bound
     carry_examples: bool = True
@@ -200,7 +203,7 @@ def grid_from_dict(data: dict[str, Any], where: str = "grid") -> Grid:
     if not defenses or not attacks:
         raise AdvbenchError(f"{where}: a grid needs at least one defense and one attack")
     kwargs = {k: data[k] for k in ("dataset", "samples", "batch_size", "seed", "device", "sanity", "subset",
-                                   "save_adversarials", "reuse", "threads", "carry_examples") if k in data}
+                                   "save_adversarials", "reuse", "threads", "workers", "carry_examples") if k in data}
     grid = Grid(defenses, attacks, **kwargs)
     _check_restrictions(grid, where)
     return validate(grid)
@@ -238,6 +241,8 @@ def validate(grid: Grid) -> Grid:
         raise AdvbenchError(f"samples must be a positive integer, got {grid.samples!r}")
     if grid.threads is not None and (not _is_int(grid.threads) or grid.threads < 1):
         raise AdvbenchError(f"threads must be a positive integer, got {grid.threads!r}")
+    if not _is_int(grid.workers) or grid.workers < 1:
+        raise AdvbenchError(f"workers must be a positive integer, got {grid.workers!r}")
     if not _is_int(grid.seed):
         raise AdvbenchError(f"seed must be an integer, got {grid.seed!r}")
     for key in ("dataset", "device"):

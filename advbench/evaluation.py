@@ -27,6 +27,7 @@ from .errors import AdvbenchError, RunInterrupted
 from .progress import Observer
 from .report import Report, build_report, write_artifacts
 from .run.device import use_threads
+from .run.processes import run_grid_in_processes
 from .run.local import run_grid
 from .run.plan import Plan, prepare
 from .settings import Executor, Paths, ReportOptions, RunOptions
@@ -62,7 +63,8 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
 
     With `run.resume`, the latest run of the same grid continues (finished cells whose records
     still verify are kept). A cell that fails is recorded with its reason and the grid goes on,
-    unless `run.fail_fast`. `run.executor` Ray runs cells as sample shards on a Ray cluster. Cells
+    unless `run.fail_fast`. `run.executor` Ray runs cells as sample shards on a Ray cluster, a grid's
+    `workers` > 1 in that many processes here. Cells
     an earlier run computed on the same content (`advbench.reuse`) are copied, unless `run.fresh`
     (or the grid says `reuse = false`). `report` sets the statistics of the report. `models`
     (defenses by their spec in the grid) and `data` are held in memory by the caller
@@ -71,13 +73,16 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
     executor = Executor(run.executor)
     if run.shard_size < 0:
         raise AdvbenchError("shard size must be positive")
+    in_memory = bool(models) or data is not None
     if executor is Executor.RAY:
-        if models or data is not None:
+        if in_memory:
             raise AdvbenchError("in-memory models and data run on the local executor, not on Ray")
         from .run.ray_executor import import_ray
 
         import_ray()  # a missing extra fails before anything is written
     plan = prepare(grid, paths, models=models, data=data)
+    if in_memory and plan.grid.workers > 1:
+        raise AdvbenchError("in-memory models and data run in this process: workers must be 1")
     use_threads(plan.grid.threads, observer)
     started = time.perf_counter()
     trained = train_missing(plan.models(), plan.data, zoo_dir=paths.zoo_dir, device=plan.device, observer=observer)
@@ -90,6 +95,9 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
 
             manifest = run_grid_on_ray(plan, store, observer=observer, address=run.address,
                                        shard_size=run.shard_size, reuse=reuse, fail_fast=run.fail_fast)
+        elif plan.grid.workers > 1:
+            manifest = run_grid_in_processes(plan, store, observer=observer, workers=plan.grid.workers, reuse=reuse,
+                                             fail_fast=run.fail_fast)
         else:
             manifest = run_grid(plan.grid, plan.data, store, observer=observer, plan=plan, fail_fast=run.fail_fast,
                                 reuse=reuse)

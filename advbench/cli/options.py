@@ -117,6 +117,8 @@ def grid_overrides(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--device", default=None, help="auto, cpu or cuda[:N] [default: auto]."),
         click.option("--threads", type=int, default=None,
                      help="torch CPU threads [default: torch's choice]; on a busy machine 1 is often fastest."),
+        click.option("--workers", type=int, default=None,
+                     help="Run cells in this many processes on the CPU [default: 1, the demo 2]."),
         click.option("--sanity/--no-sanity", default=None,
                      help="Add the masking sanity attacks (small Square, transfer from cnn) [default: on]."),
         click.option("--save-adversarials/--no-save-adversarials", default=None,

@@ -47,18 +47,25 @@ def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, d
 
 def announce_estimate(defense_id: str, defense: Defense, cells: list[PlannedCell], inputs: torch.Tensor,
                       labels: torch.Tensor, data: Dataset, batch_size: int, device: torch.device,
-                      observer: Observer) -> None:
+                      observer: Observer) -> dict[str, float]:
     """Say up front when a defense's cells will take long (timed on one batch; batches are
-    seeded, so this costs no reproducibility)."""
+    seeded, so this costs no reproducibility); returns each cell's ceiling in seconds per sample
+    (empty when it could not be timed), by which a pool of workers orders its shards."""
     probe = slice(0, min(batch_size, len(inputs)))
     try:
         seconds = seconds_per_evaluation(defense, inputs[probe].to(device), labels[probe].to(device), data)
         message = estimate_message(defense_id, seconds, cells, len(inputs), device, defense.eot_samples,
                                    stochastic=defense.stochastic)
     except Exception:  # noqa: BLE001 - an estimate must never stop a run
-        message = None
+        return {}
     if message:
         observer.message(message)
+    return {cell.id: seconds * cell_evaluations(cell, defense.stochastic, defense.eot_samples) for cell in cells}
+
+
+def cell_evaluations(cell: PlannedCell, stochastic: bool, eot: int) -> int:
+    """Model evaluations per sample of `cell` at its full budget, over all its epsilons."""
+    return cell.attack.evaluations_on(stochastic, cell.plan.attack.eot or eot) * max(1, len(cell.plan.epsilons))
 
 
 def estimate_message(defense_id: str, seconds: float, cells: list[PlannedCell], samples: int,
@@ -67,8 +74,7 @@ def estimate_message(defense_id: str, seconds: float, cells: list[PlannedCell], 
     a defense's remaining cells could take longer than `threshold` seconds, else None. It is a
     ceiling: every attack's full budget on every sample; attacks stop early on beaten samples
     (and carried ones are not attacked again), so runs usually take less."""
-    per_sample = {cell.plan.attack.id: seconds * cell.attack.evaluations_on(stochastic, cell.plan.attack.eot or eot)
-                  * max(1, len(cell.plan.epsilons)) for cell in cells}
+    per_sample = {cell.plan.attack.id: seconds * cell_evaluations(cell, stochastic, eot) for cell in cells}
     total = samples * sum(per_sample.values())
     if total < threshold:
         return None

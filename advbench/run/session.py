@@ -9,7 +9,7 @@ most the batch in progress.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import AdvbenchError
@@ -36,6 +36,7 @@ class Session:
     models: ModelCache
     observer: Observer
     earlier: CellIndex | None
+    estimates: dict[str, float] = field(default_factory=dict)  # cell id -> ceiling seconds per sample
 
     @classmethod
     def open(cls, plan: Plan, store: RunStore, observer: Observer, reuse: bool) -> "Session":
@@ -138,9 +139,13 @@ class Session:
         """Say up front when one defense's cells to run will take long (both executors call it)."""
         spec, plan = jobs[0].cell.plan.defense, self.plan
         samples = plan.samples_for(spec)
-        announce_estimate(spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs],
-                          samples.inputs, samples.labels, plan.data, plan.grid.batch_size, plan.device,
-                          self.observer)
+        self.estimates.update(announce_estimate(
+            spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs], samples.inputs, samples.labels,
+            plan.data, plan.grid.batch_size, plan.device, self.observer))
+
+    def expected_seconds(self, cell: PlannedCell) -> float:
+        """The estimate's ceiling per sample of `cell` (0 when it was not timed)."""
+        return self.estimates.get(cell.id, 0.0)
 
     def parts(self, cell: PlannedCell) -> CellParts:
         return CellParts(self.store, cell.plan, cell.attack, self.plan.samples_for(cell.plan.defense).indices,

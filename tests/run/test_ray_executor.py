@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from advbench.config import grid_from_dict
-from advbench.run.ray_executor import run_grid_on_ray, shard_starts
+from advbench.run.ray_executor import run_grid_on_ray
+from advbench.run.shards import shard_starts
 from advbench.progress import Observer
 from advbench.run import Paths, plan_grid, run_grid
 from advbench.store import RunStore
