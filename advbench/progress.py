@@ -12,7 +12,9 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-Advance = Callable[[float], None]  # samples done (fractions while a batch is attacked)
+# advance(n, work): n more items done (fractions while a batch is attacked) and, in a task with a
+# `work` total, the work they carried (expected seconds); the time left follows the work when it is known
+Advance = Callable[..., None]
 PLAIN_PROGRESS_SECONDS = 30.0  # how often plain output reports a long task's progress
 
 
@@ -28,8 +30,10 @@ class Observer:
         one screen."""
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Advance]:
-        yield lambda n=1: None
+    def task(self, description: str, total: int, work: float | None = None) -> Iterator[Advance]:
+        """A task of `total` items; with `work`, the items are unequal (a grid's cells) and each
+        advance says how much of `work` it carried, so the time left is the work's, not the count's."""
+        yield lambda n=1, work=None: None
 
 
 class PlainObserver(Observer):
@@ -48,22 +52,24 @@ class PlainObserver(Observer):
         self.message(text)
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Advance]:
+    def task(self, description: str, total: int, work: float | None = None) -> Iterator[Advance]:
         start = time.monotonic()
-        state = {"done": 0.0, "last": start, "moved": start}  # last line printed, last progress
+        weighted = bool(work and work > 0)
+        state = {"done": 0.0, "work": 0.0, "last": start, "moved": start}  # last line printed, last progress
         lock = threading.Lock()
 
         def line(now: float, heartbeat: bool) -> str:
-            done = state["done"]
-            text = f"{description}: {done:.0f}/{total}, {_clock(now - start)} elapsed"
-            left = f"about {_clock((now - start) * (total - done) / done)} left" if 0 < done < total else ""
+            text = f"{description}: {state['done']:.0f}/{total}, {_clock(now - start)} elapsed"
             if heartbeat:  # no time left: the pace before a silence says nothing about its end
                 return text + f", still working (no progress for {_clock(now - state['moved'])})"
-            return text + (", " + left if left else "")
+            left = time_left(now - start, state["work"], work) if weighted else \
+                time_left(now - start, state["done"], total)
+            return text + (f", about {_clock(left)} left" if left is not None else "")
 
-        def advance(n: float = 1) -> None:
+        def advance(n: float = 1, work: float | None = None) -> None:
             with lock:
                 state["done"] += n
+                state["work"] += n if work is None else work
                 now = state["moved"] = time.monotonic()
                 if now - state["last"] >= self.interval and 0 < state["done"] < total:
                     state["last"] = now
@@ -76,7 +82,7 @@ class PlainObserver(Observer):
                 with lock:
                     now = time.monotonic()
                     if now - state["last"] >= self.interval:  # moved since the last line: a normal one
-                        self.message(line(now, heartbeat=state["moved"] <= state["last"] or not state["done"]))
+                        self.message(line(now, heartbeat=state["moved"] <= state["last"] or not state["work"]))
                         state["last"] = now
 
         beating = threading.Thread(target=heartbeat, name=f"progress: {description}", daemon=True)
@@ -86,6 +92,13 @@ class PlainObserver(Observer):
         finally:
             stop.set()
             beating.join()
+
+
+def time_left(elapsed: float, done: float, total: float) -> float | None:
+    """Seconds left at the pace so far; None before anything is done or after everything is."""
+    if not 0 < done < total:
+        return None
+    return elapsed * (total - done) / done
 
 
 def _clock(seconds: float) -> str:
@@ -99,11 +112,11 @@ class RichObserver(Observer):
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._console = Console(stderr=True)
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self._console, transient=True,
         )
         self._depth = 0
@@ -112,13 +125,22 @@ class RichObserver(Observer):
         self._console.print(text, highlight=False, markup=False)
 
     @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Advance]:
+    def task(self, description: str, total: int, work: float | None = None) -> Iterator[Advance]:
+        """The bar and rich's time left follow `work` when given (the count is shown beside it)."""
         if self._depth == 0:
             self._progress.start()
         self._depth += 1
-        task_id = self._progress.add_task(description, total=total)
+        weighted = bool(work and work > 0)
+        done = [0.0]
+        task_id = self._progress.add_task(description, total=work if weighted else total, count=f"0/{total}")
+
+        def advance(n: float = 1, work: float | None = None) -> None:
+            done[0] += n
+            self._progress.update(task_id, advance=(n if work is None else work) if weighted else n,
+                                  count=f"{done[0]:.0f}/{total}")
+
         try:
-            yield lambda n=1: self._progress.advance(task_id, n)
+            yield advance
         finally:
             self._progress.remove_task(task_id)
             self._depth -= 1

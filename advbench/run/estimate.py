@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from ..contract import CellRole
 from ..data import Dataset
 from ..defenses.base import Defense
 from ..progress import Observer
@@ -78,7 +79,8 @@ def estimate_message(defense_id: str, seconds: float, cells: list[PlannedCell], 
     total = samples * sum(per_sample.values())
     if total < threshold:
         return None
-    slowest = max(per_sample, key=per_sample.get)
+    asked = [cell.plan.attack.id for cell in cells if cell.plan.attack.role is CellRole.EVALUATED] or list(per_sample)
+    slowest = max(asked, key=per_sample.get)  # sanity cells count in the total but are not the reason given
     suggestion = max(10, int(samples * threshold / total) // 10 * 10)
     return (f"{defense_id} on {device.type}: up to {duration_text(total)} for {len(cells)} cell(s) of {samples} samples "
             f"({per_sample[slowest]:.1f} s per sample with {slowest}); for a first look try --samples {suggestion}")

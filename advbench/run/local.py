@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from itertools import groupby
 from pathlib import Path
-from typing import Callable
 
 from ..config import Grid
 from ..contract import Manifest
 from ..data import Dataset
 from ..errors import AdvbenchError
-from ..progress import Observer
+from ..progress import Advance, Observer
 from ..store import RunStore
 from .cell import run_cell
 from .models import model_key
@@ -41,20 +40,19 @@ def run_grid(grid: Grid, data: Dataset, store: RunStore, *, zoo_dir: Path | None
     plan = plan if plan is not None else plan_grid(grid, data, Paths(zoo_dir=zoo_dir))
     with store.lock():
         session = Session.open(plan, store, observer, reuse)
-        with observer.task("grid cells", session.pending()) as advance:
-            todo = session.jobs(advance, fail_fast)
+        todo = session.jobs(fail_fast)
+        with observer.task("grid cells", len(todo), work=session.estimate(todo)) as advance:
             for _, jobs in groupby(todo, key=lambda job: job.cell.plan.defense):
                 run_defense(session, list(jobs), advance, fail_fast)
     return session.manifest
 
 
-def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], None], fail_fast: bool) -> None:
-    """One defense's cells: estimate, clean predictions once, then each cell."""
+def run_defense(session: Session, jobs: list[CellJob], advance: Advance, fail_fast: bool) -> None:
+    """One defense's cells: clean predictions once, then each cell."""
     plan, manifest, observer = session.plan, session.manifest, session.observer
     spec = jobs[0].cell.plan.defense
     defense = session.models.get(*model_key(spec))
     samples, device = plan.samples_for(spec), plan.device
-    session.announce_estimate(jobs)
     try:
         started = time.perf_counter()
         clean = clean_predictions(defense, spec.id, samples.inputs, samples.labels, plan.grid, device)
@@ -62,7 +60,7 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
     except AdvbenchError as exc:
         for job in jobs:
             session.refuse(job.cell, str(exc))
-            advance(1)
+            advance(1, session.cell_work(job.cell))
         if fail_fast:
             raise
         return
@@ -82,4 +80,4 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Callable[[int], 
             session.refuse(cell, str(exc))
             if fail_fast:
                 raise
-        advance(1)
+        advance(1, session.cell_work(cell))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from itertools import groupby
 
 import torch
 
@@ -58,13 +57,11 @@ def run_grid_in_processes(plan: Plan, store: RunStore, *, observer: Observer, wo
     """The process-pool counterpart of `run.local.run_grid` (see the module docstring)."""
     with store.lock():
         session = Session.open(plan, store, observer, reuse)
-        with observer.task("grid cells", session.pending()) as advance:
-            todo = session.jobs(advance, fail_fast)
-            for _, jobs in groupby(todo, key=lambda job: job.cell.plan.defense):
-                session.announce_estimate(list(jobs))
+        todo = session.jobs(fail_fast)
+        with observer.task("grid cells", len(todo), work=session.estimate(todo)) as advance:
             pool = ProcessPool(workers, worker_threads(workers, plan.grid.threads))
             try:
-                run_shards(pool, session, todo, 0, advance, fail_fast, f"shards in {workers} processes")
+                run_shards(pool, session, todo, 0, advance, fail_fast)
             finally:
                 pool.close()
     return session.manifest

@@ -8,7 +8,6 @@ only its batch in progress, and `--resume` runs only the batches without a part.
 
 from __future__ import annotations
 
-from itertools import groupby
 from typing import Any
 
 from ..contract import Manifest
@@ -50,12 +49,9 @@ def run_grid_on_ray(plan: Plan, store: RunStore, *, observer: Observer, address:
     ray = import_ray()
     with store.lock():
         session = Session.open(plan, store, observer, reuse)
-        with observer.task("grid cells", session.pending()) as advance:
-            todo = session.jobs(advance, fail_fast)
-            for _, jobs in groupby(todo, key=lambda job: job.cell.plan.defense):
-                session.announce_estimate(list(jobs))
+        todo = session.jobs(fail_fast)
+        with observer.task("grid cells", len(todo), work=session.estimate(todo)) as advance:
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            run_shards(RayPool(ray, plan.device.type == "cuda"), session, todo, shard_size, advance, fail_fast,
-                       "shards on ray")
+            run_shards(RayPool(ray, plan.device.type == "cuda"), session, todo, shard_size, advance, fail_fast)
     return session.manifest

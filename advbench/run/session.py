@@ -10,7 +10,7 @@ most the batch in progress.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from itertools import groupby
 
 from ..errors import AdvbenchError
 from ..progress import Observer
@@ -52,9 +52,9 @@ class Session:
         return sum(1 for c in self.plan.cells if c.id not in self.manifest.finished
                    and c.id not in self.manifest.skipped)
 
-    def jobs(self, advance: Callable[[int], None], fail_fast: bool = False) -> list[CellJob]:
-        """The cells to run: every defense inspected, the schedule's other decisions recorded
-        (each advances `advance`); with `fail_fast`, the first refusal raises."""
+    def jobs(self, fail_fast: bool = False) -> list[CellJob]:
+        """The cells to run: every defense inspected, the schedule's other decisions recorded;
+        with `fail_fast`, the first refusal raises."""
         facts = {d.id: self.inspect(d) for d in self.plan.defenses if self.unfinished(d)}
         for found in facts.values():
             self.manifest.content_keys.update(found.keys)
@@ -72,8 +72,6 @@ class Session:
                 self.refuse(job.cell, job.reason)
                 if fail_fast:
                     raise AdvbenchError(job.reason)
-            if job.action is not Action.DONE:
-                advance(1)
         return todo
 
     def unfinished(self, defense: PlannedDefense) -> list[PlannedCell]:
@@ -135,8 +133,20 @@ class Session:
                               "and attack settings; --fresh reruns it)")
         return True
 
+    def estimate(self, todo: list[CellJob]) -> float:
+        """Time every defense of `todo` up front, say which will take long, and return the
+        expected seconds of all of it: the work a grid's progress bar counts down, so its time
+        left weighs an ensemble cell of a ten-network defense above a 20-step PGD on a small cnn."""
+        for _, jobs in groupby(todo, key=lambda job: job.cell.plan.defense):
+            self.announce_estimate(list(jobs))
+        return sum(self.cell_work(job.cell) for job in todo)
+
+    def cell_work(self, cell: PlannedCell) -> float:
+        """Expected seconds of `cell` on all its samples (0 when it was not timed)."""
+        return self.expected_seconds(cell) * len(self.plan.samples_for(cell.plan.defense))
+
     def announce_estimate(self, jobs: list[CellJob]) -> None:
-        """Say up front when one defense's cells to run will take long (both executors call it)."""
+        """Say up front when one defense's cells to run will take long."""
         spec, plan = jobs[0].cell.plan.defense, self.plan
         samples = plan.samples_for(spec)
         self.estimates.update(announce_estimate(

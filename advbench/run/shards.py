@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -22,6 +22,7 @@ from ..config import Grid
 from ..data import load_dataset
 from ..defense_loading import DefensePlan
 from ..errors import AdvbenchError
+from ..progress import Advance
 from ..settings import Paths
 from ..store import RunStore
 from .cell import run_cell
@@ -105,10 +106,11 @@ def shard_of(session: Session, cell: PlannedCell, start: int, stop: int) -> Shar
                  samples.labels[start:stop], start, plan.paths, str(session.store.path))
 
 
-def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_size: int,
-               advance: Callable[[int], None], fail_fast: bool, label: str) -> None:
+def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_size: int, advance: Advance,
+               fail_fast: bool) -> None:
     """Submit every shard with a batch left, the costliest cells first (a pool of workers then
-    ends together), then finish (or refuse) each cell as its last shard returns."""
+    ends together), then finish (or refuse) each cell as its last shard returns. Each returned
+    shard advances the grid's work by its share of its cell; each finished cell, the count."""
     plan = session.plan
     left: dict[str, int] = {}
     seconds: dict[str, float] = {}
@@ -122,25 +124,28 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
         left[job.id], seconds[job.id] = len(missing), 0.0
         shards += [(job, start, stop) for start, stop in missing]
     shards.sort(key=lambda shard: -session.expected_seconds(shard[0].cell) * (shard[2] - shard[1]))
-    pending = [pool.submit(shard_of(session, job.cell, start, stop)) for job, start, stop in shards]
+    pending = {pool.submit(shard_of(session, job.cell, start, stop)): session.expected_seconds(job.cell) * (stop - start)
+               for job, start, stop in shards}
     refused: set[str] = set()
     for job in todo:
         if left[job.id] == 0:  # every batch was kept from an interrupted attempt
             session.finish(job.cell, 0.0)
-            advance(1)
+            advance(1, session.cell_work(job.cell))
     cells = {job.id: job.cell for job in todo}
-    with session.observer.task(label, len(pending)) as advance_shards:
-        while pending:
-            (cell_id, took, error), pending = pool.next_done(pending)
-            advance_shards(1)
-            left[cell_id] -= 1
-            seconds[cell_id] += took
-            if error is not None and cell_id not in refused:
-                refused.add(cell_id)
-                session.refuse(cells[cell_id], error)
-                advance(1)
-                if fail_fast:
-                    raise AdvbenchError(error)
-            elif left[cell_id] == 0 and cell_id not in refused:
-                session.finish(cells[cell_id], seconds[cell_id])
-                advance(1)
+    handles = list(pending)
+    while handles:
+        (cell_id, took, error), still = pool.next_done(handles)
+        done = next(handle for handle in handles if handle not in still)
+        advance(0, pending.pop(done))
+        handles = still
+        left[cell_id] -= 1
+        seconds[cell_id] += took
+        if error is not None and cell_id not in refused:
+            refused.add(cell_id)
+            session.refuse(cells[cell_id], error)
+            advance(1, 0)
+            if fail_fast:
+                raise AdvbenchError(error)
+        elif left[cell_id] == 0 and cell_id not in refused:
+            session.finish(cells[cell_id], seconds[cell_id])
+            advance(1, 0)

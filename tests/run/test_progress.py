@@ -63,3 +63,52 @@ def test_the_estimate_counts_autoattacks_eot_once_on_a_stochastic_defense():
     deterministic = estimate_message("cnn", per_evaluation, [cell], samples, torch.device("cpu"), eot=1,
                                      threshold=0.0)
     assert f"up to {samples * per_evaluation * (100 * 19 + 5000) / 60:.0f} min" in deterministic
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_time_left_follows_the_work_not_the_count(monkeypatch, capsys):
+    """The demo's bar said "1/24, about 11:30 left" after a cheap cell, 0:43 left when 8 minutes
+    remained: it counted cells. A grid task carries each cell's expected seconds as its work."""
+    clock = FakeClock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    observer = progress.PlainObserver(interval=30)
+    with observer.task("grid cells", 4, work=100.0) as advance:
+        clock.now += 40
+        advance(1, 80.0)  # the costly cell first: 80 of 100 expected seconds done in 40 s
+        clock.now += 35
+        advance(1, 10.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "grid cells: 1/4, 0:40 elapsed, about 0:10 left"  # counted by cells: 2:00
+    assert lines[1] == "grid cells: 2/4, 1:15 elapsed, about 0:08 left"
+
+
+def test_a_task_without_work_counts_its_items(monkeypatch, capsys):
+    clock = FakeClock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    with progress.PlainObserver(interval=30).task("cnn x pgd", 200) as advance:
+        clock.now += 30
+        advance(50)
+    assert capsys.readouterr().err.splitlines() == ["cnn x pgd: 50/200, 0:30 elapsed, about 1:30 left"]
+
+
+def test_the_estimate_never_names_a_sanity_cell_as_the_reason():
+    """`advbench attack eabs --attack pgd-l2` announced 172.7 h naming the sanity Square, which the
+    user never asked for: it counts in the total, the reason given is an attack the user chose."""
+    from dataclasses import replace
+
+    from advbench.contract import CellRole
+
+    asked = planned("pgd-linf", {"steps": 10}, (0.1,))
+    square = planned("square", {"queries": 5000}, (0.1, 0.2))
+    square = replace(square, plan=replace(square.plan, attack=replace(square.plan.attack, role=CellRole.SANITY)))
+    message = estimate_message("gfz", 0.01, [asked, square], 100, torch.device("cpu"), eot=1, threshold=0.0)
+    assert "with pgd-linf" in message and "square" not in message
+    alone = estimate_message("gfz", 0.01, [asked], 100, torch.device("cpu"), eot=1, threshold=0.0)
+    assert message != alone  # the sanity cell's time is in the total
