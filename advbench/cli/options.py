@@ -80,8 +80,14 @@ def report_options(view: bool = False, default_view: View = View.PAPER) -> Decor
                                     show_default=True, help="paper: rows attacks, columns defenses, with "
                                                             "comparisons; summary: every metric per row; brief: "
                                                             "headlines and each defense's worst case, one screen."))
-    return gathered("report", lambda fmt, **rest: ReportOptions(Format(fmt), **{
-        k: View(v) if k == "view" else v for k, v in rest.items()}), options)
+        options.append(click.option("--full", is_flag=True, help="Every table: the same as --view paper."))
+
+    def build(fmt: str, full: bool = False, **rest: Any) -> ReportOptions:
+        if full:
+            rest["view"] = View.PAPER.value
+        return ReportOptions(Format(fmt), **{k: View(v) if k == "view" else v for k, v in rest.items()})
+
+    return gathered("report", build, options)
 
 
 def run_options(executor: bool = False) -> Decorator:
@@ -150,9 +156,10 @@ def evaluate_and_print(grid: Any, paths: Paths, run: RunOptions = RunOptions(),
         for notice in result.report.notices:
             click.echo(notice, err=True)
     if result.written:
+        tables = sum(1 for p in result.written if p.suffix == ".csv")
         figures = sum(1 for p in result.written if p.suffix == ".png")
-        observer.message(f"records, {len(result.written) - figures} tables (CSV) and {figures} figures (PNG) in "
-                         f"{result.store.path}")
+        page = " and report.html" if any(p.suffix == ".html" for p in result.written) else ""
+        observer.message(f"records, {tables} tables (CSV), {figures} figures (PNG){page} in {result.store.path}")
     if result.failed:
         first, reason = next(iter(result.failed.items()))
         raise AdvbenchError(f"{len(result.failed)} of {len(result.manifest.cells)} cells failed (the others are "

@@ -192,9 +192,14 @@ def write_artifacts(report: Report, directory: Path, *, plots: bool = True, per_
         atomic_write_text(path, frame.to_csv(index=False))
         written.append(path)
     if plots:
+        from .html import html_report
         from .plots import write_plots
 
-        written += write_plots(report, directory, per_attack=per_attack_plots)
+        figures = write_plots(report, directory, per_attack=per_attack_plots)
+        written += figures
+        page = directory / "report.html"  # every table and figure in one file that reads offline
+        atomic_write_text(page, html_report(report, [f for f in figures if f.suffix == ".png"]))
+        written.append(page)
     return written
 
 

@@ -51,8 +51,19 @@ def headline_epsilon(summary: pd.DataFrame, worst: pd.DataFrame, norm: str) -> f
     return min(tied, key=lambda e: (abs(mean.get(e, 0.0) - 0.5), e))
 
 
+def setting_attack(summary: pd.DataFrame, defense: str, norm: str, eps: float, accuracy: float) -> str:
+    """The attack (or attacks, when tied) whose accuracy on `defense` at `eps` is the worst case."""
+    rows = summary[(summary["defense"] == defense) & (summary["norm"] == norm)
+                   & (summary["kind"] != SummaryKind.WORST_CASE) & (summary["epsilon"].map(float) == eps)]
+    lowest = rows[(rows["robust_accuracy"] - accuracy).abs() < 1e-9]["attack"].tolist()
+    if not lowest:  # each attack alone leaves more: only their union beats every sample counted
+        return "attacks combined"
+    return "/".join(lowest[:2]) + ("/..." if len(lowest) > 2 else "")
+
+
 def headlines(report: Report) -> list[str]:
-    """One sentence per norm: every defense's accuracy under its strongest attacks at one epsilon."""
+    """One sentence per norm: every defense's accuracy under its strongest attacks at one epsilon,
+    with the attack that set it."""
     summary = _evaluated(report.summary)
     rejecting = set(rejecting_defenses(report, list(dict.fromkeys(summary["defense"]))))
     lines = []
@@ -62,16 +73,42 @@ def headlines(report: Report) -> list[str]:
         if eps is None:
             continue
         at = worst[worst["epsilon"].map(float) == eps].sort_values("robust_accuracy", ascending=False)
-        parts = [f"{r.defense}{' (r)' if r.defense in rejecting else ''} {100 * r.robust_accuracy:.1f}%"
+        parts = [f"{r.defense}{' (r)' if r.defense in rejecting else ''} {100 * r.robust_accuracy:.1f}% "
+                 f"({setting_attack(report.summary, r.defense, norm, eps, r.robust_accuracy)})"
                  for r in at.itertuples()]
         covers = {r.defense: set(str(r.covers).split("+")) for r in at.itertuples()}
         widest = max(covers.values(), key=len) if covers else set()
         missing = sorted({a for c in covers.values() for a in widest - c})
         lacking = [d for d, c in covers.items() if c < widest]
-        line = f"{norm_label(norm)} eps {epsilon(eps)}, worst case over the attacks: " + ", ".join(parts)
+        line = f"{norm_label(norm)} eps {epsilon(eps)}, worst case over the attacks (set by): " + ", ".join(parts)
         if lacking:
-            line += f" ({', '.join(lacking)}: without {', '.join(missing)})"
+            line += f"; {', '.join(lacking)}: without {', '.join(missing)}"
         lines.append(line)
+    return lines
+
+
+def reject_lines(report: Report) -> list[str]:
+    """Per reject-option defense and norm, at the headline epsilon: the lowest detection AUC and
+    the highest error at the threshold T over the attacks, and the attacks behind them."""
+    reject, summary = report.reject, _evaluated(report.summary)
+    if reject is None or reject.empty:
+        return []
+    lines = []
+    for (defense, norm), rows in reject.groupby(["defense", "norm"], sort=False):
+        worst = worst_rows(summary, norm)
+        eps = headline_epsilon(summary, worst, norm)
+        at = rows[rows["epsilon"].map(float) == eps] if eps is not None else rows[:0]
+        auc, error = at.dropna(subset=["auc"]), at.dropna(subset=["error_with_reject"])
+        parts = []
+        if not auc.empty:
+            low = auc.loc[auc["auc"].idxmin()]
+            parts.append(f"detection AUC {low.auc:.3f} ({low.attack})")
+        if not error.empty:
+            high = error.loc[error["error_with_reject"].idxmax()]
+            parts.append(f"error at T {100 * high.error_with_reject:.1f}% ({high.attack}); T passes "
+                         f"{100 * high.clean_accept_rate:.0f}% of clean inputs")
+        if parts:
+            lines.append(f"{defense} (r), {norm_label(norm)} eps {epsilon(eps)}: " + ", ".join(parts))
     return lines
 
 
@@ -109,21 +146,27 @@ def worst_case_table(report: Report) -> TextTable:
 
 def check_lines(report: Report) -> list[str]:
     """The trust checks in a few lines: how many flags, the first few (those that make a number
-    unreliable first)."""
+    unreliable first), each with what to do."""
     flags = report.flags
     if flags.empty:
         return ["Checks: no flags (no sign that an attack failed)."]
     distinct = flags.drop_duplicates(["defense", "attack", "flag"])
-    distinct = distinct.iloc[distinct["flag"].map(lambda f: f not in UNRELIABLE).argsort(kind="stable")]
-    shown = [f"  {f.defense} x {f.attack}: {f.flag}" for f in distinct.head(FLAGS_SHOWN).itertuples()]
-    more = len(distinct) - len(shown)
-    return [f"Checks: {len(flags)} flag(s); first:"] + shown + ([f"  and {more} more"] if more > 0 else [])
+    grouped = (distinct.groupby(["flag", "attack"], sort=False)
+               .agg(defenses=("defense", ", ".join), advice=("advice", "first")).reset_index())
+    grouped = grouped.iloc[grouped["flag"].map(lambda f: f not in UNRELIABLE).argsort(kind="stable")]
+    shown = [f"  {g.flag}{' (?)' if g.flag in UNRELIABLE else ''}: {g.attack} on {g.defenses}: {g.advice}"
+             for g in grouped.head(FLAGS_SHOWN).itertuples()]
+    more = len(grouped) - len(shown)
+    return [f"Checks: {len(flags)} flag(s); what to do:"] + shown + ([f"  and {more} more"] if more > 0 else [])
 
 
 def brief_lines(report: Report) -> list[str]:
-    """The headline sentences, then the pointer to everything else (the table is written apart)."""
+    """The headline sentences, then (after the table, written apart) the reject option, the
+    checks and the pointer to everything else."""
     runs = " ".join(report.runs) if report.runs else ""
     reused = [f"{report.reused} cell(s) copied from earlier runs on the same content (--fresh reruns them)"
               ] if report.reused else []
-    return [*headlines(report), "", *check_lines(report), *reused, "",
-            f"Every table (attacks, comparisons, reject option, checks): advbench report {runs}".rstrip()]
+    rejecting = reject_lines(report)
+    return [*headlines(report), "", *(["Reject option: " + line for line in rejecting]), *check_lines(report),
+            *reused, "", f"Every table and figure: advbench report {runs} --full, and report.html beside the "
+                         "records".replace("  ", " ")]

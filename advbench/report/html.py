@@ -48,12 +48,16 @@ def _image(path: Path) -> str:
     return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
 
 
-def html_report(report: Report) -> str:
-    """The whole report (notices, every paper table, every plot) as one HTML document."""
+def html_report(report: Report, figures: list[Path] | None = None) -> str:
+    """The whole report (notices, every paper table, every plot) as one HTML document; `figures`
+    are PNGs already drawn for it (else they are drawn here)."""
     from .plots import write_plots
 
-    with tempfile.TemporaryDirectory() as scratch:
-        images = "".join(_image(p) for p in write_plots(report, Path(scratch)))
+    if figures is not None:
+        images = "".join(_image(p) for p in figures)
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            images = "".join(_image(p) for p in write_plots(report, Path(scratch)))
     notices = "".join(f'<p class="notice">{html.escape(n)}</p>' for n in report.notices)
     tables = "".join(_table(t) for t in paper_tables(report))
     title = f"advbench report: {', '.join(report.runs)}"

@@ -82,8 +82,9 @@ def estimate_message(defense_id: str, seconds: float, cells: list[PlannedCell], 
     asked = [cell.plan.attack.id for cell in cells if cell.plan.attack.role is CellRole.EVALUATED] or list(per_sample)
     slowest = max(asked, key=per_sample.get)  # sanity cells count in the total but are not the reason given
     suggestion = max(10, int(samples * threshold / total) // 10 * 10)
+    hint = f"; for a first look try --samples {suggestion}" if suggestion < samples else ""
     return (f"{defense_id} on {device.type}: up to {duration_text(total)} for {len(cells)} cell(s) of {samples} samples "
-            f"({per_sample[slowest]:.1f} s per sample with {slowest}); for a first look try --samples {suggestion}")
+            f"({per_sample[slowest]:.1f} s per sample with {slowest}){hint}")
 
 
 def duration_text(seconds: float) -> str:

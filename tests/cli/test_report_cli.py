@@ -89,6 +89,10 @@ def test_run_report_shows_comparisons_reject_metrics_and_writes_plots(two_defens
 
     summary = invoke("report", "--view", "summary")
     assert summary.exit_code == 0 and "robust acc" in summary.stdout
+    pages = list((isolated / "results").glob("*/report.html"))  # every table and figure beside the records
+    assert pages and "<img" in pages[0].read_text()
+    full, brief = invoke("report", "--view", "brief", "--full"), invoke("report", "--view", "paper")
+    assert full.exit_code == 0 and full.stdout == brief.stdout  # --full is every table, whatever the view
 
 
 def test_combining_runs_on_same_and_different_samples(isolated):

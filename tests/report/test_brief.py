@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from advbench.read_model import Run
 from advbench.report import render, report_of
@@ -27,8 +28,29 @@ def test_the_brief_view_fits_one_screen_however_many_attacks():
 
 def test_the_headline_names_each_defense_at_one_epsilon_strongest_first():
     text = brief_of(3, 3)
-    headline = text.splitlines()[0]
-    assert headline.startswith("Linf eps 0.1, worst case over the attacks: ")
-    shares = [float(part.rsplit(" ", 1)[1].rstrip("%,")) for part in headline.split(": ", 1)[1].split(", ")]
+    headline = text.split("\n\n")[0].replace("\n    ", " ")  # the sentence, unwrapped
+    assert headline.startswith("Linf eps 0.1, worst case over the attacks (set by): ")
+    shares = [float(share) for share in re.findall(r" (\d+\.\d)% \(", headline)]
     assert shares == sorted(shares, reverse=True) and len(shares) == 3
+    setters = re.findall(r"% \(([^)]+)\)", headline)  # each defense names what set its worst case
+    assert len(setters) == 3 and all(setters)
     assert "advbench report 20261201-000000-abcdef" in text
+
+
+def test_reject_option_defenses_get_their_detection_line_and_flags_say_what_to_do():
+    text = brief_of(3, 3)
+    assert all(f"Reject option: d{d} (r), Linf eps 0.1: detection AUC" in text for d in range(3))
+    checks = text.split("what to do:\n", 1)[1].split("\n\n")[0]
+    assert "unbounded-attack-incomplete: a3 on d0, d1, d2: " in checks.replace("\n    ", " ")
+
+
+def test_the_setting_attack_is_the_one_whose_accuracy_is_the_worst_case():
+    import pandas as pd
+
+    from advbench.report.brief import setting_attack
+
+    summary = pd.DataFrame({"defense": ["d"] * 3, "norm": ["linf"] * 3, "kind": ["fixed-epsilon"] * 3,
+                            "epsilon": [0.1] * 3, "attack": ["pgd", "square", "fab"],
+                            "robust_accuracy": [0.5, 0.4, 0.4]})
+    assert setting_attack(summary, "d", "linf", 0.1, 0.4) == "square/fab"
+    assert setting_attack(summary, "d", "linf", 0.1, 0.3) == "attacks combined"

@@ -112,3 +112,4 @@ def test_the_estimate_never_names_a_sanity_cell_as_the_reason():
     assert "with pgd-linf" in message and "square" not in message
     alone = estimate_message("gfz", 0.01, [asked], 100, torch.device("cpu"), eot=1, threshold=0.0)
     assert message != alone  # the sanity cell's time is in the total
+    assert "--samples" not in estimate_message("gfz", 0.01, [asked], 10, torch.device("cpu"), eot=1, threshold=0.0)
