@@ -64,9 +64,8 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
     With `run.resume`, the latest run of the same grid continues (finished cells whose records
     still verify are kept). A cell that fails is recorded with its reason and the grid goes on,
     unless `run.fail_fast`. `run.executor` Ray runs cells as sample shards on a Ray cluster, a grid's
-    `workers` > 1 in that many processes here. Cells
-    an earlier run computed on the same content (`advbench.reuse`) are copied, unless `run.fresh`
-    (or the grid says `reuse = false`). `report` sets the statistics of the report. `models`
+    `workers` > 1 in that many processes here. Cells an earlier run computed on the same content
+    (`advbench.reuse`) are copied, unless `run.fresh` (or the grid says `reuse = false`). `report` sets the statistics of the report. `models`
     (defenses by their spec in the grid) and `data` are held in memory by the caller
     (`advbench.benchmark`); they run on the local executor only."""
     observer = observer or Observer()

@@ -30,7 +30,7 @@ BENCHMARKS = [
      "so it is opt-in)", "eabs_attack.py", ["--samples", "40"],
      ["--samples", "12", "--restarts", "1"]),
     ("PGN vs PGD adversarial training, seconds per epoch", "pgn_vs_pgd_at.py", [], []),
-    ("AutoAttack: advbench autoattack vs torchattacks AutoAttack (target <= 1.0 on the MNIST-sized CNN)",
+    ("AutoAttack: advbench autoattack vs the original (pyautoattack), per component (target <= 1.0 on each)",
      "autoattack_speed.py", [], ["--batch", "32"]),
     ("Report views with each cell's outcomes computed once vs recomputed per request (linear in cells)",
      "report_speed.py", [], ["--cells", "5", "10", "--repeats", "1"]),

@@ -3,8 +3,9 @@
 - `plan`: `prepare(grid)` / `plan_grid(grid, data)` build the `Plan` once (cells, attacks,
   epsilons, models, samples) before anything is written.
 - `schedule`: the pure decision per cell (run, reuse, skip, refuse, done).
-- `session`: what both executors share (inspection, bookkeeping, finishing a cell).
-- `local` and `ray_executor`: thin loops over the session's jobs.
+- `session`: what every executor shares (inspection, bookkeeping, estimates, finishing a cell).
+- `local`, `processes` and `ray_executor`: thin loops over the session's jobs; `shards`: the
+  sample shards the process pool and Ray hand out, and their one driver loop.
 - `cell`: one cell's batches, verified and re-predicted, written as parts (`parts`).
 - `target`: the attacker's view of a defense; `predict`: seeded clean predictions;
   `guard`: the defense left untouched; `estimate`: progress and time estimates;
