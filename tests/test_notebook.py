@@ -47,7 +47,7 @@ def test_one_call_on_an_in_memory_model_equals_the_cli_on_the_same_model(digits,
     result = benchmark(model, x, y, attacks=attacks, epsilons=[0.1], sanity=False, keep=False)
     ours = result.summary.set_index("attack")["robust_accuracy"]
     assert {"pgd-linf", "autoattack"} <= set(ours.index) and result.failed == {}
-    assert result.headline[0].startswith("Linf eps 0.1, worst case over the attacks: model ")
+    assert result.headline[0].startswith("Linf eps 0.1, worst case over the attacks (set by): model ")
     assert not result.kept and "result.text('paper')" in result.text()
     assert result.evaluation.manifest.defenses["model"].weights_sha256  # the in-memory weights, hashed
 

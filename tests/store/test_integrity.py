@@ -303,7 +303,7 @@ def test_non_finite_logits_stop_that_defense_with_a_clear_error(isolated, monkey
     module.NaNNet = NaNNet
     monkeypatch.setitem(sys.modules, "nan_models", module)
     result = invoke("run", "--defense", "python:nan_models:NaNNet", "--defense", "cnn", "--samples", "20",
-                    "--format", "json")
+                    "--workers", "1", "--format", "json")
     assert result.exit_code == 2 and "non-finite logits" in result.output
     rows = summary_rows(result)
     assert set(rows["defense"]) == {"cnn"}  # the other defense still ran
@@ -402,3 +402,18 @@ def test_plugin_calling_sys_exit_at_import_is_listed_as_broken(tmp_path, monkeyp
     finally:
         monkeypatch.undo()
         attacks.refresh()
+
+
+def test_a_module_only_this_process_has_is_refused_before_worker_processes_start(isolated, monkeypatch):
+    """Spawned workers cannot import a module that exists only in sys.modules: every cell of it
+    used to fail with 'No module named', after a run directory had been written."""
+    import sys
+    import types
+
+    module = types.ModuleType("nan_models")
+    module.NaNNet = NaNNet
+    monkeypatch.setitem(sys.modules, "nan_models", module)
+    result = invoke("run", "--defense", "python:nan_models:NaNNet", "--samples", "20", "--workers", "2")
+    assert result.exit_code == 2 and "--workers 1" in result.output
+    assert "Traceback" not in result.output
+    assert not (isolated / "results").exists() or not any((isolated / "results").iterdir())
