@@ -28,7 +28,7 @@ from .estimate import BatchCredit
 from .guard import StateGuard
 from .parts import CellParts
 from .predict import batch_seed
-from .target import attack_target, clean_gradient_norms
+from .target import SharedCleanGradients, attack_target
 
 NO_CLASS = -1  # adv_pred of an input the defense gave no finite logits for
 
@@ -38,7 +38,8 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
              num_classes: int, device: torch.device, observer: Observer | None = None,
              source: Defense | None = None, load_model: Callable[[str], nn.Module] | None = None,
              dataset: str = "", seed: int | None = None, offset: int = 0,
-             parts: CellParts | None = None, carry_examples: bool = False) -> pd.DataFrame:
+             parts: CellParts | None = None, carry_examples: bool = False,
+             clean_gradients: SharedCleanGradients | None = None) -> pd.DataFrame:
     """Attack one defense with one attack over all samples; one record per sample and epsilon.
 
     With `source`, the attack is crafted on that model and its examples are evaluated on
@@ -47,13 +48,15 @@ def run_cell(plan: CellPlan, attack: Attack, defense: Defense, indices: torch.Te
     With `parts`, each finished batch is written as a part (with its verified adversarial
     inputs when they are kept) and batches whose parts are already on disk are skipped; the
     returned records are then those of the batches run in this call. With `carry_examples`, a
-    sample beaten at a smaller epsilon keeps that example where a larger one failed (`attack_at_epsilons`)."""
+    sample beaten at a smaller epsilon keeps that example where a larger one failed (`attack_at_epsilons`).
+    `clean_gradients` holds the defense's clean gradient norms shared with its other cells."""
     observer = observer or Observer()
     crafted_on = source or defense
     eot = plan.attack.eot or crafted_on.eot_samples
     setting = CellSetting(plan, attack, defense, crafted_on, eot, Access.TRANSFER if source is not None else attack.access,
                           [None] if attack.kind is AttackKind.MINIMUM_NORM else list(plan.epsilons), bounds,
-                          num_classes, device, observer, load_model, dataset, seed, carry_examples)
+                          num_classes, device, observer, load_model, dataset, seed, carry_examples,
+                          clean_gradients or SharedCleanGradients(defense))
     guards = [StateGuard(m) for m in {id(m): m for m in (defense, crafted_on)}.values()]
     rows: list[dict[str, Any]] = []
     try:
@@ -100,7 +103,8 @@ class CellSetting:
     load_model: Callable[[str], nn.Module] | None
     dataset: str
     seed: int | None
-    carry_examples: bool = False
+    carry_examples: bool
+    clean_gradients: SharedCleanGradients  # of `defense`, by batch position, shared with its other cells
 
     @property
     def evaluations_per_input(self) -> int:
@@ -120,7 +124,7 @@ def attack_batch(setting: CellSetting, x: torch.Tensor, y: torch.Tensor, index: 
     for counter in counters:
         counter.on_count = credit
     batch_seed(setting.seed, plan.id, position)
-    grad_norms = (clean_gradient_norms(target, x, y) if setting.access is Access.GRADIENT
+    grad_norms = (setting.clean_gradients(target, x, y, position) if setting.access is Access.GRADIENT
                   else torch.full((len(x),), math.nan))
     for counter in counters:
         counter.count = 0

@@ -12,7 +12,7 @@ from ..data import Dataset
 from ..defenses.base import Defense
 from ..progress import Observer
 from .plan import PlannedCell
-from .target import attack_target, clean_gradient_norms
+from .target import SharedCleanGradients, attack_target, clean_gradient_norms
 
 
 class BatchCredit:
@@ -34,27 +34,37 @@ class BatchCredit:
         self.credited = float(self.size)
 
 
-def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, data: Dataset) -> float:
+QUICK_PASS_SECONDS = 0.05  # below this, timing a second (warm) gradient pass costs next to nothing
+
+
+def seconds_per_evaluation(defense: Defense, x: torch.Tensor, y: torch.Tensor, data: Dataset,
+                           gradients: SharedCleanGradients | None = None) -> float:
     """Wall seconds of one gradient evaluation per input on this machine (forward and backward),
     measured on a whole batch `x` (a defense's cost per input can fall steeply with batch size),
-    after a first call on it (caches filled; a warm-started gradient model's later steps cost less
-    than its first)."""
+    the samples' first. The timed pass is that batch's clean gradient pass, kept in `gradients` for
+    its records, so a large model pays no extra pass; a quick one (first calls fill caches, a
+    warm-started model's later steps cost less than its first) is timed once more, warm."""
+    gradients = gradients or SharedCleanGradients(defense)
     target, _ = attack_target(defense, 1, data.info.bounds, data.info.num_classes)
-    clean_gradient_norms(target, x, y)
     start = time.perf_counter()
-    clean_gradient_norms(target, x, y)
-    return (time.perf_counter() - start) / max(1, len(x))
+    gradients(target, x, y, 0)
+    seconds = time.perf_counter() - start
+    if seconds < QUICK_PASS_SECONDS:
+        start = time.perf_counter()
+        clean_gradient_norms(target, x, y)
+        seconds = time.perf_counter() - start
+    return seconds / max(1, len(x))
 
 
 def announce_estimate(defense_id: str, defense: Defense, cells: list[PlannedCell], inputs: torch.Tensor,
                       labels: torch.Tensor, data: Dataset, batch_size: int, device: torch.device,
-                      observer: Observer) -> dict[str, float]:
+                      observer: Observer, gradients: SharedCleanGradients | None = None) -> dict[str, float]:
     """Say up front when a defense's cells will take long (timed on one batch; batches are
     seeded, so this costs no reproducibility); returns each cell's ceiling in seconds per sample
     (empty when it could not be timed), by which a pool of workers orders its shards."""
     probe = slice(0, min(batch_size, len(inputs)))
     try:
-        seconds = seconds_per_evaluation(defense, inputs[probe].to(device), labels[probe].to(device), data)
+        seconds = seconds_per_evaluation(defense, inputs[probe].to(device), labels[probe].to(device), data, gradients)
         message = estimate_message(defense_id, seconds, cells, len(inputs), device, defense.eot_samples,
                                    stochastic=defense.stochastic)
     except Exception:  # noqa: BLE001 - an estimate must never stop a run

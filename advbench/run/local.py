@@ -55,7 +55,8 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Advance, fail_fa
     samples, device = plan.samples_for(spec), plan.device
     try:
         started = time.perf_counter()
-        clean = clean_predictions(defense, spec.id, samples.inputs, samples.labels, plan.grid, device)
+        clean = clean_predictions(defense, spec.id, samples.inputs, samples.labels, plan.grid, device,
+                                  first_batch=session.probe_predictions.pop(spec.id, None))
         manifest.timings.clean[spec.id] = round(time.perf_counter() - started, 3)
     except AdvbenchError as exc:
         for job in jobs:
@@ -74,7 +75,8 @@ def run_defense(session: Session, jobs: list[CellJob], advance: Advance, fail_fa
                      batch_size=plan.grid.batch_size, bounds=plan.data.info.bounds,
                      num_classes=plan.data.info.num_classes, device=device, observer=observer, source=source,
                      load_model=session.models.get, dataset=plan.data.info.name, seed=plan.grid.seed,
-                     parts=session.parts(cell), carry_examples=plan.grid.carry_examples)
+                     parts=session.parts(cell), carry_examples=plan.grid.carry_examples,
+                     clean_gradients=session.clean_gradients(spec.id))
             session.finish(cell, time.perf_counter() - started)
         except AdvbenchError as exc:
             session.refuse(cell, str(exc))

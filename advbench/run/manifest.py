@@ -4,12 +4,12 @@ each defense is (weights digest, randomness, reject option) before its cells run
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ..contract import SCHEMA_VERSION, DefenseInfo, Manifest
-from ..defenses.base import Defense, state_digest
+from ..defenses.base import Defense, Prediction, state_digest
 from ..errors import AdvbenchError
 from ..progress import Observer
 from ..provenance import git_commit, library_versions
@@ -48,13 +48,22 @@ def open_manifest(store: RunStore, plan: Plan, observer: Observer) -> Manifest:
     return manifest
 
 
+@dataclass(frozen=True)
+class Described:
+    """What describing a defense found: whether its weights changed since the run started, and its
+    prediction of the probe batch when that is its clean prediction too (a deterministic
+    defense), so that the clean predictions need not compute the batch again."""
+
+    weights_changed: bool
+    probe_prediction: Prediction | None
+
+
 def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec: str, probe: torch.Tensor,
-                     observer: Observer, checkpoint: str | None = None, num_classes: int | None = None) -> bool:
+                     observer: Observer, checkpoint: str | None = None, num_classes: int | None = None) -> Described:
     """Record what the report and the trust checks need to know about a defense; finished cells
     of an earlier model (its weights changed since they ran) are dropped so that they rerun.
-    A model that fails on the probe inputs, or gives other than `num_classes` outputs, is refused.
-    Returns whether the weights changed (the caller drops the defense's unfinished parts too)."""
-    check_outputs(defense, defense_id, probe, num_classes)
+    A model that fails on the probe inputs, or gives other than `num_classes` outputs, is refused."""
+    first = checked_prediction(defense, defense_id, probe, num_classes)
     digest = state_digest(defense)
     earlier = manifest.defenses.get(defense_id)
     stale: list[str] = []
@@ -68,35 +77,40 @@ def describe_defense(manifest: Manifest, defense_id: str, defense: Defense, spec
     info = DefenseInfo(spec=spec, stochastic=defense.stochastic, eot_samples=defense.eot_samples,
                        reject_threshold=defense.reject_threshold, card=defense.card, weights_sha256=digest,
                        checkpoint_sha256=checkpoint)
-    changed = undeclared_randomness(defense, probe)
+    changed = undeclared_randomness(defense, probe, first)
     if changed:
         info.nondeterministic = changed
         observer.message(f"warning: {defense_id} is not declared stochastic but {changed}")
     manifest.defenses[defense_id] = info
-    return earlier is not None and earlier.weights_sha256 not in (None, digest)
+    return Described(earlier is not None and earlier.weights_sha256 not in (None, digest),
+                     first if not defense.stochastic and not changed else None)
 
 
-def check_outputs(defense: Defense, defense_id: str, probe: torch.Tensor, num_classes: int | None) -> None:
-    """One line naming the defense when it cannot classify the data: it raises on a batch of
-    test inputs, or its logits are not one per class."""
+def checked_prediction(defense: Defense, defense_id: str, probe: torch.Tensor, num_classes: int | None) -> Prediction:
+    """The defense's prediction of a batch of test inputs (one pass, even when stochastic), or
+    one line naming the defense when it cannot classify the data: it raises on the batch, or its
+    logits are not one per class."""
     try:
         with torch.no_grad():
-            logits = defense(probe)
+            prediction = defense.predict(probe, samples=1)
     except Exception as exc:  # noqa: BLE001 - user models fail in every way; the cause goes in one line
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise AdvbenchError(f"defense {defense_id} fails on a batch of test inputs of shape {tuple(probe.shape)}: "
                             f"{type(exc).__name__}{': ' + message if message else ''}") from None
+    logits = prediction.logits
     if num_classes is not None and (logits.ndim != 2 or logits.shape[1] != num_classes):
         raise AdvbenchError(f"defense {defense_id} gives outputs of shape {tuple(logits.shape)} for "
                             f"{len(probe)} inputs, but the data has {num_classes} classes (expected "
                             f"[{len(probe)}, {num_classes}] logits)")
+    return prediction
 
 
-def undeclared_randomness(defense: Defense, x: torch.Tensor) -> str | None:
-    """For a defense not declared stochastic: how two identical calls disagree, if they do."""
+def undeclared_randomness(defense: Defense, x: torch.Tensor, first: Prediction) -> str | None:
+    """For a defense not declared stochastic: how a second identical call disagrees with `first`, if it does."""
     if defense.stochastic:
         return None
-    first, second = defense.predict(x), defense.predict(x)
+    with torch.no_grad():
+        second = defense.predict(x)
     labels = (first.labels != second.labels).float().mean().item()
     gap = (first.logits - second.logits).abs().max().item()
     scale = first.logits.abs().max().item() or 1.0

@@ -25,12 +25,17 @@ def batch_seed(seed: int | None, key: str, start: int) -> None:
 
 def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, device: torch.device,
                     samples: int | None = None, labels: torch.Tensor | None = None,
-                    seed: int | None = None, seed_key: str = "", offset: int = 0) -> Prediction:
+                    seed: int | None = None, seed_key: str = "", offset: int = 0,
+                    first_batch: Prediction | None = None) -> Prediction:
     """Clean predictions in batches; with `labels`, also the defense's certified radii (if any).
     With `seed`, each batch is seeded by `seed_key` (the defense) and its first sample's position
-    `offset + i`, so a shard of the inputs gets the same predictions as the whole."""
+    `offset + i`, so a shard of the inputs gets the same predictions as the whole. `first_batch`
+    is the first batch's prediction when a deterministic defense has already made it."""
     parts = []
     for i in range(0, len(inputs), batch_size):
+        if i == 0 and first_batch is not None and len(first_batch.labels) == min(batch_size, len(inputs)):
+            parts.append(first_batch)
+            continue
         batch_seed(seed, seed_key, offset + i)
         parts.append(defense.predict(inputs[i:i + batch_size].to(device), samples=samples))
     scores = [p.reject_score for p in parts]
@@ -47,10 +52,10 @@ def predict_batches(defense: Defense, inputs: torch.Tensor, batch_size: int, dev
 
 
 def clean_predictions(defense: Defense, defense_id: str, inputs: torch.Tensor, labels: torch.Tensor, grid: Grid,
-                      device: torch.device, offset: int = 0) -> Prediction:
+                      device: torch.device, offset: int = 0, first_batch: Prediction | None = None) -> Prediction:
     """The defense's clean predictions (seeded per batch), refusing non-finite logits."""
     clean = predict_batches(defense, inputs, grid.batch_size, device, labels=labels, seed=grid.seed,
-                            seed_key=defense_id, offset=offset)
+                            seed_key=defense_id, offset=offset, first_batch=first_batch)
     bad = ~torch.isfinite(clean.logits).all(dim=1)
     if bad.any():
         raise AdvbenchError(f"{defense_id} returned non-finite logits (NaN or inf) on {int(bad.sum())} of "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import groupby
 
+from ..defenses.base import Prediction
 from ..errors import AdvbenchError
 from ..progress import Observer
 from ..reuse import CellIndex, content_key
@@ -23,7 +24,7 @@ from .models import ModelCache, model_cache, model_key
 from .parts import CellParts, saved_adversarials
 from .plan import Plan, PlannedCell, PlannedDefense
 from .schedule import Action, CellJob, DefenseFacts, schedule
-from .target import attack_target
+from .target import SharedCleanGradients, attack_target
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Session:
     observer: Observer
     earlier: CellIndex | None
     estimates: dict[str, float] = field(default_factory=dict)  # cell id -> ceiling seconds per sample
+    gradients: dict[str, SharedCleanGradients] = field(default_factory=dict)  # by defense id
+    probe_predictions: dict[str, Prediction] = field(default_factory=dict)  # a defense's first batch, clean
 
     @classmethod
     def open(cls, plan: Plan, store: RunStore, observer: Observer, reuse: bool) -> "Session":
@@ -84,10 +87,13 @@ class Session:
         try:
             model = self.models.get(*model_key(defense.spec))
             probe = plan.samples_for(defense.spec).inputs[:plan.grid.batch_size].to(plan.device)
-            if describe_defense(self.manifest, defense.id, model, defense.spec.spec, probe, self.observer,
-                                self.models.checkpoints[model_key(defense.spec)], plan.data.info.num_classes):
+            described = describe_defense(self.manifest, defense.id, model, defense.spec.spec, probe, self.observer,
+                                         self.models.checkpoints[model_key(defense.spec)], plan.data.info.num_classes)
+            if described.weights_changed:
                 for cell in defense.cells:  # batches of the earlier weights must not join the new ones
                     self.store.drop_parts(cell.id)
+            if described.probe_prediction is not None:
+                self.probe_predictions[defense.id] = described.probe_prediction
         except AdvbenchError as exc:
             found.refused = str(exc)
             return found
@@ -151,7 +157,14 @@ class Session:
         samples = plan.samples_for(spec)
         self.estimates.update(announce_estimate(
             spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs], samples.inputs, samples.labels,
-            plan.data, plan.grid.batch_size, plan.device, self.observer))
+            plan.data, plan.grid.batch_size, plan.device, self.observer, self.clean_gradients(spec.id)))
+
+    def clean_gradients(self, defense_id: str) -> SharedCleanGradients:
+        """The clean gradient norms the defense's cells (and its estimate) share in this process."""
+        if defense_id not in self.gradients:
+            spec = next(d.spec for d in self.plan.defenses if d.id == defense_id)
+            self.gradients[defense_id] = SharedCleanGradients(self.models.get(*model_key(spec)))
+        return self.gradients[defense_id]
 
     def expected_seconds(self, cell: PlannedCell) -> float:
         """The estimate's ceiling per sample of `cell` (0 when it was not timed)."""

@@ -73,6 +73,27 @@ def attack_target(defense: Defense, eot: int, bounds: tuple[float, float], num_c
     return target, counters + list(surfaces.values())
 
 
+class SharedCleanGradients:
+    """A defense's clean gradient norms per batch of its samples, computed once and shared by all
+    its gradient cells and by the time estimate (whose timed pass is the first batch's): the
+    gradient at a clean input does not depend on the attack. Only when it cannot change between
+    calls: a stochastic defense's is drawn per cell (seeded per batch), and a gradient model
+    handed out fresh per call may carry state (warm starts) that its clean pass begins."""
+
+    def __init__(self, defense: Defense) -> None:
+        self.shared = not defense.stochastic and defense.gradient_model() is defense.gradient_model()
+        self._norms: dict[tuple[int, int], torch.Tensor] = {}
+
+    def __call__(self, target: AttackTarget, x: torch.Tensor, y: torch.Tensor, position: int) -> torch.Tensor:
+        """The norms of the batch `x` whose first sample is at `position` of the defense's samples."""
+        if not self.shared:
+            return clean_gradient_norms(target, x, y)
+        key = (position, len(x))
+        if key not in self._norms:
+            self._norms[key] = clean_gradient_norms(target, x, y)
+        return self._norms[key]
+
+
 def clean_gradient_norms(target: AttackTarget, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """L2 norm of the attack loss's input gradient at each clean input (dead-gradient check)."""
     loss_fn, _ = pick_loss("auto", target.loss)
