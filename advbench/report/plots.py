@@ -110,11 +110,15 @@ def plot_curves(report: Report, path: Path) -> Path:
     return _save_and_close(plt, fig, path)
 
 
-def plot_attack_curves(report: Report, path: Path) -> Path:
+def plot_attack_curves(report: Report, path: Path) -> Path | None:
     """The detail behind `plot_curves`: one panel per defense and norm with each attack's curve
-    and the worst case (thick), at most MAX_SERIES series a panel (more attacks: more panels)."""
-    plt = pyplot()
+    and the worst case (thick), at most MAX_SERIES series a panel (more attacks: more panels).
+    None when no defense faced two attacks of a norm: `plot_curves` already draws each one."""
     curves = _evaluated_curves(report)
+    attacked = curves[curves["kind"] != SummaryKind.WORST_CASE]
+    if attacked.empty or attacked.groupby(["defense", "norm"])["attack"].nunique().max() < 2:
+        return None
+    plt = pyplot()
     panels = []
     for (defense, norm), rows in curves.groupby(["defense", "norm"], sort=False):
         worst = rows[rows["kind"] == SummaryKind.WORST_CASE]

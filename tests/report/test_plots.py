@@ -54,3 +54,14 @@ def test_a_single_epsilon_attack_is_a_marker_not_a_line(drawn):
     labels_of_markers = {c.get_label() for c in first.collections}
     assert {"a0", "a1"} <= labels_of_markers and not {"a0", "a1"} & labels_of_lines
     assert "a2" in labels_of_lines
+
+
+def test_no_per_defense_detail_when_each_defense_faced_one_attack(tmp_path):
+    """The detail figure would redraw curves.png line for line (and cost a second render)."""
+    records = many_attacks_run(defenses=2)
+    run = Run.from_records(records[records["attack"] == "a2"], {})
+    written = plots.write_plots(report_of(run), tmp_path)
+    names = [p.name for p in written]
+    assert "curves.png" in names and "curves_by_defense.png" not in names
+    assert plots.plot_attack_curves(report_of(Run.from_records(many_attacks_run(defenses=2), {})),
+                                    tmp_path / "detail.png") is not None
