@@ -170,7 +170,8 @@ def main() -> None:
         weights, data, grid = setup(work, args.samples, args.steps, args.eps)
         print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores, 1 thread; ResNet-18 1x28x28, "
               f"{args.samples} samples in one batch, pgd-linf {args.steps} steps at eps {args.eps}; median of "
-              f"{args.repeats} interleaved repeats, seconds of a fresh process each")
+              f"{args.repeats} interleaved repeats, " + ("one process per tree" if args.in_process
+                                                          else "seconds of a fresh process each"))
         if args.in_process:
             print(f"{'tree':<5} {'bare s':>8} {'evaluate s':>10} {'its attack s':>12} {'overhead s':>10} "
                   f"{'overhead':>9}   (in one process; overhead = evaluate - its attack call)")
