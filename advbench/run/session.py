@@ -18,7 +18,7 @@ from ..progress import Observer
 from ..reuse import CellIndex, content_key
 from ..store import RunStore
 from ..contract import Manifest
-from .estimate import announce_estimate
+from .estimate import announce_estimate, seconds_per_evaluation
 from .manifest import describe_defense, open_manifest
 from .models import ModelCache, model_cache, model_key
 from .parts import CellParts, saved_adversarials
@@ -40,6 +40,7 @@ class Session:
     estimates: dict[str, float] = field(default_factory=dict)  # cell id -> ceiling seconds per sample
     gradients: dict[str, SharedCleanGradients] = field(default_factory=dict)  # by defense id
     probe_predictions: dict[str, Prediction] = field(default_factory=dict)  # a defense's first batch, clean
+    timed: dict[str, float] = field(default_factory=dict)  # model spec -> seconds per gradient evaluation
 
     @classmethod
     def open(cls, plan: Plan, store: RunStore, observer: Observer, reuse: bool) -> "Session":
@@ -155,9 +156,20 @@ class Session:
         """Say up front when one defense's cells to run will take long."""
         spec, plan = jobs[0].cell.plan.defense, self.plan
         samples = plan.samples_for(spec)
-        self.estimates.update(announce_estimate(
-            spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs], samples.inputs, samples.labels,
-            plan.data, plan.grid.batch_size, plan.device, self.observer, self.clean_gradients(spec.id)))
+
+        def source_seconds(source: str) -> float:  # a transfer's source: timed once, on these samples
+            if source not in self.timed:
+                probe = slice(0, plan.grid.batch_size)
+                self.timed[source] = seconds_per_evaluation(self.models.get(source), samples.inputs[probe].to(plan.device),
+                                                            samples.labels[probe].to(plan.device), plan.data)
+            return self.timed[source]
+
+        found = announce_estimate(spec.id, self.models.get(*model_key(spec)), [job.cell for job in jobs],
+                                  samples.inputs, samples.labels, plan.data, plan.grid.batch_size, plan.device,
+                                  self.observer, self.clean_gradients(spec.id), source_seconds)
+        if found.seconds_per_evaluation is not None and spec.weights is None and not spec.train:
+            self.timed.setdefault(spec.spec, found.seconds_per_evaluation)
+        self.estimates.update(found.cells)
 
     def clean_gradients(self, defense_id: str) -> SharedCleanGradients:
         """The clean gradient norms the defense's cells (and its estimate) share in this process."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from advbench import progress
@@ -113,3 +114,19 @@ def test_the_estimate_never_names_a_sanity_cell_as_the_reason():
     alone = estimate_message("gfz", 0.01, [asked], 100, torch.device("cpu"), eot=1, threshold=0.0)
     assert message != alone  # the sanity cell's time is in the total
     assert "--samples" not in estimate_message("gfz", 0.01, [asked], 10, torch.device("cpu"), eot=1, threshold=0.0)
+
+
+def test_a_transfer_cell_is_timed_on_its_source_and_a_gradient_free_attack_by_forwards():
+    """On the demo, gfz's transfer cell (crafted on cnn) was expected to take 18 s and took 0.4 s,
+    and its Square (forwards only) 134 s for 27 s: both were priced at gfz's gradient passes."""
+    from dataclasses import replace
+
+    from advbench.run.estimate import FORWARD_SHARE, cell_evaluations, cell_seconds
+
+    pgd = planned("pgd-linf", {"steps": 10}, (0.1,))
+    transfer = replace(pgd, plan=replace(pgd.plan, attack=replace(pgd.plan.attack, source="cnn")))
+    square = planned("square", {"queries": 100}, (0.1,))
+    gfz, cnn = 0.01, 0.0001
+    assert cell_seconds(pgd, gfz, False, 1, {"cnn": cnn}.__getitem__) == gfz * cell_evaluations(pgd, False, 1)
+    assert cell_seconds(transfer, gfz, False, 1, {"cnn": cnn}.__getitem__) == cnn * cell_evaluations(pgd, False, 1)
+    assert cell_seconds(square, gfz, False, 1) == pytest.approx(gfz * FORWARD_SHARE * cell_evaluations(square, False, 1))
