@@ -56,6 +56,8 @@ class Evaluation:
 
 
 def _refuse_process_local_modules(plan: Plan) -> None:
+    """Worker processes (spawned, or Ray's) import each python: defense anew: one whose module
+    lives only in this process would fail in every cell, after the run was written."""
     for model in plan.models():
         if model.ref.python_target and not importable_elsewhere(model.ref.python_target):
             raise AdvbenchError(f"defense {model.ref}: its module exists only in this process, so worker processes "

@@ -84,6 +84,8 @@ def announce_estimate(defense_id: str, defense: Defense, cells: list[PlannedCell
 
 @dataclass(frozen=True)
 class DefenseEstimate:
+    """A defense's timing: kept by the session so a transfer from this model is priced at its passes."""
+
     seconds_per_evaluation: float | None  # one gradient evaluation of one input (None: not timed)
     cells: dict[str, float]  # cell id -> ceiling seconds per sample
 
