@@ -32,13 +32,21 @@ def _scores(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def roc(out: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, float]:
     """ROC of the reject score separating clean inputs (negatives) from successful
     adversarial examples (positives); returns (fpr, tpr, auc), auc NaN without positives.
-    For figures; tables need only the area (`roc_auc`), without importing scikit-learn."""
-    from sklearn.metrics import roc_curve
-
+    One point per distinct score, from (0, 0) to (1, 1): scikit-learn's `roc_curve` without
+    dropping collinear points (a test compares), and without its import, which cost each run's
+    figures 1.5 to 2.5 s."""
     negatives, positives = _scores(out)
     if len(positives) == 0 or len(negatives) == 0:
         return np.array([]), np.array([]), math.nan
-    fpr, tpr, _ = roc_curve(np.r_[np.zeros(len(negatives)), np.ones(len(positives))], np.r_[negatives, positives])
+    scores = np.r_[negatives, positives]
+    is_positive = np.r_[np.zeros(len(negatives)), np.ones(len(positives))]
+    order = np.argsort(-scores, kind="mergesort")
+    scores, is_positive = scores[order], is_positive[order]
+    last_of_each = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # a threshold between distinct scores
+    true_positives = np.cumsum(is_positive)[last_of_each]
+    false_positives = (last_of_each + 1) - true_positives
+    fpr = np.r_[0.0, false_positives / len(negatives)]
+    tpr = np.r_[0.0, true_positives / len(positives)]
     return fpr, tpr, roc_auc(out)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advbench.reject_metrics import roc_auc
+from advbench.reject_metrics import roc, roc_auc
 from advbench.stats import EXACT_BELOW, mcnemar_pvalue
 
 
@@ -44,6 +44,20 @@ def test_auc_matches_scikit_learn_with_ties(seed):
     out = pd.DataFrame({"clean_score": clean, "score": score, "fooled": fooled})
     truth = np.r_[np.zeros(n), np.ones(fooled.sum())]
     assert roc_auc(out) == pytest.approx(roc_auc_score(truth, np.r_[clean, score[fooled]]), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_points_match_scikit_learn_with_ties(seed):
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(seed)
+    clean, score = rng.integers(0, 6, 40).astype(float), rng.integers(2, 8, 40).astype(float)
+    fooled = rng.random(40) < 0.6
+    fpr, tpr, _ = roc(pd.DataFrame({"clean_score": clean, "score": score, "fooled": fooled}))
+    truth = np.r_[np.zeros(40), np.ones(fooled.sum())]
+    expected_fpr, expected_tpr, _ = roc_curve(truth, np.r_[clean, score[fooled]], drop_intermediate=False)
+    np.testing.assert_allclose(fpr, expected_fpr, atol=1e-12)
+    np.testing.assert_allclose(tpr, expected_tpr, atol=1e-12)
 
 
 def test_auc_is_nan_without_successful_adversarials():
