@@ -75,6 +75,64 @@ def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
     return out.detach(), loss_sum / eot_iter, grad / eot_iter
 
 
+class _StepSizes:
+    """Each sample's own APGD state: point, momentum, step size and checkpoint counters. A sample
+    that leaves the run keeps its state, which is never read again, so the others take exactly
+    the steps they take in the whole batch."""
+
+    def __init__(self, point: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor, eps: torch.Tensor) -> None:
+        n = len(point)
+        self.view = (-1,) + (1,) * (point.dim() - 1)
+        self.point, self.grad, self.step = point, grad, 2.0 * eps.clone()
+        self.top_point, self.top_loss, self.top_grad = point.clone(), loss.clone(), grad.clone()
+        self.previous_point, self.previous_loss = point.clone(), loss.clone()
+        self.rises = torch.zeros(n, device=point.device)
+        self.top_at_check = loss.clone()
+        self.halved_at_check = torch.ones(n, dtype=torch.bool, device=point.device)
+        self.since_check = 0
+
+    @torch.no_grad()
+    def move(self, rows: torch.Tensor, first: bool, x: torch.Tensor, eps: torch.Tensor, norm: Norm,
+             bounds: tuple[float, float]) -> torch.Tensor:
+        """A momentum step of `rows` along the steepest direction, back into the ball."""
+        here, xs, radius = self.point[rows], x[rows], eps[rows]
+        drift = here - self.previous_point[rows]
+        self.previous_point[rows] = here
+        weight = 1.0 if first else MOMENTUM
+        moved = _into_ball(xs, here + self.step[rows] * steepest_direction(self.grad[rows], norm), radius, norm, bounds)
+        here = _into_ball(xs, here + weight * (moved - here) + (1 - weight) * drift, radius, norm, bounds)
+        self.point[rows] = here
+        return here
+
+    @torch.no_grad()
+    def record(self, rows: torch.Tensor, here: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> None:
+        """The loss and gradient at `rows`' new points: rising steps counted, best point kept."""
+        view = self.view
+        self.grad[rows] = grad
+        self.rises[rows] += (loss > self.previous_loss[rows]).float()
+        self.previous_loss[rows] = loss
+        improved = loss > self.top_loss[rows]
+        self.top_point[rows] = torch.where(improved.view(view), here, self.top_point[rows])
+        self.top_grad[rows] = torch.where(improved.view(view), grad, self.top_grad[rows])
+        self.top_loss[rows] = torch.where(improved, loss, self.top_loss[rows])
+        self.since_check += 1
+
+    @torch.no_grad()
+    def reconsider(self, rows: torch.Tensor) -> None:
+        """At a checkpoint: halve the step of an oscillating or stalled sample and send it back
+        to its best point."""
+        view = self.view
+        oscillating = self.rises[rows] < INCREASE_FRACTION * self.since_check
+        stalled = ~self.halved_at_check[rows] & (self.top_at_check[rows] >= self.top_loss[rows])
+        halve = oscillating | stalled
+        self.halved_at_check[rows], self.top_at_check[rows] = halve, self.top_loss[rows]
+        self.step[rows] = torch.where(halve.view(view), self.step[rows] / 2, self.step[rows])
+        self.point[rows] = torch.where(halve.view(view), self.top_point[rows], self.point[rows])
+        self.grad[rows] = torch.where(halve.view(view), self.top_grad[rows], self.grad[rows])
+        self.rises.zero_()
+        self.since_check = 0
+
+
 def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: float | torch.Tensor, norm: Norm,
              steps: int, bounds: tuple[float, float], eot_iter: int = 1, trace: LossTrace | None = None,
              idx: torch.Tensor | None = None, first_step: int = 0, decided: Decided | None = None) -> BestPoints:
@@ -82,61 +140,33 @@ def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: flo
 
     With `decided` (the defense's real decision on points), a sample that both the objective
     and `decided` call beaten leaves the run with its best point: every step then attacks only
-    the samples still standing. Each sample's state (point, step size, checkpoint counters) is
-    its own, so the others take exactly the steps they take in the whole batch."""
-    n, view = len(x), (-1,) + (1,) * (x.dim() - 1)
+    the samples still standing (see `_StepSizes`)."""
     eps = per_sample(eps, x)
     point = _into_ball(x, x + _random_start(x, eps, norm), eps, norm, bounds)
     out, loss, grad = _evaluate(objective, point, y, eot_iter)
     best = BestPoints(x, prefer_misclassified=True)
     fooled = objective.success(out, y)
     best.offer(point, fooled, loss)
-    rows = torch.arange(n, device=x.device)
+    rows = torch.arange(len(x), device=x.device)
     if trace is not None:
         trace.record(loss, first_step, _traced(idx, rows))
-    step = 2.0 * eps.clone()
-    top_point, top_loss, top_grad = point.clone(), loss.clone(), grad.clone()
-    previous_point, previous_loss = point.clone(), loss.clone()
-    rises = torch.zeros(n, device=x.device)
-    top_at_check = top_loss.clone()
-    halved_at_check = torch.ones(n, dtype=torch.bool, device=x.device)
-    marks, since_check = set(checkpoints(steps)), 0
+    state = _StepSizes(point, loss, grad, eps)
+    marks = set(checkpoints(steps))
     rows = _still_standing(rows, fooled, point, y, decided)
     for i in range(steps):
         if len(rows) == 0:
             break
-        with torch.no_grad():
-            here, xs, radius = point[rows], x[rows], eps[rows]
-            drift = here - previous_point[rows]
-            previous_point[rows] = here
-            weight = MOMENTUM if i > 0 else 1.0
-            moved = _into_ball(xs, here + step[rows] * steepest_direction(grad[rows], norm), radius, norm, bounds)
-            here = _into_ball(xs, here + weight * (moved - here) + (1 - weight) * drift, radius, norm, bounds)
-            point[rows] = here
+        here = state.move(rows, i == 0, x, eps, norm, bounds)
         standing = objective.for_rows(rows)
-        out, loss, grad[rows] = _evaluate(standing, here, y[rows], eot_iter)
+        out, loss, grad = _evaluate(standing, here, y[rows], eot_iter)
         with torch.no_grad():
             fooled = standing.success(out, y[rows])
             best.offer(here, fooled, loss, rows)
             if trace is not None:
                 trace.record(loss, first_step + i + 1, _traced(idx, rows))
-            rises[rows] += (loss > previous_loss[rows]).float()
-            previous_loss[rows] = loss
-            improved = loss > top_loss[rows]
-            top_point[rows] = torch.where(improved.view(view), here, top_point[rows])
-            top_grad[rows] = torch.where(improved.view(view), grad[rows], top_grad[rows])
-            top_loss[rows] = torch.where(improved, loss, top_loss[rows])
-            since_check += 1
-            if i + 1 in marks:  # rows that left keep their state: it is never read again
-                oscillating = rises[rows] < INCREASE_FRACTION * since_check
-                stalled = ~halved_at_check[rows] & (top_at_check[rows] >= top_loss[rows])
-                halve = oscillating | stalled
-                halved_at_check[rows], top_at_check[rows] = halve, top_loss[rows]
-                step[rows] = torch.where(halve.view(view), step[rows] / 2, step[rows])
-                point[rows] = torch.where(halve.view(view), top_point[rows], point[rows])
-                grad[rows] = torch.where(halve.view(view), top_grad[rows], grad[rows])
-                rises.zero_()
-                since_check = 0
+            state.record(rows, here, loss, grad)
+            if i + 1 in marks:
+                state.reconsider(rows)
             rows = _still_standing(rows, fooled, here, y, decided)
     return best
 
