@@ -30,9 +30,12 @@ class Observer:
         one screen."""
 
     @contextmanager
-    def task(self, description: str, total: int, work: float | None = None) -> Iterator[Advance]:
+    def task(self, description: str, total: int, work: float | None = None,
+             done_before: int = 0) -> Iterator[Advance]:
         """A task of `total` items; with `work`, the items are unequal (a grid's cells) and each
-        advance says how much of `work` it carried, so the time left is the work's, not the count's."""
+        advance says how much of `work` it carried, so the time left is the work's, not the count's.
+        `done_before` items were finished by an earlier session (a resumed training): they count
+        as done but not in the pace, which is this session's."""
         yield lambda n=1, work=None: None
 
 
@@ -52,10 +55,11 @@ class PlainObserver(Observer):
         self.message(text)
 
     @contextmanager
-    def task(self, description: str, total: int, work: float | None = None) -> Iterator[Advance]:
+    def task(self, description: str, total: int, work: float | None = None,
+             done_before: int = 0) -> Iterator[Advance]:
         start = time.monotonic()
         weighted = bool(work and work > 0)
-        state = {"done": 0.0, "work": 0.0, "last": start, "moved": start}  # last line printed, last progress
+        state = {"done": float(done_before), "work": 0.0, "last": start, "moved": start}  # last line printed, last progress
         lock = threading.Lock()
 
         def line(now: float, heartbeat: bool) -> str:
@@ -63,7 +67,7 @@ class PlainObserver(Observer):
             if heartbeat:  # no time left: the pace before a silence says nothing about its end
                 return text + f", still working (no progress for {_clock(now - state['moved'])})"
             left = time_left(now - start, state["work"], work) if weighted else \
-                time_left(now - start, state["done"], total)
+                time_left(now - start, state["done"], total, done_before)
             return text + (f", about {_clock(left)} left" if left is not None else "")
 
         def advance(n: float = 1, work: float | None = None) -> None:
@@ -94,11 +98,12 @@ class PlainObserver(Observer):
             beating.join()
 
 
-def time_left(elapsed: float, done: float, total: float) -> float | None:
-    """Seconds left at the pace so far; None before anything is done or after everything is."""
-    if not 0 < done < total:
+def time_left(elapsed: float, done: float, total: float, done_before: float = 0) -> float | None:
+    """Seconds left at this session's pace (items past `done_before` in `elapsed` seconds); None
+    before this session has done anything or after everything is done."""
+    if not done_before < done < total:
         return None
-    return elapsed * (total - done) / done
+    return elapsed * (total - done) / (done - done_before)
 
 
 def _clock(seconds: float) -> str:
@@ -125,14 +130,17 @@ class RichObserver(Observer):
         self._console.print(text, highlight=False, markup=False)
 
     @contextmanager
-    def task(self, description: str, total: int, work: float | None = None) -> Iterator[Advance]:
-        """The bar and rich's time left follow `work` when given (the count is shown beside it)."""
+    def task(self, description: str, total: int, work: float | None = None,
+             done_before: int = 0) -> Iterator[Advance]:
+        """The bar and rich's time left follow `work` when given (the count is shown beside it).
+        Rich's speed comes from advances only, so `done_before` fills the bar without speeding it."""
         if self._depth == 0:
             self._progress.start()
         self._depth += 1
         weighted = bool(work and work > 0)
-        done = [0.0]
-        task_id = self._progress.add_task(description, total=work if weighted else total, count=f"0/{total}")
+        done = [float(done_before)]
+        task_id = self._progress.add_task(description, total=work if weighted else total,
+                                          completed=0 if weighted else done_before, count=f"{done_before}/{total}")
 
         def advance(n: float = 1, work: float | None = None) -> None:
             done[0] += n

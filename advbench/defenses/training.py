@@ -68,8 +68,7 @@ class EpochLoop:
 
     def __iter__(self) -> Iterator[int]:
         first = self._resume()
-        with self.observer.task(self.description, self.epochs) as advance:
-            advance(first)
+        with self.observer.task(self.description, self.epochs, done_before=first) as advance:
             for epoch in range(first, self.epochs):
                 start = time.perf_counter()
                 self._summary = ""

@@ -379,8 +379,8 @@ class _StopAfter:
         if self.marker in text:
             raise KeyboardInterrupt
 
-    def task(self, description, total):
-        return self.base.task(description, total)
+    def task(self, description, total, done_before=0):
+        return self.base.task(description, total, done_before=done_before)
 
 
 @pytest.mark.parametrize("defense, options, marker", [

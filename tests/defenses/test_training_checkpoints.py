@@ -3,6 +3,7 @@ an interrupted training with other settings is never thrown away unasked."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 
@@ -71,6 +72,28 @@ def test_checkpoints_hold_only_what_loads_tensors_only(tmp_path):
     restored = training.KeptValues(auc=np.zeros(2), states=[])
     restored.load_state_dict(blob["state"]["kept"])
     assert isinstance(restored.values["auc"], np.ndarray) and restored.values["auc"].tolist() == [0.5, 0.7]
+
+
+def test_a_resumed_loop_tells_its_observer_which_epochs_an_earlier_session_did(tmp_path):
+    """The progress task gets the resumed epochs as `done_before` (counted, not paced) instead of
+    one instant advance, which made the time left count them as this session's work."""
+    net = torch.nn.Linear(2, 2)
+    for epoch in EpochLoop("loop", 3, Observer(), CheckpointPlace(tmp_path, "identity"), model=net):
+        if epoch == 1:
+            break  # epoch 0 finished and was saved: an interruption during epoch 1
+
+    class Record(Observer):
+        def __init__(self) -> None:
+            self.tasks, self.advances = [], []
+
+        @contextlib.contextmanager
+        def task(self, description, total, work=None, done_before=0):
+            self.tasks.append((total, done_before))
+            yield lambda n=1, work=None: self.advances.append(n)
+
+    observer = Record()
+    assert list(EpochLoop("loop", 3, observer, CheckpointPlace(tmp_path, "identity"), model=net)) == [1, 2]
+    assert observer.tasks == [(3, 1)] and observer.advances == [1, 1]
 
 
 @pytest.fixture

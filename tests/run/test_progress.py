@@ -130,3 +130,14 @@ def test_a_transfer_cell_is_timed_on_its_source_and_a_gradient_free_attack_by_fo
     assert cell_seconds(pgd, gfz, False, 1, {"cnn": cnn}.__getitem__) == gfz * cell_evaluations(pgd, False, 1)
     assert cell_seconds(transfer, gfz, False, 1, {"cnn": cnn}.__getitem__) == cnn * cell_evaluations(pgd, False, 1)
     assert cell_seconds(square, gfz, False, 1) == pytest.approx(gfz * FORWARD_SHARE * cell_evaluations(square, False, 1))
+
+
+def test_a_resumed_task_paces_only_this_sessions_items(monkeypatch, capsys):
+    """Issue 22: after a resumed `train` the time left counted the skipped epochs as done in this
+    session (5 of 10 done before, one more in 40 s read "about 0:26 left"; 4 more take 2:40)."""
+    clock = FakeClock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    with progress.PlainObserver(interval=30).task("training cnn", 10, done_before=5) as advance:
+        clock.now += 40
+        advance(1)
+    assert capsys.readouterr().err.splitlines() == ["training cnn: 6/10, 0:40 elapsed, about 2:40 left"]
