@@ -35,12 +35,6 @@ class ProcessPool:
         self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                             initializer=_use_threads, initargs=(threads,))
 
-    def start(self, workers: int) -> None:
-        """Start the workers now (spawning one imports torch: seconds), so that they get ready
-        while the driver opens its session instead of after."""
-        for _ in range(workers):
-            self.executor.submit(int)
-
     def submit(self, shard: Shard) -> Future:
         return self.executor.submit(run_shard, shard)
 
@@ -61,14 +55,13 @@ def worker_threads(workers: int, threads: int | None) -> int:
 def run_grid_in_processes(plan: Plan, store: RunStore, *, observer: Observer, workers: int, reuse: bool = True,
                           fail_fast: bool = False) -> Manifest:
     """The process-pool counterpart of `run.local.run_grid` (see the module docstring)."""
-    pool = ProcessPool(workers, worker_threads(workers, plan.grid.threads))
-    try:
-        pool.start(workers)
-        with store.lock():
-            session = Session.open(plan, store, observer, reuse)
-            todo = session.jobs(fail_fast)
-            with observer.task("grid cells", len(todo), work=session.estimate(todo)) as advance:
+    with store.lock():
+        session = Session.open(plan, store, observer, reuse)
+        todo = session.jobs(fail_fast)
+        with observer.task("grid cells", len(todo), work=session.estimate(todo)) as advance:
+            pool = ProcessPool(workers, worker_threads(workers, plan.grid.threads))
+            try:
                 run_shards(pool, session, todo, 0, advance, fail_fast)
-    finally:
-        pool.close()
+            finally:
+                pool.close()
     return session.manifest
