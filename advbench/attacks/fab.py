@@ -39,7 +39,9 @@ def _boundary(objective: Objective, point: Tensor, y: Tensor, targets: Tensor) -
         if objective.threshold is not None:
             f = torch.minimum(f, objective.threshold - out[:, objective.classes])
         (grad,) = torch.autograd.grad(f.sum(), probe)
-    return f.detach(), grad, objective.success(out.detach(), y)
+    # autograd may hand back an expanded tensor (a model that sums its pixels): the attack writes
+    # into rows of it, so it must own its memory
+    return f.detach(), grad.contiguous(), objective.success(out.detach(), y)
 
 
 def _to_hyperplane(start: Tensor, f: Tensor, grad: Tensor, norm: Norm, bounds: tuple[float, float]) -> Tensor:

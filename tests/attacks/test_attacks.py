@@ -190,3 +190,26 @@ def test_pgd_l2_is_at_least_as_strong_as_torchattacks_on_the_same_samples(tiny_c
                 ours_robust += int((tiny_cnn(ours).argmax(1) == y).sum())
                 theirs_robust += int((tiny_cnn(theirs).argmax(1) == y).sum())
     assert ours_robust <= theirs_robust
+
+
+class _MeanPixel(torch.nn.Module):
+    """Logits linear in the mean pixel (class 0 below 0.5, class 9 above): autograd returns its
+    input gradient as an expanded tensor (one value per sample, stride 0 over the pixels)."""
+
+    def forward(self, x):
+        pixels = x[0].numel()  # the sum, not mean(): its backward is an expand
+        return x.flatten(1).sum(1, keepdim=True) * torch.linspace(-1, 1, 10) / pixels + torch.linspace(0.5, -0.5, 10)
+
+
+@pytest.mark.parametrize("name", ["fab-t", "fab-t-l2"])
+def test_fab_never_writes_into_an_expanded_gradient(name, digits):
+    """FAB re-linearised beaten rows with `grad[back] = ...`; on an expanded gradient that is an
+    index_put_ into memory shared by every pixel (torch warns it is deprecated; later, an error)."""
+    import warnings
+
+    model = _MeanPixel()
+    x, y = digits.test_x[:8], model(digits.test_x[:8]).argmax(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adv = make_attack(name, {"steps": 10, "targets": 2})(AttackTarget(model, model, (0.0, 1.0), 10), x, y, [8.0])
+    assert (model(adv.adversarials[0]).argmax(1) != y).all()  # beaten rows were re-linearised
