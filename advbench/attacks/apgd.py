@@ -75,7 +75,7 @@ def _evaluate(objective: Objective, point: torch.Tensor, y: torch.Tensor,
     return out.detach(), loss_sum / eot_iter, grad / eot_iter
 
 
-class _StepSizes:
+class _SampleStates:
     """Each sample's own APGD state: point, momentum, step size and checkpoint counters. A sample
     that leaves the run keeps its state, which is never read again, so the others take exactly
     the steps they take in the whole batch."""
@@ -140,7 +140,7 @@ def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: flo
 
     With `decided` (the defense's real decision on points), a sample that both the objective
     and `decided` call beaten leaves the run with its best point: every step then attacks only
-    the samples still standing (see `_StepSizes`)."""
+    the samples still standing (see `_SampleStates`)."""
     eps = per_sample(eps, x)
     point = _into_ball(x, x + _random_start(x, eps, norm), eps, norm, bounds)
     out, loss, grad = _evaluate(objective, point, y, eot_iter)
@@ -150,7 +150,7 @@ def apgd_run(objective: Objective, x: torch.Tensor, y: torch.Tensor, *, eps: flo
     rows = torch.arange(len(x), device=x.device)
     if trace is not None:
         trace.record(loss, first_step, _traced(idx, rows))
-    state = _StepSizes(point, loss, grad, eps)
+    state = _SampleStates(point, loss, grad, eps)
     marks = set(checkpoints(steps))
     rows = _still_standing(rows, fooled, point, y, decided)
     for i in range(steps):
