@@ -59,7 +59,8 @@ class PlainObserver(Observer):
              done_before: int = 0) -> Iterator[Advance]:
         start = time.monotonic()
         weighted = bool(work and work > 0)
-        state = {"done": float(done_before), "work": 0.0, "last": start, "moved": start}  # last line printed, last progress
+        # last: when a line was last printed; moved: when progress was last made
+        state = {"done": float(done_before), "work": 0.0, "last": start, "moved": start}
         lock = threading.Lock()
 
         def line(now: float, heartbeat: bool) -> str:
