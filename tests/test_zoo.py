@@ -105,3 +105,30 @@ def test_registered_trainable_defense_with_a_weights_file(tmp_path, digits, trai
     model = defense_loading.resolve_defense("cnn", digits, zoo_dir=tmp_path / "empty", weights=tmp_path / "w.pt")
     reference, _ = zoo.load("cnn-digits", trained_zoo, info=digits.info)
     assert torch.equal(model(digits.test_x[:8]), reference(digits.test_x[:8]))
+
+
+SHIPPED_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
+
+
+def test_the_shipped_zoo_holds_every_model_the_demo_needs(digits):
+    """`advbench run` on a fresh clone trains nothing: each of the demo's models is shipped and
+    loads against its card's checksum (issue 22: the demo in two minutes with the shipped zoo)."""
+    from advbench.config import demo_grid
+    from advbench.run.plan import plan_grid
+    from advbench.settings import Paths
+
+    plan = plan_grid(demo_grid(), digits, Paths(zoo_dir=SHIPPED_ZOO))
+    missing = [str(model.entry) for model in plan.models() if model.needs_training]
+    assert not missing, f"the demo would train {missing}: train and ship them"
+    for model in plan.models():
+        if model.entry is not None:
+            zoo.load(model.entry, SHIPPED_ZOO, info=digits.info)
+
+
+def test_the_demo_gat_is_the_shipped_gat_recipe_cut_to_40_epochs():
+    """The demo's gat (issue 22: from an empty zoo in five minutes) differs from `gat-digits` in
+    its epochs only, so its training is the first 40 epochs of gat-digits's own."""
+    full, short = zoo.read_card("gat-digits", SHIPPED_ZOO), zoo.read_card("gat-digits-epochs=40", SHIPPED_ZOO)
+    assert (full.hyperparameters["epochs"], short.hyperparameters["epochs"]) == (100, 40)
+    assert {**short.hyperparameters, "epochs": 100} == full.hyperparameters
+    assert short.seed == full.seed
