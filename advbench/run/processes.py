@@ -5,14 +5,17 @@ torch's threads do not share out; one process per core does. The driver opens th
 `Session` as a local run and hands the shards (`run.shards`) to a pool of `workers` processes
 (spawned: no forked torch thread pools), each with `threads` torch threads. The records are
 the same as a local run's (per-batch seeds, per-batch parts); an interruption keeps every
-finished batch, and `--resume` runs only the rest.
+finished batch, and `--resume` runs only the rest. Each worker gets a queue to the driver when
+the pool starts it, on which its running shard reports progress and messages.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, Callable
 
 import torch
 
@@ -21,29 +24,55 @@ from ..progress import Observer
 from ..store import RunStore
 from .plan import Plan
 from .session import Session
-from .shards import Shard, ShardResult, run_shard, run_shards
+from .shards import REPORT_SECONDS, Shard, ShardReport, ShardResult, run_shard, run_shards
 
 
-def _use_threads(threads: int) -> None:
+_reports: Any = None  # in a worker: its queue to the driver, given by the pool when it starts the worker
+
+
+def _start_worker(threads: int, reports: Any) -> None:
+    global _reports
     torch.set_num_threads(threads)
+    reports.cancel_join_thread()  # progress unsent when the worker exits is not worth waiting for
+    _reports = reports
+
+
+def _run_reporting(shard: Shard) -> ShardResult:
+    return run_shard(shard, report=_reports.put)
 
 
 class ProcessPool:
-    """Shards in `workers` spawned processes of `threads` torch threads each."""
+    """Shards in `workers` spawned processes of `threads` torch threads each; while the driver
+    waits for one to return, it passes on the reports the running ones send."""
 
     def __init__(self, workers: int, threads: int) -> None:
-        self.executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_use_threads, initargs=(threads,))
+        context = multiprocessing.get_context("spawn")
+        self.reports = context.Queue()  # a worker receives it as it starts (a queue cannot travel with a task)
+        self.executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                            initargs=(threads, self.reports))
 
     def submit(self, shard: Shard) -> Future:
-        return self.executor.submit(run_shard, shard)
+        return self.executor.submit(_run_reporting, shard)
 
-    def next_done(self, pending: list[Future]) -> tuple[ShardResult, list[Future]]:
-        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        first = next(future for future in pending if future in done)
-        return first.result(), [future for future in pending if future is not first]
+    def next_done(self, pending: list[Future], on_report: Callable[[ShardReport], None]
+                  ) -> tuple[ShardResult, list[Future]]:
+        while True:
+            done, _ = wait(pending, timeout=REPORT_SECONDS, return_when=FIRST_COMPLETED)
+            self._pass_on(on_report)
+            if done:
+                first = next(future for future in pending if future in done)
+                return first.result(), [future for future in pending if future is not first]
+
+    def _pass_on(self, on_report: Callable[[ShardReport], None]) -> None:
+        while True:
+            try:
+                report = self.reports.get_nowait()
+            except queue.Empty:
+                return
+            on_report(report)
 
     def close(self) -> None:
+        self._pass_on(lambda report: None)  # a worker exits only once its queue is read
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 

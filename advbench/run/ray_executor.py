@@ -8,7 +8,7 @@ only its batch in progress, and `--resume` runs only the batches without a part.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..contract import Manifest
 from ..errors import AdvbenchError
@@ -16,7 +16,7 @@ from ..progress import Observer
 from ..store import RunStore
 from .plan import Plan
 from .session import Session
-from .shards import Shard, ShardResult, run_shard, run_shards
+from .shards import Shard, ShardReport, ShardResult, run_shard, run_shards
 
 INSTALL_HINT = "the Ray executor needs ray: pip install 'advbench[ray]'"
 
@@ -38,7 +38,9 @@ class RayPool:
     def submit(self, shard: Shard) -> Any:
         return self.task.remote(shard)
 
-    def next_done(self, pending: list[Any]) -> tuple[ShardResult, list[Any]]:
+    def next_done(self, pending: list[Any], on_report: Callable[[ShardReport], None]
+                  ) -> tuple[ShardResult, list[Any]]:
+        """Ray tasks send no reports: the grid's work moves as shards return."""
         done, pending = self.ray.wait(pending, num_returns=1)
         return self.ray.get(done[0]), pending  # a crash stops the run here; finished batches stay on disk
 
