@@ -39,8 +39,8 @@ from .session import Session
 
 # what a shard returns: its cell id, the seconds it took and, when the cell cannot be evaluated, why
 ShardResult = tuple[str, float, "str | None"]
-# what a running shard reports: its cell id, its first sample, and the fraction of its samples newly
-# credited (a float) or a message for the user (a str)
+# what a running shard reports: its cell id, its first sample, and the seconds it has run (a float)
+# or a message for the user (a str)
 ShardReport = tuple[str, int, "float | str"]
 REPORT_SECONDS = 1.0  # how often a running shard sends its progress to the driver
 
@@ -69,13 +69,16 @@ class Shard:
 
 
 class ShardReporter(Observer):
-    """A worker's observer: sends the shard's progress (the fraction of its samples credited, at
-    most every `interval` seconds) and its messages (an out-of-memory retry, non-finite logits)
-    to the driver through `send`, where otherwise they would end in the worker."""
+    """A worker's observer: sends the seconds the shard has run (as it makes progress, at most
+    every `interval` seconds) and its messages (an out-of-memory retry, non-finite logits) to the
+    driver through `send`, where otherwise they would end in the worker. Seconds, not the
+    attack's count of evaluations: an evaluation of the few inputs still standing costs these
+    small models nearly what one of the whole batch does."""
 
     def __init__(self, send: Callable[[ShardReport], None], cell_id: str, start: int,
-                 interval: float = REPORT_SECONDS) -> None:
+                 interval: float = REPORT_SECONDS, started: float | None = None) -> None:
         self.send, self.cell_id, self.start, self.interval = send, cell_id, start, interval
+        self.started = time.perf_counter() if started is None else started
 
     def message(self, text: str) -> None:
         self.send((self.cell_id, self.start, text))
@@ -83,17 +86,16 @@ class ShardReporter(Observer):
     @contextmanager
     def task(self, description: str, total: int, work: float | None = None,
              done_before: int = 0) -> Iterator[Advance]:
-        unsent, last = 0.0, time.monotonic()
+        last = time.perf_counter()
 
         def advance(n: float = 1, work: float | None = None) -> None:
-            nonlocal unsent, last
-            unsent += n / max(total, 1)
-            now = time.monotonic()
+            nonlocal last
+            now = time.perf_counter()
             if now - last >= self.interval:
-                self.send((self.cell_id, self.start, unsent))
-                unsent, last = 0.0, now
+                self.send((self.cell_id, self.start, now - self.started))
+                last = now
 
-        yield advance  # what is unsent at the end, the shard's return credits
+        yield advance
 
 
 def run_shard(shard: Shard, report: Callable[[ShardReport], None] | None = None,
@@ -119,7 +121,8 @@ def run_shard(shard: Shard, report: Callable[[ShardReport], None] | None = None,
                  clean, batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
                  device=models.device, source=source, load_model=models.get, dataset=data.info.name,
                  seed=grid.seed, offset=shard.start, parts=parts, carry_examples=grid.carry_examples,
-                 observer=ShardReporter(report, cell.id, shard.start, report_seconds) if report is not None else None)
+                 observer=None if report is None else ShardReporter(report, cell.id, shard.start, report_seconds,
+                                                                    started))
     except AdvbenchError as exc:
         return cell.id, time.perf_counter() - started, str(exc)
     return cell.id, time.perf_counter() - started, None
@@ -168,8 +171,9 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
                fail_fast: bool) -> None:
     """Submit every shard with a batch left, the costliest cells first (a pool of workers then
     ends together), then finish (or refuse) each cell as its last shard returns. Each shard
-    advances the grid's work by its share of its cell: as its reports arrive (at most 95% of it)
-    and the rest when it returns; each finished cell, the count."""
+    advances the grid's work by its share of its cell: while it runs, by the seconds it reports
+    at the pace of the shards returned so far (`_Pace`; at most 95% of it), and the rest when it
+    returns; each finished cell, the count."""
     shards, left = missing_shards(session, todo, shard_size)
     seconds = {job.id: 0.0 for job in todo}
     shards.sort(key=lambda shard: -session.expected_seconds(shard[0].cell) * (shard[2] - shard[1]))
@@ -183,19 +187,21 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
             session.finish(job.cell, 0.0)
             advance(1, session.cell_work(job.cell))
     cells = {job.id: job.cell for job in todo}
+    pace = _Pace()
 
     def on_report(report: ShardReport) -> None:
         cell_id, start, what = report
         if isinstance(what, str):
             session.observer.message(what)
         elif (cell_id, start) in by_start:  # a late report of a shard already returned is dropped
-            advance(0, by_start[cell_id, start].credit(what))
+            advance(0, by_start[cell_id, start].credit(pace.work_of(what)))
 
     handles = list(running)
     while handles:
         (cell_id, took, error), still = pool.next_done(handles, on_report)
         done = running.pop(next(handle for handle in handles if handle not in still))
         del by_start[done.cell_id, done.start]
+        pace.add(took, done.work)
         advance(0, done.rest())
         handles = still
         left[cell_id] -= 1
@@ -212,6 +218,23 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
 
 
 @dataclass
+class _Pace:
+    """Expected work done per second a shard runs, from the shards returned so far: the work is
+    a ceiling (an attack's full budget), so a second of a running shard is worth the work a
+    returned shard's second was (0 before any returned: no guess then)."""
+
+    seconds: float = 0.0
+    work: float = 0.0
+
+    def add(self, seconds: float, work: float) -> None:
+        self.seconds += seconds
+        self.work += work
+
+    def work_of(self, seconds: float) -> float:
+        return seconds * self.work / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
 class _RunningShard:
     """A submitted shard's expected work (seconds) and how much of it its reports have credited:
     never all of it before it returns (the last batches can be the slow ones)."""
@@ -221,8 +244,9 @@ class _RunningShard:
     work: float
     credited: float = 0.0
 
-    def credit(self, fraction: float) -> float:
-        step = max(0.0, min(fraction * self.work, 0.95 * self.work - self.credited))
+    def credit(self, worth: float) -> float:
+        """Credit up to `worth` of work done in all (the shard's reports are cumulative)."""
+        step = max(0.0, min(worth, 0.95 * self.work) - self.credited)
         self.credited += step
         return step
 

@@ -4,6 +4,7 @@ the user instead of ending in the worker."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -78,39 +79,41 @@ def test_running_shards_credit_their_work_before_they_return_never_all_of_it(tmp
     assert set(session.manifest.finished) == {todo[0].id}
     shard_work = session.expected_seconds(todo[0].cell) * 10  # two shards of 10 samples each
     assert shard_work > 0
-    # each shard: partial credits while it ran (at most 95%), then the rest as it returned
+    # each shard: credits while it ran (at most 95%), then the rest as it returned
     work = [w for n, w in observer.advances if n == 0]
     reports = [sum(isinstance(r[2], float) for r in pool.reports[h]) for h in (0, 1)]
     assert min(reports) > 1, "the shards sent no progress"
     first, second = work[:reports[0] + 1], work[reports[0] + 1:]
+    assert sum(first[:-1]) == 0  # before any shard returned there is no pace to credit a second by
+    assert 0 < sum(second[:-1]) <= 0.95 * shard_work + 1e-9  # then the first one's pace
     for shard in (first, second):
-        assert 0 < sum(shard[:-1]) <= 0.95 * shard_work + 1e-9
         assert sum(shard) == pytest.approx(shard_work)  # the late report of the first is dropped
     assert len(second) == reports[1] + 1
     assert observer.messages == ["note from shard 0", "note from shard 10"]
 
 
-def test_a_reporter_sends_at_most_every_interval_and_its_messages_at_once():
+def test_a_reporter_sends_its_seconds_at_most_every_interval_and_its_messages_at_once():
     sent = []
     quiet = ShardReporter(sent.append, "cell", 10, interval=3600.0)
     with quiet.task("cell", 20) as advance:
         for _ in range(20):
             advance(1)
     assert sent == []  # within the interval nothing is sent: the shard's return credits it all
-    chatty = ShardReporter(sent.append, "cell", 10, interval=0.0)
+    chatty = ShardReporter(sent.append, "cell", 10, interval=0.0, started=time.perf_counter() - 5.0)
     with chatty.task("cell", 20) as advance:
         advance(5)
         advance(2.5)
     chatty.message("warning: out of memory")
-    assert sent == [("cell", 10, 0.25), ("cell", 10, 0.125), ("cell", 10, "warning: out of memory")]
+    assert [r[:2] for r in sent] == [("cell", 10)] * 3
+    assert 5.0 <= sent[0][2] <= sent[1][2] < 60.0 and sent[2][2] == "warning: out of memory"
 
 
 @pytest.mark.subprocess
 def test_a_process_pool_moves_the_grid_while_a_shard_runs(tmp_path, digits, trained_zoo):
-    """Real workers: a shard of a few seconds sends reports every second before it returns."""
+    """Real workers: two shards of a few seconds in one worker; the second's reports, at the
+    first one's pace, credit work before it returns."""
     observer = Recorder()
-    grid = grid_from_dict({**GRID, "samples": 10, "attacks": [{"name": "pgd-linf", "epsilons": [0.005],
-                                                                 "steps": 3000}]})
+    grid = grid_from_dict({**GRID, "attacks": [{"name": "pgd-linf", "epsilons": [0.005], "steps": 1500}]})
     plan = plan_grid(grid, digits, Paths(zoo_dir=trained_zoo))
     session = Session.open(plan, RunStore.create(tmp_path / "run", grid.fingerprint()), observer, True)
     todo = session.jobs(False)
@@ -120,5 +123,7 @@ def test_a_process_pool_moves_the_grid_while_a_shard_runs(tmp_path, digits, trai
             run_shards(pool, session, todo, 0, advance, fail_fast=False)
     finally:
         pool.close()
-    partial = [work for n, work in observer.advances if n == 0]
-    assert len(partial) >= 2 and 0 < partial[0] < sum(partial), observer.advances
+    work = [w for n, w in observer.advances if n == 0]
+    returned = session.expected_seconds(todo[0].cell) * 10
+    first = next(i for i, w in enumerate(work) if w == pytest.approx(returned))  # the first shard returned
+    assert 0 < sum(work[first + 1:-1]) <= 0.95 * returned + 1e-9, observer.advances
