@@ -6,7 +6,7 @@ torch's threads do not share out; one process per core does. The driver opens th
 (spawned: no forked torch thread pools), each with `threads` torch threads. The records are
 the same as a local run's (per-batch seeds, per-batch parts); an interruption keeps every
 finished batch, and `--resume` runs only the rest. Each worker gets a queue to the driver when
-the pool starts it, on which its running shard reports progress and messages.
+the pool starts it, on which its running shard sends its messages.
 """
 
 from __future__ import annotations
@@ -24,55 +24,56 @@ from ..progress import Observer
 from ..store import RunStore
 from .plan import Plan
 from .session import Session
-from .shards import REPORT_SECONDS, Shard, ShardReport, ShardResult, run_shard, run_shards
+from .shards import Shard, ShardResult, run_shard, run_shards
+
+MESSAGE_POLL_SECONDS = 1.0  # how often the driver passes on the workers' messages while it waits
 
 
-_reports: Any = None  # in a worker: its queue to the driver, given by the pool when it starts the worker
+_messages: Any = None  # in a worker: its queue to the driver, given by the pool when it starts the worker
 
 
-def _start_worker(threads: int, reports: Any) -> None:
-    global _reports
+def _start_worker(threads: int, messages: Any) -> None:
+    global _messages
     torch.set_num_threads(threads)
-    reports.cancel_join_thread()  # progress unsent when the worker exits is not worth waiting for
-    _reports = reports
+    messages.cancel_join_thread()  # an exiting worker does not wait for the driver to read it
+    _messages = messages
 
 
-def _run_reporting(shard: Shard) -> ShardResult:
-    return run_shard(shard, report=_reports.put)
+def _run_sending_messages(shard: Shard) -> ShardResult:
+    return run_shard(shard, send_message=_messages.put)
 
 
 class ProcessPool:
     """Shards in `workers` spawned processes of `threads` torch threads each; while the driver
-    waits for one to return, it passes on the reports the running ones send."""
+    waits for one to return, it passes on the messages the running ones send."""
 
     def __init__(self, workers: int, threads: int) -> None:
         context = multiprocessing.get_context("spawn")
-        self.reports = context.Queue()  # a worker receives it as it starts (a queue cannot travel with a task)
+        self.messages = context.Queue()  # a worker receives it as it starts (a queue cannot travel with a task)
         self.executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                            initargs=(threads, self.reports))
+                                            initargs=(threads, self.messages))
 
     def submit(self, shard: Shard) -> Future:
-        return self.executor.submit(_run_reporting, shard)
+        return self.executor.submit(_run_sending_messages, shard)
 
-    def next_done(self, pending: list[Future], on_report: Callable[[ShardReport], None]
+    def next_done(self, pending: list[Future], on_message: Callable[[str], None]
                   ) -> tuple[ShardResult, list[Future]]:
         while True:
-            done, _ = wait(pending, timeout=REPORT_SECONDS, return_when=FIRST_COMPLETED)
-            self._pass_on(on_report)
+            done, _ = wait(pending, timeout=MESSAGE_POLL_SECONDS, return_when=FIRST_COMPLETED)
+            self._pass_on(on_message)
             if done:
                 first = next(future for future in pending if future in done)
                 return first.result(), [future for future in pending if future is not first]
 
-    def _pass_on(self, on_report: Callable[[ShardReport], None]) -> None:
+    def _pass_on(self, on_message: Callable[[str], None]) -> None:
         while True:
             try:
-                report = self.reports.get_nowait()
+                message = self.messages.get_nowait()
             except queue.Empty:
                 return
-            on_report(report)
+            on_message(message)
 
     def close(self) -> None:
-        self._pass_on(lambda report: None)  # a worker exits only once its queue is read
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 

@@ -16,7 +16,7 @@ from ..progress import Observer
 from ..store import RunStore
 from .plan import Plan
 from .session import Session
-from .shards import Shard, ShardReport, ShardResult, run_shard, run_shards
+from .shards import Shard, ShardResult, run_shard, run_shards
 
 INSTALL_HINT = "the Ray executor needs ray: pip install 'advbench[ray]'"
 
@@ -38,9 +38,9 @@ class RayPool:
     def submit(self, shard: Shard) -> Any:
         return self.task.remote(shard)
 
-    def next_done(self, pending: list[Any], on_report: Callable[[ShardReport], None]
+    def next_done(self, pending: list[Any], on_message: Callable[[str], None]
                   ) -> tuple[ShardResult, list[Any]]:
-        """Ray tasks send no reports: the grid's work moves as shards return."""
+        """Ray tasks carry no messages back: a warning raised in one stays on its node."""
         done, pending = self.ray.wait(pending, num_returns=1)
         return self.ray.get(done[0]), pending  # a crash stops the run here; finished batches stay on disk
 

@@ -6,18 +6,17 @@ and the defense itself and runs the shard's batches with the same per-batch seed
 same batch parts as a local run, so a finished cell joins into the same records. `run_shards`
 is the driver's loop, written once for every pool: submit each shard with a batch left, then
 finish (or refuse) each cell as its last shard returns. A pool that can (local processes) also
-carries each running shard's progress and messages back to the driver (`ShardReporter`), so the
-grid's bar and time left move while cells run, not only when a shard returns.
+carries each running shard's messages back to the driver (`ShardMessages`), so a warning raised
+in a worker reaches the user.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -39,10 +38,6 @@ from .session import Session
 
 # what a shard returns: its cell id, the seconds it took and, when the cell cannot be evaluated, why
 ShardResult = tuple[str, float, "str | None"]
-# what a running shard reports: its cell id, its first sample, and the seconds it has run (a float)
-# or a message for the user (a str)
-ShardReport = tuple[str, int, "float | str"]
-REPORT_SECONDS = 1.0  # how often a running shard sends its progress to the driver
 
 
 def shard_starts(samples: int, batch_size: int, shard_size: int) -> list[tuple[int, int]]:
@@ -68,40 +63,22 @@ class Shard:
     store_path: str
 
 
-class ShardReporter(Observer):
-    """A worker's observer: sends the seconds the shard has run (as it makes progress, at most
-    every `interval` seconds) and its messages (an out-of-memory retry, non-finite logits) to the
-    driver through `send`, where otherwise they would end in the worker. Seconds, not the
-    attack's count of evaluations: an evaluation of the few inputs still standing costs these
-    small models nearly what one of the whole batch does."""
+class ShardMessages(Observer):
+    """A worker's observer: sends the shard's messages (an out-of-memory retry, non-finite
+    logits) to the driver through `send`, where otherwise they would end in the worker. Its
+    progress is not sent: the driver credits a shard's work when it returns (crediting running
+    shards at the pace of returned ones put the demo's time left 3-15x off under load)."""
 
-    def __init__(self, send: Callable[[ShardReport], None], cell_id: str, start: int,
-                 interval: float = REPORT_SECONDS, started: float | None = None) -> None:
-        self.send, self.cell_id, self.start, self.interval = send, cell_id, start, interval
-        self.started = time.perf_counter() if started is None else started
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self.send = send
 
     def message(self, text: str) -> None:
-        self.send((self.cell_id, self.start, text))
-
-    @contextmanager
-    def task(self, description: str, total: int, work: float | None = None,
-             done_before: int = 0) -> Iterator[Advance]:
-        last = time.perf_counter()
-
-        def advance(n: float = 1, work: float | None = None) -> None:
-            nonlocal last
-            now = time.perf_counter()
-            if now - last >= self.interval:
-                self.send((self.cell_id, self.start, now - self.started))
-                last = now
-
-        yield advance
+        self.send(text)
 
 
-def run_shard(shard: Shard, report: Callable[[ShardReport], None] | None = None,
-              report_seconds: float = REPORT_SECONDS) -> ShardResult:
-    """One worker task: the shard's batches of one cell, each written as a part; with `report`,
-    its progress (every `report_seconds`) and messages go to the driver while it runs."""
+def run_shard(shard: Shard, send_message: Callable[[str], None] | None = None) -> ShardResult:
+    """One worker task: the shard's batches of one cell, each written as a part; with
+    `send_message`, its messages go to the driver while it runs."""
     started = time.perf_counter()
     grid, cell, paths = shard.grid, shard.cell, shard.paths
     data = load_dataset(grid.dataset, paths.data_dir, paths.download)
@@ -121,8 +98,7 @@ def run_shard(shard: Shard, report: Callable[[ShardReport], None] | None = None,
                  clean, batch_size=grid.batch_size, bounds=data.info.bounds, num_classes=data.info.num_classes,
                  device=models.device, source=source, load_model=models.get, dataset=data.info.name,
                  seed=grid.seed, offset=shard.start, parts=parts, carry_examples=grid.carry_examples,
-                 observer=None if report is None else ShardReporter(report, cell.id, shard.start, report_seconds,
-                                                                    started))
+                 observer=None if send_message is None else ShardMessages(send_message))
     except AdvbenchError as exc:
         return cell.id, time.perf_counter() - started, str(exc)
     return cell.id, time.perf_counter() - started, None
@@ -134,9 +110,9 @@ class ShardPool(Protocol):
     def submit(self, shard: Shard) -> Any:
         """Start `shard`; a handle for `next_done`."""
 
-    def next_done(self, pending: list[Any], on_report: Callable[[ShardReport], None]) -> tuple[ShardResult, list[Any]]:
+    def next_done(self, pending: list[Any], on_message: Callable[[str], None]) -> tuple[ShardResult, list[Any]]:
         """Wait for one of `pending` to finish: its result and the handles still pending (a crash
-        raises); the running shards' reports that arrive meanwhile go to `on_report`, where the
+        raises); the running shards' messages that arrive meanwhile go to `on_message`, where the
         pool carries them."""
 
 
@@ -170,39 +146,24 @@ def missing_shards(session: Session, todo: list[CellJob], shard_size: int
 def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_size: int, advance: Advance,
                fail_fast: bool) -> None:
     """Submit every shard with a batch left, the costliest cells first (a pool of workers then
-    ends together), then finish (or refuse) each cell as its last shard returns. Each shard
-    advances the grid's work by its share of its cell: while it runs, by the seconds it reports
-    at the pace of the shards returned so far (`_Pace`; at most 95% of it), and the rest when it
-    returns; each finished cell, the count."""
+    ends together), then finish (or refuse) each cell as its last shard returns. Each returned
+    shard advances the grid's work by its share of its cell; each finished cell, the count."""
     shards, left = missing_shards(session, todo, shard_size)
     seconds = {job.id: 0.0 for job in todo}
     shards.sort(key=lambda shard: -session.expected_seconds(shard[0].cell) * (shard[2] - shard[1]))
-    running = {pool.submit(shard_of(session, job.cell, start, stop)):
-               _RunningShard(job.id, start, session.expected_seconds(job.cell) * (stop - start))
+    pending = {pool.submit(shard_of(session, job.cell, start, stop)): session.expected_seconds(job.cell) * (stop - start)
                for job, start, stop in shards}
-    by_start = {(shard.cell_id, shard.start): shard for shard in running.values()}
     refused: set[str] = set()
     for job in todo:
         if left[job.id] == 0:  # every batch was kept from an interrupted attempt
             session.finish(job.cell, 0.0)
             advance(1, session.cell_work(job.cell))
     cells = {job.id: job.cell for job in todo}
-    pace = _Pace()
-
-    def on_report(report: ShardReport) -> None:
-        cell_id, start, what = report
-        if isinstance(what, str):
-            session.observer.message(what)
-        elif (cell_id, start) in by_start:  # a late report of a shard already returned is dropped
-            advance(0, by_start[cell_id, start].credit(pace.work_of(what)))
-
-    handles = list(running)
+    handles = list(pending)
     while handles:
-        (cell_id, took, error), still = pool.next_done(handles, on_report)
-        done = running.pop(next(handle for handle in handles if handle not in still))
-        del by_start[done.cell_id, done.start]
-        pace.add(took, done.work)
-        advance(0, done.rest())
+        (cell_id, took, error), still = pool.next_done(handles, session.observer.message)
+        done = next(handle for handle in handles if handle not in still)
+        advance(0, pending.pop(done))
         handles = still
         left[cell_id] -= 1
         seconds[cell_id] += took
@@ -215,41 +176,3 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
         elif left[cell_id] == 0 and cell_id not in refused:
             session.finish(cells[cell_id], seconds[cell_id])
             advance(1, 0)
-
-
-@dataclass
-class _Pace:
-    """Expected work done per second a shard runs, from the shards returned so far: the work is
-    a ceiling (an attack's full budget), so a second of a running shard is worth the work a
-    returned shard's second was (0 before any returned: no guess then)."""
-
-    seconds: float = 0.0
-    work: float = 0.0
-
-    def add(self, seconds: float, work: float) -> None:
-        self.seconds += seconds
-        self.work += work
-
-    def work_of(self, seconds: float) -> float:
-        return seconds * self.work / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class _RunningShard:
-    """A submitted shard's expected work (seconds) and how much of it its reports have credited:
-    never all of it before it returns (the last batches can be the slow ones)."""
-
-    cell_id: str
-    start: int
-    work: float
-    credited: float = 0.0
-
-    def credit(self, worth: float) -> float:
-        """Credit up to `worth` of work done in all (the shard's reports are cumulative)."""
-        step = max(0.0, min(worth, 0.95 * self.work) - self.credited)
-        self.credited += step
-        return step
-
-    def rest(self) -> float:
-        step, self.credited = self.work - self.credited, self.work
-        return step
