@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 # advance(n, work): n more items done (fractions while a batch is attacked) and, in a task with a
 # `work` total, the work they carried (expected seconds); the time left follows the work when it is known
 Advance = Callable[..., None]
+TimeLeft = Callable[[], "float | None"]  # the caller's own seconds left, asked whenever a line is told
 PLAIN_PROGRESS_SECONDS = 30.0  # how often plain output reports a long task's progress
 
 
@@ -31,11 +32,13 @@ class Observer:
 
     @contextmanager
     def task(self, description: str, total: int, work: float | None = None,
-             done_before: int = 0) -> Iterator[Advance]:
+             done_before: int = 0, seconds_left: TimeLeft | None = None) -> Iterator[Advance]:
         """A task of `total` items; with `work`, the items are unequal (a grid's cells) and each
         advance says how much of `work` it carried, so the time left is the work's, not the count's.
         `done_before` items were finished by an earlier session (a resumed training): they count
-        as done but not in the pace, which is this session's."""
+        as done but not in the pace, which is this session's. `seconds_left`, when the caller can
+        tell it better than a pace (a pool's driver, `run.pool_time`), gives the seconds left;
+        where it returns None, the pace does."""
         yield lambda n=1, work=None: None
 
 
@@ -56,7 +59,7 @@ class PlainObserver(Observer):
 
     @contextmanager
     def task(self, description: str, total: int, work: float | None = None,
-             done_before: int = 0) -> Iterator[Advance]:
+             done_before: int = 0, seconds_left: TimeLeft | None = None) -> Iterator[Advance]:
         start = time.monotonic()
         weighted = bool(work and work > 0)
         # last: when a line was last printed; moved: when progress was last made
@@ -65,6 +68,9 @@ class PlainObserver(Observer):
 
         def line(now: float, heartbeat: bool) -> str:
             text = f"{description}: {state['done']:.0f}/{total}, {_clock(now - start)} elapsed"
+            told = seconds_left() if seconds_left is not None else None
+            if told is not None:
+                return text + f", about {_clock(told)} left"
             if heartbeat:  # no time left: the pace before a silence says nothing about its end
                 return text + f", still working (no progress for {_clock(now - state['moved'])})"
             left = time_left(now - start, state["work"], work) if weighted else \
@@ -119,11 +125,20 @@ class RichObserver(Observer):
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.text import Text
 
         self._console = Console(stderr=True)
+        class TimeLeftColumn(TimeRemainingColumn):
+            """Rich's time left, unless the task's caller tells its own (`seconds_left`)."""
+
+            def render(self, task):  # type: ignore[no-untyped-def]
+                told = task.fields.get("seconds_left")
+                seconds = told() if told is not None else None
+                return super().render(task) if seconds is None else Text(_clock(seconds), style="progress.remaining")
+
         self._progress = Progress(
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self._console, transient=True,
+            TimeElapsedColumn(), TimeLeftColumn(), console=self._console, transient=True,
         )
         self._depth = 0
 
@@ -132,7 +147,7 @@ class RichObserver(Observer):
 
     @contextmanager
     def task(self, description: str, total: int, work: float | None = None,
-             done_before: int = 0) -> Iterator[Advance]:
+             done_before: int = 0, seconds_left: TimeLeft | None = None) -> Iterator[Advance]:
         """The bar and rich's time left follow `work` when given (the count is shown beside it).
         Rich's speed comes from advances only, so `done_before` fills the bar without speeding it."""
         if self._depth == 0:
@@ -141,7 +156,8 @@ class RichObserver(Observer):
         weighted = bool(work and work > 0)
         done = [float(done_before)]
         task_id = self._progress.add_task(description, total=work if weighted else total,
-                                          completed=0 if weighted else done_before, count=f"{done_before}/{total}")
+                                          completed=0 if weighted else done_before, count=f"{done_before}/{total}",
+                                          seconds_left=seconds_left)
 
         def advance(n: float = 1, work: float | None = None) -> None:
             done[0] += n

@@ -32,6 +32,7 @@ from .device import pick_device
 from .models import ModelCache, model_key
 from .parts import CellParts
 from .plan import PlannedCell
+from .pool_time import PoolTimeLeft
 from .predict import clean_predictions
 from .schedule import CellJob
 from .session import Session
@@ -144,15 +145,20 @@ def missing_shards(session: Session, todo: list[CellJob], shard_size: int
 
 
 def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_size: int, advance: Advance,
-               fail_fast: bool) -> None:
+               fail_fast: bool, time_left: PoolTimeLeft | None = None) -> None:
     """Submit every shard with a batch left, the costliest cells first (a pool of workers then
     ends together), then finish (or refuse) each cell as its last shard returns. Each returned
-    shard advances the grid's work by its share of its cell; each finished cell, the count."""
+    shard advances the grid's work by its share of its cell; each finished cell, the count.
+    `time_left` hears of each submission and return (the pool's own estimate of what is left)."""
     shards, left = missing_shards(session, todo, shard_size)
     seconds = {job.id: 0.0 for job in todo}
     shards.sort(key=lambda shard: -session.expected_seconds(shard[0].cell) * (shard[2] - shard[1]))
-    pending = {pool.submit(shard_of(session, job.cell, start, stop)): session.expected_seconds(job.cell) * (stop - start)
-               for job, start, stop in shards}
+    time_left = time_left or PoolTimeLeft(1)
+    pending = {}
+    for job, start, stop in shards:
+        handle = pool.submit(shard_of(session, job.cell, start, stop))
+        pending[handle] = session.expected_seconds(job.cell) * (stop - start)
+        time_left.submitted(handle, pending[handle])
     refused: set[str] = set()
     for job in todo:
         if left[job.id] == 0:  # every batch was kept from an interrupted attempt
@@ -163,6 +169,7 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
     while handles:
         (cell_id, took, error), still = pool.next_done(handles, session.observer.message)
         done = next(handle for handle in handles if handle not in still)
+        time_left.returned(done, took)
         advance(0, pending.pop(done))
         handles = still
         left[cell_id] -= 1
