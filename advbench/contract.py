@@ -185,7 +185,7 @@ class Manifest:
     versions: dict[str, str | None]
     cells: list[CellInfo]
     git_commit: str | None = None
-    threads: int | None = None  # torch's CPU threads when the run started
+    threads: int | None = None  # torch's CPU threads of each process that attacks (a worker, in a pool)
     defenses: dict[str, DefenseInfo] = field(default_factory=dict)
     finished: dict[str, CellChecksum] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)  # cell -> why it failed (the grid went on)

@@ -11,7 +11,7 @@ from advbench.errors import AdvbenchError
 from advbench.evaluation import evaluate
 from advbench.progress import Observer
 from advbench.run import Paths, plan_grid, run_grid
-from advbench.run.processes import run_grid_in_processes
+from advbench.run.processes import run_grid_in_processes, worker_threads
 from advbench.store import RunStore
 
 pytestmark = pytest.mark.subprocess  # spawned worker processes
@@ -33,6 +33,7 @@ def test_workers_give_the_local_records_and_resume_only_missing_batches(tmp_path
     plan = plan_grid(grid, digits, Paths(zoo_dir=trained_zoo))
     manifest = run_grid_in_processes(plan, pooled, observer=Observer(), workers=2)
     assert len(manifest.finished) == len(plan.cells) and not manifest.refused
+    assert manifest.threads == worker_threads(2, None)  # what each worker ran with, not the driver's default
     columns = [c for c in local.records().columns if c != "seconds"]
     pd.testing.assert_frame_equal(local.records()[columns], pooled.records()[columns])
     assert not list((pooled.path / "records").glob("*.part-*"))
