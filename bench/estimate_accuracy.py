@@ -3,10 +3,10 @@ within 2x of the truth, idle and under a concurrent load).
 
 Runs `advbench run --fresh` (the demo, plain output) in DIR, which must hold the zoo, and stamps
 each line as it arrives. Each progress line `grid cells: D/T, M:SS elapsed, about M:SS left` is
-set against the seconds that really followed until the run's headline (the first line of the
-report): the report's own seconds are inside that truth, as a user waits for them too. With
-`--load N`, N busy processes share the cores for the whole run. Readings with under 10 s left are
-listed but not judged (a clock of whole seconds and the report's few seconds dominate them).
+set against the seconds that really followed until the last cell's records were written (the
+grid's end: what the line estimates; judged) and until the run's headline (the report's few
+seconds on top, which a user waits for too; listed). With `--load N`, N busy processes share the
+cores for the whole run. Readings with under 10 s left are listed but not judged.
 Run: .venv/bin/python bench/estimate_accuracy.py DIR [--load 1] [--repeats 2]
 """
 
@@ -34,11 +34,11 @@ def _busy() -> None:
         pass
 
 
-def timed_run(directory: Path) -> tuple[list[tuple[float, float]], float, float]:
-    """(seconds since start, time left said) of each progress reading, the headline's arrival
-    and the whole run's wall seconds."""
+def timed_run(directory: Path) -> tuple[list[tuple[float, float]], float, float, float]:
+    """(seconds since start, time left said) of each progress reading, the grid's end (the newest
+    record file), the headline's arrival and the whole run's wall seconds."""
     advbench = Path(sys.executable).with_name("advbench")
-    started = time.monotonic()
+    started, started_wall = time.monotonic(), time.time()
     process = subprocess.Popen([str(advbench), "run", "--fresh"], cwd=directory, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     readings, headline = [], None
@@ -52,7 +52,9 @@ def timed_run(directory: Path) -> tuple[list[tuple[float, float]], float, float]
             headline = now
     process.wait()
     wall = time.monotonic() - started
-    return readings, headline if headline is not None else wall, wall
+    run = max((directory / "results").iterdir(), key=lambda path: path.stat().st_mtime)
+    grid_end = max(path.stat().st_mtime for path in (run / "records").glob("*.csv")) - started_wall
+    return readings, grid_end, headline if headline is not None else wall, wall
 
 
 def main() -> None:
@@ -68,17 +70,19 @@ def main() -> None:
     try:
         print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before; {args.load} busy process(es) beside")
         for repeat in range(args.repeats):
-            readings, headline, wall = timed_run(args.directory)
-            print(f"run {repeat + 1}: {wall:.0f} s wall, headline at {headline:.0f} s; "
+            readings, grid_end, headline, wall = timed_run(args.directory)
+            print(f"run {repeat + 1}: {wall:.0f} s wall, grid done at {grid_end:.0f} s, headline at {headline:.0f} s; "
                   f"load average {os.getloadavg()[0]:.2f} after")
-            print(f"  {'at s':>6} {'said left':>10} {'real left':>10} {'said/real':>10}")
+            print(f"  {'at s':>6} {'said left':>10} {'grid left':>10} {'said/grid':>10} {'to headline':>12} "
+                  f"{'said/that':>10}")
             for at, said in readings:
-                real = headline - at
+                real, waited = grid_end - at, headline - at
                 ratio = said / real if real > 0 else float("inf")
                 judged = real >= JUDGED_FROM
                 if judged:
                     worst = max(worst, ratio, 1 / ratio if ratio > 0 else float("inf"))
-                print(f"  {at:6.0f} {said:10.0f} {real:10.0f} {ratio:10.2f}{'' if judged else '  (not judged)'}")
+                print(f"  {at:6.0f} {said:10.0f} {real:10.0f} {ratio:10.2f} {waited:12.0f} "
+                      f"{said / waited if waited > 0 else float('inf'):10.2f}{'' if judged else '  (not judged)'}")
     finally:
         for process in busy:
             process.terminate()
