@@ -93,7 +93,7 @@ def evaluate(grid: Grid, *, paths: Paths = Paths(), run: RunOptions = RunOptions
         raise AdvbenchError("in-memory models and data run in this process: workers must be 1")
     if executor is Executor.RAY or plan.grid.workers > 1:
         _refuse_process_local_modules(plan)
-    use_threads(plan.grid.threads, observer)
+    use_threads(plan.grid.threads, observer, plan.grid.workers if executor is Executor.LOCAL else 1)
     started = time.perf_counter()
     trained = train_missing(plan.models(), plan.data, zoo_dir=paths.zoo_dir, device=plan.device, observer=observer)
     training_seconds = time.perf_counter() - started

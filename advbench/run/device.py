@@ -22,12 +22,19 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def use_threads(threads: int | None, observer: Observer) -> None:
+def worker_threads(workers: int, threads: int | None) -> int:
+    """torch threads per worker of a process pool: as asked, else the cores shared out."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
+
+
+def use_threads(threads: int | None, observer: Observer, workers: int = 1) -> None:
     """Set torch's CPU threads when asked; on a machine busier than its cores, say that fewer
-    threads may be faster (torch's threads then wait on each other at every barrier)."""
+    threads may be faster (torch's threads then wait on each other at every barrier) when the
+    attacks run with more than one: in this process, or in each of `workers` > 1 processes."""
     if threads is not None:
         torch.set_num_threads(threads)
+    attacking = worker_threads(workers, threads) if workers > 1 else torch.get_num_threads()
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load > cores and torch.get_num_threads() > 1:
-        observer.message(f"hint: the load average ({load:.1f}) exceeds the {cores} cores; torch's "
-                         f"{torch.get_num_threads()} threads may wait on each other: try --threads 1")
+    if load > cores and attacking > 1:
+        observer.message(f"hint: load average {load:.1f} on {cores} cores; torch's {attacking} threads may wait "
+                         "on each other: try --threads 1")

@@ -12,7 +12,6 @@ the pool starts it, on which its running shard sends its messages.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -23,6 +22,7 @@ import torch
 from ..contract import Manifest
 from ..progress import Observer
 from ..store import RunStore
+from .device import worker_threads
 from .plan import Plan
 from .pool_time import PoolTimeLeft
 from .session import Session
@@ -77,11 +77,6 @@ class ProcessPool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
-
-
-def worker_threads(workers: int, threads: int | None) -> int:
-    """torch threads per worker: as asked, else the cores shared out."""
-    return threads or max(1, (os.cpu_count() or 1) // workers)
 
 
 def run_grid_in_processes(plan: Plan, store: RunStore, *, observer: Observer, workers: int, reuse: bool = True,

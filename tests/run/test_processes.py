@@ -11,7 +11,8 @@ from advbench.errors import AdvbenchError
 from advbench.evaluation import evaluate
 from advbench.progress import Observer
 from advbench.run import Paths, plan_grid, run_grid
-from advbench.run.processes import run_grid_in_processes, worker_threads
+from advbench.run.device import worker_threads
+from advbench.run.processes import run_grid_in_processes
 from advbench.store import RunStore
 
 pytestmark = pytest.mark.subprocess  # spawned worker processes

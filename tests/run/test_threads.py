@@ -40,3 +40,22 @@ def test_a_busy_machine_gets_a_hint(monkeypatch):
         assert not quiet.lines
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_busy_machine_gets_the_hint_only_when_the_attacks_run_several_threads(monkeypatch):
+    """The demo's two workers run one thread each on two cores: the driver's default of two
+    threads is not what attacks, so the hint would be wrong there (and it ran past 100 columns)."""
+    before = torch.get_num_threads()
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.3, 0.0, 0.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    try:
+        torch.set_num_threads(2)
+        pooled, alone = Messages(), Messages()
+        device.use_threads(None, pooled, workers=2)
+        assert not pooled.lines
+        device.use_threads(None, alone)
+        assert alone.lines == ["hint: load average 2.3 on 2 cores; torch's 2 threads may wait on each other: "
+                               "try --threads 1"]
+        assert max(len(line) for line in alone.lines) <= 100
+    finally:
+        torch.set_num_threads(before)
