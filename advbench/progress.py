@@ -128,6 +128,7 @@ class RichObserver(Observer):
         from rich.text import Text
 
         self._console = Console(stderr=True)
+
         class TimeLeftColumn(TimeRemainingColumn):
             """Rich's time left, unless the task's caller tells its own (`seconds_left`)."""
 

@@ -67,8 +67,9 @@ class Shard:
 class ShardMessages(Observer):
     """A worker's observer: sends the shard's messages (an out-of-memory retry, non-finite
     logits) to the driver through `send`, where otherwise they would end in the worker. Its
-    progress is not sent: the driver credits a shard's work when it returns (crediting running
-    shards at the pace of returned ones put the demo's time left 3-15x off under load)."""
+    progress is not sent: the driver knows when each shard started and returned (`pool_time`);
+    crediting running shards' evaluations or seconds to the grid's work put the demo's time left
+    3-15x off (bench/RESULTS.md)."""
 
     def __init__(self, send: Callable[[str], None]) -> None:
         self.send = send
@@ -154,7 +155,7 @@ def run_shards(pool: ShardPool, session: Session, todo: list[CellJob], shard_siz
     seconds = {job.id: 0.0 for job in todo}
     shards.sort(key=lambda shard: -session.expected_seconds(shard[0].cell) * (shard[2] - shard[1]))
     time_left = time_left or PoolTimeLeft(1)
-    pending = {}
+    pending: dict[Any, float] = {}
     for job, start, stop in shards:
         handle = pool.submit(shard_of(session, job.cell, start, stop))
         pending[handle] = session.expected_seconds(job.cell) * (stop - start)
