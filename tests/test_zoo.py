@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,7 +108,7 @@ def test_registered_trainable_defense_with_a_weights_file(tmp_path, digits, trai
     assert torch.equal(model(digits.test_x[:8]), reference(digits.test_x[:8]))
 
 
-SHIPPED_ZOO = __import__("pathlib").Path(__file__).parents[1] / "zoo"
+SHIPPED_ZOO = Path(__file__).parents[1] / "zoo"
 
 
 def test_the_shipped_zoo_holds_every_model_the_demo_needs(digits):

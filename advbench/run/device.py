@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -38,3 +40,14 @@ def use_threads(threads: int | None, observer: Observer, workers: int = 1) -> No
     if load > cores and attacking > 1:
         observer.message(f"hint: load average {load:.1f} on {cores} cores; torch's {attacking} threads may wait "
                          "on each other: try --threads 1")
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads in this process set to `threads` for the block, then as they were."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
 from ..contract import Manifest
 from ..progress import Observer
 from ..store import RunStore
-from .device import worker_threads
+from .device import torch_threads, worker_threads
 from .plan import Plan
 from .pool_time import PoolTimeLeft
 from .session import Session
@@ -96,14 +95,3 @@ def run_grid_in_processes(plan: Plan, store: RunStore, *, observer: Observer, wo
             finally:
                 pool.close()
     return session.manifest
-
-
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """torch's CPU threads in this process set to `threads` for the block, then as they were."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
